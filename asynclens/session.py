@@ -1,0 +1,423 @@
+"""The recording session: lifecycle, bounded buffer, flusher thread, sinks.
+
+Instrumentation points hand the session small objects (``record_span``) or
+frozen records (``emit``) from any thread; both only append to a bounded deque.
+A background flusher turns buffered spans into :class:`~asynclens.records.Span`
+records, keeps the aggregates ``summary()`` reads, and hands batches to the
+sinks. A sink that raises is logged once, disabled and counted; nothing
+asynclens does raises into the program it observes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol
+
+from . import _context
+from ._clock import Clock, SystemClock
+from ._executor import ExecutorContext
+from ._loops import LoopWatcher
+from ._summary import SpanAggregates, render_summary
+from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent
+from .sinks import Sink, SinkLike, resolve_sinks
+
+__all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
+
+logger = logging.getLogger("asynclens")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class SessionError(RuntimeError):
+    """A session was used the wrong way (e.g. two sessions at once)."""
+
+
+class Probe(Protocol):
+    """An instrumentation component owned by a session (lag monitor, handle registry, …).
+
+    ``start`` runs when the session starts, ``attach_loop`` once for every event
+    loop the session sees, ``stop`` before the final flush (a good time to emit
+    end-of-run records such as leaks). ``statistics`` feeds
+    ``Session.statistics().probes[name]``; ``summary_lines`` adds to ``summary()``.
+    """
+
+    name: str
+
+    def start(self, session: Session) -> None: ...
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def stop(self) -> None: ...
+    def statistics(self) -> Any: ...
+    def summary_lines(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class SessionStatistics:
+    """Counters of a session; every figure is exact at the time of the call."""
+
+    records_emitted: int
+    records_dropped: int
+    records_buffered: int
+    spans_recorded: int
+    buffer_limit: int
+    flushes: int
+    sinks: int
+    sinks_disabled: int
+    sink_errors: int
+    internal_errors: int
+    probes: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "probes"}
+        out["probes"] = {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in self.probes.items()}
+        return out
+
+
+def _positive(option: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ValueError(f"session({option}={value!r}): must be a positive number")
+    return value
+
+
+class Session:
+    """Records everything asynclens instruments while it is active.
+
+    Use ``with asynclens.session(...) as s:`` or ``async with``; only one session
+    may be active in a process at a time.
+
+    Options:
+        sinks: where records go: :class:`~asynclens.sinks.Sink` objects or paths
+            (``"run.jsonl"``; the suffix picks the sink), or ``"memory"``.
+        clock: a :class:`~asynclens._clock.Clock`; tests pass a ``FakeClock``.
+        buffer_limit: records buffered before new ones are dropped (and counted).
+        flush_interval: seconds between flushes of the buffer to the sinks.
+        lag, lag_interval, stall_threshold: the event-loop lag monitor.
+        track_handles: the open-handle registry.
+        scheduler: the task step probe.
+        name: a label for the run, written into the header.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        sinks: SinkLike | Iterable[SinkLike] | None = None,
+        *,
+        clock: Clock | None = None,
+        buffer_limit: int = 100_000,
+        flush_interval: float = 0.1,
+        lag: bool = True,
+        lag_interval: float = 0.01,
+        stall_threshold: float = 0.05,
+        track_handles: bool = True,
+        scheduler: bool = True,
+        probes: Iterable[Probe] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.buffer_limit = _positive("buffer_limit", buffer_limit, int)
+        self.flush_interval = float(_positive("flush_interval", flush_interval, (int, float)))
+        self.lag_interval = float(_positive("lag_interval", lag_interval, (int, float)))
+        self.stall_threshold = float(_positive("stall_threshold", stall_threshold, (int, float)))
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.now = self.clock.now_ns
+        self.name = name
+        self.options: dict[str, Any] = {
+            "buffer_limit": buffer_limit,
+            "flush_interval": flush_interval,
+            "lag": bool(lag),
+            "lag_interval": lag_interval,
+            "stall_threshold": stall_threshold,
+            "track_handles": bool(track_handles),
+            "scheduler": bool(scheduler),
+        }
+        self._sinks: list[Sink] = resolve_sinks(sinks)
+        self._probes: list[Probe] = list(probes) if probes is not None else _default_probes(self.options)
+        self._buffer: deque[Any] = deque()
+        self._limit = 0  # nothing is accepted before start() or after close()
+        self._dropped = 0
+        self._drain_count = 0
+        self._spans = 0
+        self._flushes = 0
+        self._sink_errors = 0
+        self._disabled: set[int] = set()
+        self._internal_errors = 0
+        self._logged: set[str] = set()
+        self._count_lock = threading.Lock()
+        self._flush_lock = threading.RLock()
+        self._stop_flusher = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._watcher = LoopWatcher(self._attach_loop)
+        self._executor_context = ExecutorContext()
+        self.aggregates = SpanAggregates()
+        self.info: SessionInfo | None = None
+        self.state = "new"
+        self.start_ns = 0
+        self.end_ns = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Session:
+        """Activate the session (what ``with`` does on entry)."""
+        if self.state != "new":
+            raise SessionError(f"this session is already {self.state}; create a new session() for each run")
+        other = _context.active
+        if other is not None:
+            raise SessionError(
+                f"another asynclens session is already active ({other!r}); "
+                "only one session can record at a time: close it first"
+            )
+        self.start_ns = self.now()
+        self.info = SessionInfo(
+            session_id=uuid.uuid4().hex,
+            schema=SCHEMA_VERSION,
+            pid=os.getpid(),
+            argv=tuple(sys.argv),
+            python=sys.version.split()[0],
+            anchor_mono_ns=self.start_ns,
+            anchor_wall_ns=self.clock.wall_ns(),
+            name=self.name,
+            options=MappingProxyType(dict(self.options)),
+        )
+        for sink in self._sinks:
+            self._call_sink(sink, "open", self.info)
+        self._limit = self.buffer_limit
+        self.state = "active"
+        _context.set_active(self)
+        for probe in self._probes:
+            self._guard(f"{probe.name}.start", probe.start, self)
+        self._guard("loop watcher", self._watcher.start)
+        self._guard("executor context", self._executor_context.start)
+        self._flusher = threading.Thread(target=self._flush_loop, name="asynclens-flusher", daemon=True)
+        self._flusher.start()
+        return self
+
+    def close(self) -> None:
+        """Stop recording, flush every buffered record to the sinks and close them."""
+        if self.state != "active":
+            return
+        self.state = "closing"
+        self._guard("loop watcher", self._watcher.stop)
+        self._guard("executor context", self._executor_context.stop)
+        for probe in reversed(self._probes):
+            self._guard(f"{probe.name}.stop", probe.stop)
+        if _context.active is self:
+            _context.set_active(None)
+        self._stop_flusher.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+        self.end_ns = self.now()
+        self.flush()
+        self._limit = 0  # spans still running now are counted as dropped when they end
+        self._buffer.append(SessionEnd(end_ns=self.end_ns, statistics=MappingProxyType(self.statistics().as_dict())))
+        self.flush()
+        for sink in self._sinks:
+            self._call_sink(sink, "close")
+        self.state = "closed"
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Session:
+        return self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Instrument ``loop`` (one started before the session, or in another thread)."""
+        self._watcher.watch(loop)
+
+    def _attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for probe in self._probes:
+            self._guard(f"{probe.name}.attach_loop", probe.attach_loop, loop)
+
+    # ------------------------------------------------------------ hot path
+
+    def record_span(self, live: Any) -> None:
+        """Buffer a finished live span (called by the tracing hot path)."""
+        buffer = self._buffer
+        if len(buffer) < self._limit:
+            buffer.append(live)
+        else:
+            self._note_drop()
+
+    def emit(self, record: Record) -> None:
+        """Buffer a frozen record from any thread; dropped (and counted) when full."""
+        buffer = self._buffer
+        if len(buffer) < self._limit:
+            buffer.append(record)
+        else:
+            self._note_drop()
+
+    def _note_drop(self) -> None:
+        with self._count_lock:
+            self._dropped += 1
+
+    # --------------------------------------------------------------- flush
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flusher.wait(self.flush_interval):
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand everything buffered so far to the sinks (any thread; serialised)."""
+        with self._flush_lock:
+            buffer = self._buffer
+            count = len(buffer)
+            if not count:
+                return
+            popleft = buffer.popleft
+            batch: list[Record] = []
+            append = batch.append
+            for _ in range(count):
+                item = popleft()
+                if not isinstance(item, Record):
+                    try:
+                        item = self._freeze_span(item)
+                    except Exception as exc:
+                        self.internal_error("freezing a span", exc)
+                        continue
+                append(item)
+            self._drain_count += count
+            self._flushes += 1
+            self._guard("aggregating spans", self.aggregates.add_batch, batch)
+            for sink in self._sinks:
+                if id(sink) not in self._disabled:
+                    self._call_sink(sink, "write", batch)
+
+    def _freeze_span(self, live: Any) -> Span:
+        self._spans += 1
+        task = live.task
+        events = live.events
+        error = live.error
+        extra = live.extra
+        return Span(
+            live.name,
+            live.trace_id,
+            live.span_id,
+            live.parent_id,
+            live.start_ns,
+            live.end_ns,
+            live.status,
+            error[0] if error else None,
+            error[1] if error else None,
+            MappingProxyType(live.attrs) if live.attrs else _EMPTY,
+            tuple(SpanEvent(n, t, MappingProxyType(a)) for n, t, a in events) if events else (),
+            task.get_name() if task is not None else None,
+            live.thread_id,
+            **(extra or {}),
+        )
+
+    # ------------------------------------------------------ failure isolation
+
+    def _call_sink(self, sink: Sink, hook: str, *args: Any) -> None:
+        method = getattr(sink, hook)
+        try:
+            method(*args)
+        except Exception as exc:
+            self._sink_errors += 1
+            if id(sink) not in self._disabled:
+                self._disabled.add(id(sink))
+                logger.warning(
+                    "asynclens: sink %r failed in %s() and was disabled: %s: %s",
+                    sink,
+                    hook,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """Count a bug in asynclens itself; log it once per place, never raise."""
+        self._internal_errors += 1
+        if where not in self._logged:
+            self._logged.add(where)
+            logger.warning(
+                "asynclens: internal error while %s (counted, recording goes on): %s",
+                where,
+                "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+            )
+
+    def _guard(self, where: str, func: Any, *args: Any) -> Any:
+        try:
+            return func(*args)
+        except Exception as exc:
+            self.internal_error(where, exc)
+            return None
+
+    # ------------------------------------------------------------ reporting
+
+    @property
+    def sinks(self) -> Sequence[Sink]:
+        return tuple(self._sinks)
+
+    @property
+    def probes(self) -> Sequence[Probe]:
+        return tuple(self._probes)
+
+    def probe(self, name: str) -> Any:
+        """The probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
+        return next((p for p in self._probes if p.name == name), None)
+
+    def statistics(self) -> SessionStatistics:
+        """Counters: records emitted/dropped, sinks disabled, probe statistics, …"""
+        buffered = len(self._buffer)
+        probes = {p.name: self._guard(f"{p.name}.statistics", p.statistics) for p in self._probes}
+        return SessionStatistics(
+            records_emitted=self._drain_count + buffered,
+            records_dropped=self._dropped,
+            records_buffered=buffered,
+            spans_recorded=self._spans,
+            buffer_limit=self.buffer_limit,
+            flushes=self._flushes,
+            sinks=len(self._sinks),
+            sinks_disabled=len(self._disabled),
+            sink_errors=self._sink_errors,
+            internal_errors=self._internal_errors,
+            probes=probes,
+        )
+
+    def summary(self) -> str:
+        """The text report: slowest spans, errors, probe sections, counters."""
+        if self.state == "active":
+            self.flush()
+        sections: list[str] = []
+        for probe in self._probes:
+            lines = self._guard(f"{probe.name}.summary_lines", probe.summary_lines)
+            if lines:
+                sections.extend(lines)
+        end = self.end_ns or self.now()
+        return render_summary(self.aggregates, self.statistics(), (end - self.start_ns) if self.start_ns else 0, sections)
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<asynclens.Session{label} {self.state}>"
+
+
+def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
+    """The probes the options ask for; each lives in its own module."""
+    probes: list[Probe] = []
+    return probes
+
+
+def session(
+    sinks: SinkLike | Iterable[SinkLike] | None = None,
+    **options: Any,
+) -> Session:
+    """Create a :class:`Session`; use it as ``with session(...) as s:`` or ``async with``.
+
+    .. versionadded:: 0.1
+    """
+    return Session(sinks, **options)

@@ -1,0 +1,438 @@
+"""Spans: ``@trace`` and ``span()``.
+
+``trace`` picks its path (sync, coroutine, generator, async generator) once, when
+it decorates. With no session active every path costs one global read and a
+branch before calling the wrapped function. While recording, a span is a
+:class:`LiveSpan` that the session buffers as it is and turns into a frozen
+:class:`~asynclens.records.Span` off the hot path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from random import getrandbits
+from threading import get_ident
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import wrapt
+
+from . import _context
+from ._context import current_span as _span_var
+
+__all__ = ["LiveSpan", "current_span", "span", "trace"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exceptions that end a span as cancelled/exited rather than failed.
+_EXIT_EXCEPTIONS: tuple[type[BaseException], ...]
+try:
+    from asyncio import CancelledError as _CancelledError
+
+    _EXIT_EXCEPTIONS = (_CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+except ImportError:  # pragma: no cover
+    _EXIT_EXCEPTIONS = (GeneratorExit, KeyboardInterrupt, SystemExit)
+
+try:
+    from _asyncio import current_task as _current_task
+    from asyncio.events import _get_running_loop
+except ImportError:  # pragma: no cover
+    from asyncio import current_task as _current_task
+    from asyncio.events import _get_running_loop
+
+
+def _task_or_none() -> Any:
+    loop = _get_running_loop()
+    return None if loop is None else _current_task(loop)
+
+
+class LiveSpan:
+    """The live handle of a span that is running; ``span()`` yields it.
+
+    ``set`` and ``event`` are the only methods user code needs; after the span has
+    ended they do nothing (a span's record is frozen once handed to the session).
+    """
+
+    __slots__ = (
+        "name",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "start_ns",
+        "end_ns",
+        "status",
+        "error",
+        "attrs",
+        "events",
+        "task",
+        "thread_id",
+        "session",
+        "extra",
+    )
+
+    def __init__(self, session: Any, name: str, parent: LiveSpan | None, attrs: dict[str, Any] | None) -> None:
+        self.session = session
+        self.name = name
+        self.span_id = getrandbits(64) or 1
+        if parent is None:
+            self.trace_id = getrandbits(128) or 1
+            self.parent_id = None
+        else:
+            self.trace_id = parent.trace_id
+            self.parent_id = parent.span_id
+        self.attrs = attrs
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.status = "ok"
+        self.error: tuple[str, str] | None = None
+        self.end_ns = 0
+        self.extra: Any = None
+        self.task = _task_or_none()
+        self.thread_id = get_ident()
+        self.start_ns = session.now()
+
+    @property
+    def ended(self) -> bool:
+        return self.end_ns != 0
+
+    @property
+    def recording(self) -> bool:
+        """True while this span records (it has not ended)."""
+        return self.end_ns == 0
+
+    def set(self, key: str, value: Any) -> None:
+        """Set attribute ``key`` on the span (ignored after the span ended)."""
+        if self.end_ns:
+            return
+        if self.attrs is None:
+            self.attrs = {key: value}
+        else:
+            self.attrs[key] = value
+
+    def event(self, name: str, **attrs: Any) -> None:
+        """Record a point-in-time event inside the span."""
+        if self.end_ns:
+            return
+        entry = (name, self.session.now(), attrs)
+        if self.events is None:
+            self.events = [entry]
+        else:
+            self.events.append(entry)
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, _EXIT_EXCEPTIONS):
+            self.status = "cancelled"
+            self.error = (type(exc).__qualname__, "")
+        elif isinstance(exc, Exception):
+            self.status = "error"
+            self.error = (type(exc).__qualname__, _safe_str(exc))
+        else:  # other BaseExceptions are exits too
+            self.status = "cancelled"
+            self.error = (type(exc).__qualname__, "")
+
+    def _end(self) -> None:
+        session = self.session
+        self.end_ns = session.now()
+        session.record_span(self)
+
+    def __repr__(self) -> str:
+        state = "ended" if self.end_ns else "running"
+        return f"<LiveSpan {self.name!r} {self.span_id:016x} {state}>"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not break the host program
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
+class _NoopSpan:
+    """Yielded by ``span()`` when no session records: accepts and drops everything."""
+
+    __slots__ = ()
+    name = ""
+    recording = False
+    ended = True
+
+    def set(self, key: str, value: Any) -> None:
+        pass
+
+    def event(self, name: str, **attrs: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "<LiveSpan (not recording)>"
+
+
+_NOOP = _NoopSpan()
+
+
+def current_span() -> LiveSpan | None:
+    """The span running in this task or thread, or ``None``."""
+    return _span_var.get()
+
+
+class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
+    """Open a span for a block: ``with span("parse", bytes=n) as sp:``.
+
+    Works as ``with`` and ``async with``; yields a :class:`LiveSpan` (or a no-op
+    stand-in when no session is recording). Exceptions are recorded and
+    re-raised unchanged.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_name", "_attrs", "_live", "_token")
+
+    def __init__(self, name: str, /, **attrs: Any) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"span() takes the span's name as a string first, got {type(name).__name__}")
+        self._name = name
+        self._attrs = attrs
+        self._live: LiveSpan | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> LiveSpan:
+        session = _context.active
+        if session is None:
+            return _NOOP  # type: ignore[return-value]
+        if self._live is not None:
+            raise RuntimeError(f"span({self._name!r}) is already entered; create a new span() for each block")
+        live = LiveSpan(session, self._name, _span_var.get(), self._attrs or None)
+        self._live = live
+        self._token = _span_var.set(live)
+        return live
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        live = self._live
+        if live is None:
+            return
+        self._live = None
+        try:
+            _span_var.reset(self._token)
+        except ValueError:  # exited in another context than entered: nothing to undo there
+            pass
+        if exc is not None:
+            live._fail(exc)
+        live._end()
+
+    async def __aenter__(self) -> LiveSpan:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+# ----------------------------------------------------------------------- trace
+
+
+def _sync_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        session = _context.active
+        if session is None:
+            return wrapped(*args, **kwargs)
+        live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
+        token = _span_var.set(live)
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            live._fail(exc)
+            raise
+        finally:
+            _span_var.reset(token)
+            live._end()
+
+    return wrapper
+
+
+def _coroutine_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+    async def run(session: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The span starts when the coroutine first runs, not when it is created.
+        live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
+        token = _span_var.set(live)
+        try:
+            return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            live._fail(exc)
+            raise
+        finally:
+            _span_var.reset(token)
+            live._end()
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        session = _context.active
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return run(session, wrapped, args, kwargs)
+
+    return wrapper
+
+
+def _generator_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+    def run(session: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        # Drive the generator step by step, making the span current only while a
+        # step runs: the context variable is never held across a yield, so the
+        # generator may be finished (or collected) from any context.
+        live: LiveSpan | None = None
+        send_value: Any = None
+        throw: BaseException | None = None
+        while True:
+            if live is None:
+                live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
+            token = _span_var.set(live)
+            try:
+                item = gen.send(send_value) if throw is None else gen.throw(throw)
+            except StopIteration as stop:
+                live._end()
+                return stop.value
+            except BaseException as exc:
+                live._fail(exc)
+                live._end()
+                raise
+            finally:
+                _span_var.reset(token)
+            throw = None
+            try:
+                send_value = yield item
+            except GeneratorExit as exc:
+                try:
+                    gen.close()
+                finally:
+                    live._fail(exc)
+                    live._end()
+                raise
+            except BaseException as exc:
+                throw = exc
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        session = _context.active
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return run(session, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _async_generator_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+    async def run(session: Any, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+        live: LiveSpan | None = None
+        send_value: Any = None
+        throw: BaseException | None = None
+        while True:
+            if live is None:
+                live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
+            token = _span_var.set(live)
+            try:
+                item = await (agen.asend(send_value) if throw is None else agen.athrow(throw))
+            except StopAsyncIteration:
+                live._end()
+                return
+            except BaseException as exc:
+                live._fail(exc)
+                live._end()
+                raise
+            finally:
+                _span_var.reset(token)
+            throw = None
+            try:
+                send_value = yield item
+            except GeneratorExit as exc:
+                try:
+                    await agen.aclose()
+                finally:
+                    live._fail(exc)
+                    live._end()
+                raise
+            except BaseException as exc:
+                throw = exc
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        session = _context.active
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return run(session, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _function_of(obj: Any) -> Any:
+    """The plain function under classmethod/staticmethod/partial layers."""
+    while True:
+        if isinstance(obj, (classmethod, staticmethod)):
+            obj = obj.__func__
+        else:
+            return obj
+
+
+def _default_name(func: Any) -> str:
+    func = _function_of(func)
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__name__
+    return str(qualname)
+
+
+def _decorate(func: Any, name: str | None, attrs: Mapping[str, Any] | None) -> Any:
+    inner = _function_of(func)
+    if not callable(inner):
+        raise TypeError(
+            f"@trace can only decorate a function or method, got {type(func).__name__} {func!r:.60}"
+        )
+    span_name = name if name is not None else _default_name(func)
+    frozen_attrs = dict(attrs) if attrs else None
+    if inspect.isasyncgenfunction(inner):
+        wrapper = _async_generator_wrapper(span_name, frozen_attrs)
+    elif inspect.iscoroutinefunction(inner):
+        wrapper = _coroutine_wrapper(span_name, frozen_attrs)
+    elif inspect.isgeneratorfunction(inner):
+        wrapper = _generator_wrapper(span_name, frozen_attrs)
+    else:
+        wrapper = _sync_wrapper(span_name, frozen_attrs)
+    return wrapt.FunctionWrapper(func, wrapper)
+
+
+@overload
+def trace(func: F, /) -> F: ...
+@overload
+def trace(name: str, /, *, attrs: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
+@overload
+def trace(*, name: str | None = None, attrs: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
+
+
+def trace(
+    func: Any = None, /, *, name: str | None = None, attrs: Mapping[str, Any] | None = None
+) -> Any:
+    """Record a span for every call of the decorated function.
+
+    Use bare (``@trace``) or called (``@trace(name="db.query", attrs={...})``;
+    ``@trace("db.query")`` is the same as ``name=``). Works on plain functions,
+    coroutine functions (the span covers the awaited body), generator and
+    async-generator functions (the span covers iteration and ends on exhaustion,
+    ``close()``/``aclose()`` or garbage collection), methods, classmethods and
+    staticmethods. Signatures, docstrings, ``__wrapped__`` and
+    ``inspect.iscoroutinefunction`` & co. are preserved.
+
+    .. versionadded:: 0.1
+    """
+    if attrs is not None and not isinstance(attrs, Mapping):
+        raise TypeError(f"trace(attrs=...) must be a mapping, got {type(attrs).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"trace(name=...) must be a string, got {type(name).__name__}")
+    if func is None:
+        return lambda f: _decorate(f, name, attrs)
+    if isinstance(func, str):
+        if name is not None:
+            raise TypeError("trace() got the span name twice: positionally and as name=")
+        given = func
+        return lambda f: _decorate(f, given, attrs)
+    if not callable(_function_of(func)):
+        raise TypeError(
+            f"trace() expects a function to decorate or a span name, got {type(func).__name__} {func!r:.60}; "
+            "did you mean @trace(name=...)?"
+        )
+    return _decorate(func, name, attrs)
+
+
