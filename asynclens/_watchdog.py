@@ -1,0 +1,407 @@
+"""The watchdog: one thread per session that samples the stacks of blocked loops.
+
+The loop thread measures a stall's true duration itself (a gap between two
+heartbeats, see :mod:`asynclens._loopmon`); it cannot see *what* blocked it.
+The watchdog polls every few milliseconds; while a loop has been away from its
+selector / its ticks for a while it samples the loop thread's stack with
+``sys._current_frames()``, notes the running task, its span and async stack,
+and the thread's CPU time. When the loop reports the gap, the watchdog turns
+the samples taken inside it into one :class:`~asynclens.records.Stall`.
+
+All of it is driven by :meth:`Watchdog.poll` with an explicit time, so tests
+run it with a fake clock, fake frames and a fake CPU clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import _context, _frames
+from ._frames import FrameKey
+from .records import StackSample, Stall
+
+__all__ = ["Collection", "Watchdog", "build_stall", "classify", "thread_cpu_ns"]
+
+MAX_DISTINCT_STACKS = 64
+MAX_SAMPLES = 10_000
+
+
+def thread_cpu_ns(thread_id: int) -> int | None:
+    """CPU time of another thread (POSIX), or None where the platform can't tell."""
+    try:
+        return time.clock_gettime_ns(time.pthread_getcpuclockid(thread_id))
+    except (AttributeError, OSError, OverflowError):
+        return None
+
+
+class Collection:
+    """Samples taken during one busy stretch of a loop (identified by its start)."""
+
+    __slots__ = ("stretch", "stacks", "samples", "first_ns", "last_ns", "cpu_first", "task", "span", "async_stack")
+
+    def __init__(self, stretch: int) -> None:
+        self.stretch = stretch
+        self.stacks: dict[tuple[FrameKey, ...], int] = {}
+        self.samples = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.cpu_first: tuple[int, int] | None = None  # (time, thread cpu) at the first sample
+        self.task: str | None = None
+        self.span: tuple[int, int, str] | None = None  # trace_id, span_id, name
+        self.async_stack: tuple[str, ...] = ()
+
+    def add(self, t: int, stack: tuple[FrameKey, ...]) -> None:
+        if self.samples >= MAX_SAMPLES:
+            return
+        if not self.samples:
+            self.first_ns = t
+        self.last_ns = t
+        self.samples += 1
+        stacks = self.stacks
+        if stack in stacks or len(stacks) < MAX_DISTINCT_STACKS:
+            stacks[stack] = stacks.get(stack, 0) + 1
+        else:
+            stacks[()] = stacks.get((), 0) + 1  # "other stacks", still counted
+
+
+def classify(duration_ns: int, cpu_ns: int | None, gc_ns: int) -> str:
+    """``gc`` when a collection covered most of the stall, else ``cpu`` when the
+    loop thread was on-CPU for at least half of it, ``blocking`` when less,
+    ``unknown`` when its CPU time could not be measured."""
+    if duration_ns > 0 and gc_ns * 2 >= duration_ns:
+        return "gc"
+    if cpu_ns is None or duration_ns <= 0:
+        return "unknown"
+    return "cpu" if cpu_ns * 2 >= duration_ns else "blocking"
+
+
+def build_stall(
+    loop_id: int,
+    start: int,
+    end: int,
+    cpu_end: int | None,
+    collection: Collection | None,
+    gc_ns: int,
+    detected_ns: int | None,
+) -> Stall:
+    """The record for a gap ``[start, end]`` and the samples taken inside it."""
+    duration = end - start
+    cpu_ns: int | None = None
+    if collection is not None and collection.cpu_first is not None and cpu_end is not None:
+        t0, c0 = collection.cpu_first
+        if end - t0 >= 1_000_000:
+            fraction = min(1.0, max(0.0, (cpu_end - c0) / (end - t0)))
+            cpu_ns = int(fraction * duration)
+    culprit: FrameKey | None = None
+    stack: tuple[str, ...] = ()
+    samples: tuple[StackSample, ...] = ()
+    if collection is not None and collection.stacks:
+        by_site: dict[FrameKey, int] = {}
+        site_stack: dict[FrameKey, tuple[FrameKey, ...]] = {}
+        for frames, n in collection.stacks.items():
+            site = _frames.innermost_user(frames)
+            if site is None:
+                continue
+            by_site[site] = by_site.get(site, 0) + n
+            best = site_stack.get(site)
+            if best is None or collection.stacks.get(best, 0) < n:
+                site_stack[site] = frames
+        if by_site:
+            culprit = max(by_site, key=lambda k: by_site[k])  # first seen wins ties
+            stack = _frames.format_stack(site_stack[culprit])
+        ranked = sorted(collection.stacks.items(), key=lambda kv: -kv[1])
+        samples = tuple(StackSample(_frames.format_stack(frames) or ("(other stacks)",), n) for frames, n in ranked)
+    span = collection.span if collection is not None else None
+    return Stall(
+        loop_id=loop_id,
+        start_ns=start,
+        end_ns=end,
+        file=culprit[0] if culprit else None,
+        line=culprit[1] if culprit else None,
+        function=culprit[2] if culprit else None,
+        stack=stack,
+        samples=samples,
+        task=collection.task if collection is not None else None,
+        trace_id=span[0] if span else None,
+        span_id=span[1] if span else None,
+        span_name=span[2] if span else None,
+        async_stack=collection.async_stack if collection is not None else (),
+        cause=classify(duration, cpu_ns, gc_ns),
+        cpu_ns=cpu_ns,
+        sampled=bool(collection is not None and collection.samples),
+        detected_ns=detected_ns,
+        gc_ns=gc_ns,
+    )
+
+
+# ------------------------------------------------------------------ task context
+
+
+def _span_of_task(task: Any) -> Any:
+    get_context = getattr(task, "get_context", None)  # 3.12+
+    if get_context is None:
+        return None
+    return get_context().get(_context.current_span)
+
+
+def _span_in_frames(frames: list[Any]) -> Any:
+    """Before 3.12 a task's context can't be read from outside: find the innermost
+    running span among the locals of the blocked frames (``@trace`` and ``span()``)."""
+    from .tracing import LiveSpan
+
+    for frame in reversed(frames):  # the default loop runs each step in Handle._run(self)
+        code = frame.f_code
+        if code.co_name == "_run" and code.co_filename.endswith(("asyncio/events.py", "asyncio\\events.py")):
+            try:
+                context = frame.f_locals["self"]._context
+                if context is not None:
+                    return context.get(_context.current_span)
+            except Exception:
+                pass
+    for frame in reversed(frames):
+        if not _frames.is_user_file(frame.f_code.co_filename) and not frame.f_code.co_filename.endswith("tracing.py"):
+            continue
+        try:
+            values = list(frame.f_locals.values())
+        except Exception:
+            continue
+        for value in values:
+            if type(value) is LiveSpan and not value.end_ns:
+                return value
+    return None
+
+
+def _coro_chain(coro: Any, limit: int = 32) -> list[str]:
+    out: list[str] = []
+    while coro is not None and len(out) < limit:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            out.append(_frames.format_frame((frame.f_code.co_filename, frame.f_lineno or 0, frame.f_code.co_name)))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
+
+
+def _awaiters(task: Any, limit: int = 8) -> list[Any]:
+    """Tasks waiting on ``task`` (directly awaiting it), innermost first."""
+    out: list[Any] = []
+    seen = {id(task)}
+    current = task
+    while len(out) < limit:
+        try:
+            callbacks = list(current._callbacks or ())
+        except Exception:
+            break
+        parent = None
+        for entry in callbacks:
+            callback = entry[0] if isinstance(entry, tuple) else entry
+            owner = getattr(callback, "__self__", None)
+            if isinstance(owner, asyncio.Task) and id(owner) not in seen:
+                parent = owner
+                break
+        if parent is None:
+            break
+        seen.add(id(parent))
+        out.append(parent)
+        current = parent
+    return out
+
+
+def async_stack_of(task: Any, frames: list[Any]) -> tuple[str, ...]:
+    """The awaiting tasks' coroutine chains (outermost first), then the running
+    task's own frames from its coroutine down to the blocking line."""
+    out: list[str] = []
+    for parent in reversed(_awaiters(task)):
+        out.extend(_coro_chain(parent.get_coro()))
+    coro_frame = getattr(task.get_coro(), "cr_frame", None)
+    start = None
+    for i, frame in enumerate(frames):
+        if frame is coro_frame:
+            start = i
+            break
+    if start is not None:
+        out.extend(_frames.format_frame((f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_name)) for f in frames[start:])
+    else:
+        out.extend(_coro_chain(task.get_coro()))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------- watchdog
+
+
+class Watchdog:
+    """Polls the monitored loops; samples the stacks of those that are blocked."""
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], int],
+        emit: Callable[[Stall], None],
+        on_error: Callable[[str, BaseException], None],
+        poll_ns: int,
+        sample_ns: int,
+        gc_overlap: Callable[[int, int, int | None], int] | None = None,
+        current_frames: Callable[[], dict[int, Any]] = sys._current_frames,
+        thread_cpu: Callable[[int], int | None] = thread_cpu_ns,
+        current_task: Callable[[Any], Any] | None = None,
+        on_stall: Callable[[Any, Stall], None] | None = None,
+        before_poll: Callable[[], None] | None = None,
+    ) -> None:
+        self.now = now
+        self.emit = emit
+        self.on_error = on_error
+        self.poll_ns = poll_ns
+        self.sample_ns = sample_ns
+        self.gc_overlap = gc_overlap
+        self.current_frames = current_frames
+        self.thread_cpu = thread_cpu
+        self.current_task = current_task if current_task is not None else _running_task
+        self.on_stall = on_stall
+        self.before_poll = before_poll
+        self.monitors: list[Any] = []
+        self._collections: dict[int, Collection] = {}
+        self.samples = 0
+        self.polls = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="asynclens-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        self._thread = None
+
+    def _run(self) -> None:
+        wait = self.poll_ns / 1e9
+        while not self._stop.wait(wait):
+            try:
+                suspect = self.poll(self.now())
+            except Exception as exc:
+                self.on_error("watchdog poll", exc)
+                suspect = False
+            wait = (self.sample_ns if suspect else self.poll_ns) / 1e9
+
+    def add(self, monitor: Any) -> None:
+        self.monitors.append(monitor)
+
+    # ------------------------------------------------------------ polling
+
+    def poll(self, t: int) -> bool:
+        """Look at every loop once at time ``t``; True while one looks blocked."""
+        self.polls += 1
+        if self.before_poll is not None:
+            self.before_poll()
+        suspect = False
+        frames: dict[int, Any] | None = None
+        for m in list(self.monitors):
+            in_select = m.in_select
+            beat = m.beat
+            self.drain(m, t)
+            if not m.is_running():
+                if not m.stopped and not m.in_select:
+                    m.stopped = True
+                self._collections.pop(id(m), None)
+                continue
+            if m.exact and in_select:
+                self._collections.pop(id(m), None)
+                continue
+            tid = m.thread_id
+            if tid is None:
+                continue
+            if not m.exact:
+                if frames is None:
+                    frames = self.current_frames()
+                frame = frames.get(tid)
+                if frame is not None and frame is m.idle_frame:
+                    m.idle_seen = t
+                    self._collections.pop(id(m), None)
+                    continue
+                stretch = max(beat, m.idle_seen)
+            else:
+                stretch = beat
+            if t - stretch < self.sample_ns:
+                continue
+            suspect = True
+            if frames is None:
+                frames = self.current_frames()
+            self.sample(m, t, stretch, frames.get(tid), tid)
+        return suspect
+
+    def sample(self, m: Any, t: int, stretch: int, frame: Any, tid: int) -> None:
+        coll = self._collections.get(id(m))
+        if coll is None or coll.stretch != stretch:
+            coll = Collection(stretch)
+            self._collections[id(m)] = coll
+        if frame is None:
+            return
+        stack = _frames.capture(frame)
+        first = not coll.samples
+        coll.add(t, stack)
+        self.samples += 1
+        if first:
+            cpu = self.thread_cpu(tid)
+            if cpu is not None:
+                coll.cpu_first = (t, cpu)
+            try:
+                self._describe_task(m, coll, frame)
+            except Exception as exc:
+                self.on_error("describing the blocked task", exc)
+
+    def _describe_task(self, m: Any, coll: Collection, frame: Any) -> None:
+        task = self.current_task(m.loop) if getattr(m, "loop", None) is not None else None
+        live_frames = _frames.frame_list(frame) if hasattr(frame, "f_back") else []
+        live = None
+        if task is not None:
+            coll.task = task.get_name()
+            live = _span_of_task(task)
+            if live_frames:
+                coll.async_stack = async_stack_of(task, live_frames)
+        if live is None and live_frames and not hasattr(asyncio.Task, "get_context"):
+            live = _span_in_frames(live_frames)
+        if live is not None:
+            coll.span = (live.trace_id, live.span_id, live.name)
+
+    def drain(self, m: Any, t: int) -> None:
+        """Turn the gaps the loop reported into Stall records."""
+        gaps = m.gaps
+        while gaps:
+            start, end, cpu_end, key = gaps.popleft()
+            coll = self._collections.get(id(m))
+            if coll is not None and coll.stretch == key:
+                self._collections.pop(id(m), None)
+            else:
+                coll = None
+            gc_ns = 0
+            if self.gc_overlap is not None:
+                gc_ns = self.gc_overlap(start, end, m.thread_id)
+            stall = build_stall(m.loop_id, start, end, cpu_end, coll, gc_ns, t)
+            if stall.cpu_ns is not None and stall.cause == "blocking":
+                m.offcpu_ns += stall.duration_ns - stall.cpu_ns
+            self.emit(stall)
+            if self.on_stall is not None:
+                self.on_stall(m, stall)
+
+    def forget(self, monitors: Iterable[Any]) -> None:
+        for m in monitors:
+            self._collections.pop(id(m), None)
+            if m in self.monitors:
+                self.monitors.remove(m)
+
+
+def _running_task(loop: Any) -> Any:
+    try:
+        return asyncio.current_task(loop)
+    except Exception:
+        return None
