@@ -26,7 +26,7 @@ from . import _context, _frames
 from ._frames import FrameKey
 from .records import StackSample, Stall
 
-__all__ = ["Collection", "Watchdog", "build_stall", "classify", "thread_cpu_ns"]
+__all__ = ["Collection", "Segment", "Watchdog", "build_stall", "classify", "split", "thread_cpu_ns"]
 
 MAX_DISTINCT_STACKS = 64
 MAX_SAMPLES = 10_000
@@ -40,13 +40,13 @@ def thread_cpu_ns(thread_id: int) -> int | None:
         return None
 
 
-class Collection:
-    """Samples taken during one busy stretch of a loop (identified by its start)."""
+class Segment:
+    """Samples of one task's step while its loop was blocked."""
 
-    __slots__ = ("stretch", "stacks", "samples", "first_ns", "last_ns", "cpu_first", "task", "span", "async_stack")
+    __slots__ = ("task_key", "stacks", "samples", "first_ns", "last_ns", "cpu_first", "task", "span", "async_stack")
 
-    def __init__(self, stretch: int) -> None:
-        self.stretch = stretch
+    def __init__(self, task_key: int | None) -> None:
+        self.task_key = task_key
         self.stacks: dict[tuple[FrameKey, ...], int] = {}
         self.samples = 0
         self.first_ns = 0
@@ -69,6 +69,48 @@ class Collection:
         else:
             stacks[()] = stacks.get((), 0) + 1  # "other stacks", still counted
 
+    def absorb(self, other: Segment) -> None:
+        for stack, n in other.stacks.items():
+            if stack in self.stacks or len(self.stacks) < MAX_DISTINCT_STACKS:
+                self.stacks[stack] = self.stacks.get(stack, 0) + n
+            else:
+                self.stacks[()] = self.stacks.get((), 0) + n
+        if other.samples > self.samples:
+            self.task, self.span, self.async_stack = other.task, other.span, other.async_stack
+        if other.samples and (not self.samples or other.first_ns < self.first_ns):
+            self.first_ns = other.first_ns
+            self.cpu_first = other.cpu_first or self.cpu_first
+        self.last_ns = max(self.last_ns, other.last_ns)
+        self.samples += other.samples
+
+
+class Collection:
+    """Samples taken during one busy stretch of a loop (named by its last heartbeat).
+
+    A new :class:`Segment` starts whenever the running task changes, so two
+    blocking steps that ran back to back without a heartbeat between them
+    become two stalls.
+    """
+
+    __slots__ = ("stretch", "segments")
+
+    def __init__(self, stretch: int) -> None:
+        self.stretch = stretch
+        self.segments: list[Segment] = []
+
+    @property
+    def samples(self) -> int:
+        return sum(seg.samples for seg in self.segments)
+
+    def segment_for(self, task_key: int | None) -> tuple[Segment, bool]:
+        """The segment to add a sample of ``task_key`` to; True when it is new."""
+        segments = self.segments
+        if segments and (segments[-1].task_key == task_key or len(segments) >= 32):
+            return segments[-1], False
+        seg = Segment(task_key)
+        segments.append(seg)
+        return seg, True
+
 
 def classify(duration_ns: int, cpu_ns: int | None, gc_ns: int) -> str:
     """``gc`` when a collection covered most of the stall, else ``cpu`` when the
@@ -81,43 +123,72 @@ def classify(duration_ns: int, cpu_ns: int | None, gc_ns: int) -> str:
     return "cpu" if cpu_ns * 2 >= duration_ns else "blocking"
 
 
+def split(
+    start: int, end: int, cpu_end: int | None, collection: Collection | None, threshold_ns: int
+) -> list[tuple[int, int, int | None, Segment | None]]:
+    """Cut a gap where the running task changed; parts shorter than the
+    threshold stay with their neighbour. Returns ``(start, end, cpu_end, segment)``."""
+    segments = [seg for seg in collection.segments if seg.samples] if collection is not None else []
+    if len(segments) <= 1:
+        return [(start, end, cpu_end, segments[0] if segments else None)]
+    cuts = [start] + [(a.last_ns + b.first_ns) // 2 for a, b in zip(segments, segments[1:])] + [end]
+    parts: list[list[Any]] = []
+    for i, seg in enumerate(segments):
+        lo, hi = cuts[i], cuts[i + 1]
+        if parts and (hi - lo < threshold_ns or parts[-1][1] - parts[-1][0] < threshold_ns):
+            parts[-1][1] = hi
+            parts[-1][2].absorb(seg)
+        else:
+            copy = Segment(seg.task_key)
+            copy.absorb(seg)
+            parts.append([lo, hi, copy])
+    out: list[tuple[int, int, int | None, Segment | None]] = []
+    for i, (lo, hi, seg) in enumerate(parts):
+        if i + 1 < len(parts):
+            following = parts[i + 1][2].cpu_first
+            out.append((lo, hi, following[1] if following else None, seg))
+        else:
+            out.append((lo, hi, cpu_end, seg))
+    return out
+
+
 def build_stall(
     loop_id: int,
     start: int,
     end: int,
     cpu_end: int | None,
-    collection: Collection | None,
+    segment: Segment | None,
     gc_ns: int,
     detected_ns: int | None,
 ) -> Stall:
-    """The record for a gap ``[start, end]`` and the samples taken inside it."""
+    """The record for a stall ``[start, end]`` and the samples taken inside it."""
     duration = end - start
     cpu_ns: int | None = None
-    if collection is not None and collection.cpu_first is not None and cpu_end is not None:
-        t0, c0 = collection.cpu_first
+    if segment is not None and segment.cpu_first is not None and cpu_end is not None:
+        t0, c0 = segment.cpu_first
         if end - t0 >= 1_000_000:
             fraction = min(1.0, max(0.0, (cpu_end - c0) / (end - t0)))
             cpu_ns = int(fraction * duration)
     culprit: FrameKey | None = None
     stack: tuple[str, ...] = ()
     samples: tuple[StackSample, ...] = ()
-    if collection is not None and collection.stacks:
+    if segment is not None and segment.stacks:
         by_site: dict[FrameKey, int] = {}
         site_stack: dict[FrameKey, tuple[FrameKey, ...]] = {}
-        for frames, n in collection.stacks.items():
+        for frames, n in segment.stacks.items():
             site = _frames.innermost_user(frames)
             if site is None:
                 continue
             by_site[site] = by_site.get(site, 0) + n
             best = site_stack.get(site)
-            if best is None or collection.stacks.get(best, 0) < n:
+            if best is None or segment.stacks.get(best, 0) < n:
                 site_stack[site] = frames
         if by_site:
             culprit = max(by_site, key=lambda k: by_site[k])  # first seen wins ties
             stack = _frames.format_stack(site_stack[culprit])
-        ranked = sorted(collection.stacks.items(), key=lambda kv: -kv[1])
+        ranked = sorted(segment.stacks.items(), key=lambda kv: -kv[1])
         samples = tuple(StackSample(_frames.format_stack(frames) or ("(other stacks)",), n) for frames, n in ranked)
-    span = collection.span if collection is not None else None
+    span = segment.span if segment is not None else None
     return Stall(
         loop_id=loop_id,
         start_ns=start,
@@ -127,14 +198,14 @@ def build_stall(
         function=culprit[2] if culprit else None,
         stack=stack,
         samples=samples,
-        task=collection.task if collection is not None else None,
+        task=segment.task if segment is not None else None,
         trace_id=span[0] if span else None,
         span_id=span[1] if span else None,
         span_name=span[2] if span else None,
-        async_stack=collection.async_stack if collection is not None else (),
+        async_stack=segment.async_stack if segment is not None else (),
         cause=classify(duration, cpu_ns, gc_ns),
         cpu_ns=cpu_ns,
-        sampled=bool(collection is not None and collection.samples),
+        sampled=bool(segment is not None and segment.samples),
         detected_ns=detected_ns,
         gc_ns=gc_ns,
     )
@@ -346,32 +417,32 @@ class Watchdog:
             self._collections[id(m)] = coll
         if frame is None:
             return
-        stack = _frames.capture(frame)
-        first = not coll.samples
-        coll.add(t, stack)
+        loop = getattr(m, "loop", None)
+        task = self.current_task(loop) if loop is not None else None
+        seg, new = coll.segment_for(id(task) if task is not None else None)
+        seg.add(t, _frames.capture(frame))
         self.samples += 1
-        if first:
+        if new:
             cpu = self.thread_cpu(tid)
             if cpu is not None:
-                coll.cpu_first = (t, cpu)
+                seg.cpu_first = (t, cpu)
             try:
-                self._describe_task(m, coll, frame)
+                self._describe_task(task, seg, frame)
             except Exception as exc:
                 self.on_error("describing the blocked task", exc)
 
-    def _describe_task(self, m: Any, coll: Collection, frame: Any) -> None:
-        task = self.current_task(m.loop) if getattr(m, "loop", None) is not None else None
+    def _describe_task(self, task: Any, seg: Segment, frame: Any) -> None:
         live_frames = _frames.frame_list(frame) if hasattr(frame, "f_back") else []
         live = None
         if task is not None:
-            coll.task = task.get_name()
+            seg.task = task.get_name()
             live = _span_of_task(task)
             if live_frames:
-                coll.async_stack = async_stack_of(task, live_frames)
+                seg.async_stack = async_stack_of(task, live_frames)
         if live is None and live_frames and not hasattr(asyncio.Task, "get_context"):
             live = _span_in_frames(live_frames)
         if live is not None:
-            coll.span = (live.trace_id, live.span_id, live.name)
+            seg.span = (live.trace_id, live.span_id, live.name)
 
     def drain(self, m: Any, t: int) -> None:
         """Turn the gaps the loop reported into Stall records."""
@@ -383,15 +454,14 @@ class Watchdog:
                 self._collections.pop(id(m), None)
             else:
                 coll = None
-            gc_ns = 0
-            if self.gc_overlap is not None:
-                gc_ns = self.gc_overlap(start, end, m.thread_id)
-            stall = build_stall(m.loop_id, start, end, cpu_end, coll, gc_ns, t)
-            if stall.cpu_ns is not None and stall.cause == "blocking":
-                m.offcpu_ns += stall.duration_ns - stall.cpu_ns
-            self.emit(stall)
-            if self.on_stall is not None:
-                self.on_stall(m, stall)
+            for lo, hi, cpu_hi, seg in split(start, end, cpu_end, coll, m.threshold_ns):
+                gc_ns = self.gc_overlap(lo, hi, m.thread_id) if self.gc_overlap is not None else 0
+                stall = build_stall(m.loop_id, lo, hi, cpu_hi, seg, gc_ns, t)
+                if stall.cpu_ns is not None:
+                    m.offcpu_ns += stall.duration_ns - stall.cpu_ns
+                self.emit(stall)
+                if self.on_stall is not None:
+                    self.on_stall(m, stall)
 
     def forget(self, monitors: Iterable[Any]) -> None:
         for m in monitors:
