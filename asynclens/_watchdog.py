@@ -30,6 +30,7 @@ __all__ = ["Collection", "Segment", "Watchdog", "build_stall", "classify", "spli
 
 MAX_DISTINCT_STACKS = 64
 MAX_SAMPLES = 10_000
+IDLE_SLACK_NS = 2_000_000  # timers fire up to ~1 ms late by rounding alone (uvloop: ms resolution)
 
 
 def thread_cpu_ns(thread_id: int) -> int | None:
@@ -396,8 +397,12 @@ class Watchdog:
                     frames = self.current_frames()
                 frame = frames.get(tid)
                 if frame is not None and frame is m.idle_frame:
-                    m.idle_seen = t
-                    self._collections.pop(id(m), None)
+                    # Only the loop's own C code runs: idle in its selector, unless the
+                    # tick is overdue (a free loop runs a due timer): then it is between
+                    # two callbacks of a busy stretch, with no Python frame to sample.
+                    if t <= m.expected + IDLE_SLACK_NS:
+                        m.idle_seen = t
+                        self._collections.pop(id(m), None)
                     continue
                 stretch = max(beat, m.idle_seen)
             else:

@@ -223,12 +223,31 @@ def test_tick_only_loop_seen_idle_records_when() -> None:
     h = Harness(exact=False)
     idle = stack(("/x/asyncio/runners.py", 118, "run"))
     h.m.idle_frame = idle
+    h.m.arm(T0 + 25 * MS)  # the next tick is not due yet
     h.frame = idle
     h.w.poll(T0 + 30 * MS)
     assert h.m.idle_seen == T0 + 30 * MS and h.w.samples == 0
     h.frame = blocked_in(7)
     h.w.poll(T0 + 40 * MS)
     assert h.w.samples == 1
+
+
+def test_tick_only_loop_between_callbacks_is_not_idle() -> None:
+    """The idle frame seen while the tick is overdue means uvloop is between two
+    callbacks of a busy stretch (it released the GIL), not waiting: the stall
+    start must not move, and samples taken so far are kept."""
+    h = Harness(exact=False)
+    idle = stack(("/x/asyncio/runners.py", 118, "run"))
+    h.m.idle_frame = idle
+    h.m.arm(T0)  # tick due at T0 + 10 ms
+    h.frame = blocked_in(7)
+    h.w.poll(T0 + 30 * MS)
+    h.frame = idle
+    h.w.poll(T0 + 120 * MS)
+    assert h.m.idle_seen == 0
+    h.m.tick(T0 + 121 * MS)
+    h.w.poll(T0 + 122 * MS)
+    assert [(s.start_ns, s.end_ns, s.line) for s in h.stalls] == [(T0 + 5 * MS, T0 + 121 * MS, 7)]
 
 
 def test_classify() -> None:
