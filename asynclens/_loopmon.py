@@ -59,7 +59,7 @@ class LoopBook:
         self.gaps: deque[tuple[int, int, int | None, int]] = deque(maxlen=1024)
         self.thread_id: int | None = None
         # lag
-        self.hist = Histogram()
+        self.closed_hist = Histogram()  # lag of the closed windows; see ``hist``
         self.window = Histogram()
         self.expected = start_ns + interval_ns
         self.parked_at: int | None = None
@@ -125,7 +125,6 @@ class LoopBook:
             self.skip_lag = False
         else:
             lag = t - self.expected
-            self.hist.record(lag)
             self.window.record(lag)
             self.ticks += 1
         key = self.beat
@@ -169,7 +168,6 @@ class LoopBook:
             return 0
         n = (t - parked_at) // self.interval_ns
         if n > 0:
-            self.hist.record(0, n)
             self.window.record(0, n)
             self.skipped += n
             self.window_skipped += n
@@ -200,6 +198,7 @@ class LoopBook:
             self.busy_total += min(busy, wall)
             self.wall_total += wall
         s = self.window.summary()
+        self.closed_hist.merge(self.window)
         snap = LagSnapshot(
             loop_id=self.loop_id,
             start_ns=self.window_start,
@@ -229,6 +228,11 @@ class LoopBook:
         if self._emit is not None:
             self._emit(snap)
         return snap
+
+    @property
+    def hist(self) -> Histogram:
+        """Lag over the whole session (closed windows plus the open one)."""
+        return self.closed_hist.copy().merge(self.window)
 
     def elu(self, t: int | None = None, cpu_now: int | None = None) -> float | None:
         """Utilisation since the loop was attached (closed windows plus the open one)."""

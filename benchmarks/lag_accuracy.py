@@ -313,11 +313,8 @@ def idle_cpu(loop_kind: str, variant: str, interval: float, seconds: float) -> f
 
     result: list[float] = []
     loop = new_loop(loop_kind)
-    if variant.startswith("asynclens"):
-        probe = LagProbe(interval, 0.05, idle_skip=(variant == "asynclens"))
-        with asynclens.session(sinks=["memory"], probes=[probe]):
-            loop.run_until_complete(idle())
-    else:
+    probes = [LagProbe(interval, 0.05, idle_skip=(variant == "asynclens"))] if variant.startswith("asynclens") else []
+    with asynclens.session(sinks=["memory"], probes=probes):  # every variant pays the same flusher thread
         loop.run_until_complete(idle())
     loop.close()
     return result[0]
@@ -357,11 +354,16 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=1.0)
     parser.add_argument("--idle-reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one rep each, short idle runs")
+    parser.add_argument("--only", choices=("accuracy", "idle"), help="run one part")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.idle_seconds, args.idle_reps = 1, 0.5, 1
     loop_kinds = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
     print(f"lag_accuracy: Python {sys.version.split()[0]}, loops: {', '.join(loop_kinds)}, {CLIENTS} echo clients")
+    if args.only != "accuracy":
+        print_idle(loop_kinds, args.idle_reps, args.idle_seconds)
+    if args.only == "idle":
+        return
     plan = [(kind, ms) for ms in SIZES_MS for kind in ("sleep", "cpu") for _ in range(args.reps)]
     random.Random(3).shuffle(plan)
     results: dict[tuple[str, str], dict[int, Score]] = {}
@@ -379,7 +381,6 @@ def main() -> None:
         print(f"  not installed (skipped): {', '.join(sorted(set(skipped)))}")
     print("  aiodebug patches Handle._run: it names the task's next await, and sees nothing on uvloop.")
     print("  pyleak reports each ping that timed out; its durations are summed per planted stall here.")
-    print_idle(loop_kinds, args.idle_reps, args.idle_seconds)
 
 
 if __name__ == "__main__":
