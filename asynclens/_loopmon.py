@@ -291,7 +291,7 @@ class LoopMonitor(LoopBook):
         if self.closed or self.loop is None:
             return
         self.beat = self.select_enter_ns = self.window_start = self._now()
-        if not self.exact:
+        if not self.exact and self._cpu is not None:
             self.cpu_ws = self._cpu()  # install runs on the loop's thread
         if self._selector is not None:
             self._wrap_selector(self._selector)

@@ -15,10 +15,10 @@ run it with a fake clock, fake frames and a fake CPU clock.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,7 +44,7 @@ def thread_cpu_ns(thread_id: int) -> int | None:
 class Segment:
     """Samples of one task's step while its loop was blocked."""
 
-    __slots__ = ("task_key", "stacks", "samples", "first_ns", "last_ns", "cpu_first", "task", "span", "async_stack")
+    __slots__ = ("async_stack", "cpu_first", "first_ns", "last_ns", "samples", "span", "stacks", "task", "task_key")
 
     def __init__(self, task_key: int | None) -> None:
         self.task_key = task_key
@@ -93,7 +93,7 @@ class Collection:
     become two stalls.
     """
 
-    __slots__ = ("stretch", "segments")
+    __slots__ = ("segments", "stretch")
 
     def __init__(self, stretch: int) -> None:
         self.stretch = stretch
@@ -132,7 +132,7 @@ def split(
     segments = [seg for seg in collection.segments if seg.samples] if collection is not None else []
     if len(segments) <= 1:
         return [(start, end, cpu_end, segments[0] if segments else None)]
-    cuts = [start] + [(a.last_ns + b.first_ns) // 2 for a, b in zip(segments, segments[1:])] + [end]
+    cuts = [start] + [(a.last_ns + b.first_ns) // 2 for a, b in itertools.pairwise(segments)] + [end]
     parts: list[list[Any]] = []
     for i, seg in enumerate(segments):
         lo, hi = cuts[i], cuts[i + 1]
@@ -297,7 +297,9 @@ def async_stack_of(task: Any, frames: list[Any]) -> tuple[str, ...]:
             start = i
             break
     if start is not None:
-        out.extend(_frames.format_frame((f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_name)) for f in frames[start:])
+        out.extend(
+            _frames.format_frame((f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_name)) for f in frames[start:]
+        )
     else:
         out.extend(_coro_chain(task.get_coro()))
     return tuple(out)

@@ -34,7 +34,7 @@ from typing import Any
 from ._loopmon import LoopMonitor
 from ._summary import format_ns
 from ._watchdog import Watchdog, thread_cpu_ns
-from .records import LagSnapshot, Stall
+from .records import Stall
 from .stats import Histogram
 
 __all__ = ["LagProbe", "LagStatistics"]
@@ -127,7 +127,9 @@ class LagProbe:
         # Stalls are timed by the loop itself; the watchdog only has to catch each one
         # in the act: a poll every half threshold finds any stall before it is over,
         # then samples it every few ms.
-        self.poll_ns = int(poll_interval * 1e9) if poll_interval else min(max(self.threshold_ns // 2, 1_000_000), 25_000_000)
+        self.poll_ns = (
+            int(poll_interval * 1e9) if poll_interval else min(max(self.threshold_ns // 2, 1_000_000), 25_000_000)
+        )
         self.sample_ns = (
             int(sample_interval * 1e9) if sample_interval else min(max(self.threshold_ns // 10, 1_000_000), 5_000_000)
         )

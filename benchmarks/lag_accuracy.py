@@ -202,7 +202,9 @@ def run_aiodebug(loop_kind: str, plan: list[tuple[str, int]]) -> tuple[list[Trut
     def on_slow(name: str, duration: float) -> None:
         m = where.search(name)
         reports.append(
-            Report(time.perf_counter_ns(), int(duration * 1e9), m.group(1) if m else None, int(m.group(2)) if m else None)
+            Report(
+                time.perf_counter_ns(), int(duration * 1e9), m.group(1) if m else None, int(m.group(2)) if m else None
+            )
         )
 
     original = asyncio.events.Handle._run
@@ -342,7 +344,9 @@ def print_idle(loop_kinds: list[str], reps: int, seconds: float) -> None:
             ratio = max(med["asynclens"] - base, 0.0) / drift_cost
             print(f"{loop_kind:8} {interval * 1000:>6.0f}ms " + " ".join(cells) + f" {ratio:>10.2f}x")
     print("  (+x): cost above the idle loop; 'asynclens' skips ticks while the default loop waits in select")
-    print("  (uvloop cannot skip: its selector is not visible), 'noskip' ticks every interval like the drift coroutine.")
+    print(
+        "  (uvloop cannot skip: its selector is not visible), 'noskip' ticks every interval like the drift coroutine."
+    )
 
 
 # -------------------------------------------------------------------------- main

@@ -50,7 +50,7 @@ def burn(seconds: float) -> None:
 async def handler() -> None:
     async with asynclens.span("GET /search"):
         await asyncio.sleep(0.03)
-        time.sleep(0.3)  # SLEEP
+        time.sleep(0.3)  # noqa: ASYNC251  # SLEEP
         await asyncio.sleep(0.03)
         burn(0.3)
         await asyncio.sleep(0.03)
@@ -92,7 +92,7 @@ def test_lag_snapshots_statistics_and_summary(kind: str, tmp_path: Any) -> None:
 
     async def main() -> None:
         await asyncio.sleep(0.05)
-        time.sleep(0.12)  # one stall
+        time.sleep(0.12)  # noqa: ASYNC251  # one stall
         await asyncio.sleep(0.05)
 
     with asynclens.session(sinks=[path, "memory"], lag_interval=0.005) as s:
@@ -141,12 +141,12 @@ def test_loops_in_other_threads_and_watch() -> None:
 
     async def thread_main() -> None:
         await asyncio.sleep(0.03)
-        time.sleep(0.2)  # THREAD STALL
+        time.sleep(0.2)  # noqa: ASYNC251  # THREAD STALL
         await asyncio.sleep(0.03)
 
     async def watched_main() -> None:
         await asyncio.sleep(0.03)
-        time.sleep(0.2)  # WATCHED STALL
+        time.sleep(0.2)  # noqa: ASYNC251  # WATCHED STALL
         await asyncio.sleep(0.03)
 
     holder: dict[str, Any] = {}
@@ -215,7 +215,7 @@ def test_lag_option_off_means_no_probe() -> None:
 async def test_session_started_inside_a_running_loop() -> None:
     async with asynclens.session(sinks=["memory"]) as s:
         await asyncio.sleep(0.02)
-        time.sleep(0.15)  # INSIDE
+        time.sleep(0.15)  # noqa: ASYNC251  # INSIDE
         await asyncio.sleep(0.03)
     stalls = [x for x in s.sinks[0].of_type(Stall) if x.duration_ns > 100_000_000]  # type: ignore[attr-defined]
     assert [x.line for x in stalls] == [line_of(test_session_started_inside_a_running_loop, "# INSIDE")]
