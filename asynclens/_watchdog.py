@@ -455,7 +455,10 @@ class Watchdog:
         """Turn the gaps the loop reported into Stall records."""
         gaps = m.gaps
         while gaps:
-            start, end, cpu_end, key = gaps.popleft()
+            try:
+                start, end, cpu_end, key = gaps.popleft()
+            except IndexError:  # drained by another thread meanwhile
+                break
             coll = self._collections.get(id(m))
             if coll is not None and coll.stretch == key:
                 self._collections.pop(id(m), None)

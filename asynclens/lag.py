@@ -138,6 +138,7 @@ class LagProbe:
         self.watchdog: Watchdog | None = None
         self._gc: _GcTimes | None = None
         self._lock = threading.Lock()
+        self._retire_lock = threading.Lock()
         self._retired = Histogram()  # lag of loops closed during the session
         self._retired_loops: list[dict[str, Any]] = []
         self._stalls = 0
@@ -224,9 +225,15 @@ class LagProbe:
 
     def _retire_closed(self) -> None:
         """Fold loops that were closed into the totals so memory stays bounded."""
-        closed = [m for m in self.monitors if m.is_closed()]
-        if not closed:
+        if not any(m.is_closed() for m in self.monitors):
             return
+        with self._retire_lock:
+            self._retire(self._closed_monitors())
+
+    def _closed_monitors(self) -> list[LoopMonitor]:
+        return [m for m in self.monitors if m.is_closed()]
+
+    def _retire(self, closed: list[LoopMonitor]) -> None:
         end = self.session.now()
         for m in closed:
             if self.watchdog is not None:
