@@ -7,6 +7,7 @@ found, last at least ~300 ms and less than a second, and name the planted line.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import sys
 import threading
@@ -219,3 +220,37 @@ async def test_session_started_inside_a_running_loop() -> None:
         await asyncio.sleep(0.03)
     stalls = [x for x in s.sinks[0].of_type(Stall) if x.duration_ns > 100_000_000]  # type: ignore[attr-defined]
     assert [x.line for x in stalls] == [line_of(test_session_started_inside_a_running_loop, "# INSIDE")]
+
+
+def test_garbage_collection_stall_is_classified_gc() -> None:
+    """A stall spent in a collection (it holds the GIL: no stack can be taken while
+    it runs) is still reported, as cause "gc"."""
+    window: list[int] = []
+
+    async def main() -> None:
+        gc.disable()
+        try:
+            junk = []
+            for _ in range(300_000):
+                a: list[Any] = []
+                a.append([a])
+                junk.append(a)
+            keep = [{} for _ in range(300_000)]
+            del junk
+            await asyncio.sleep(0.03)
+            window.append(time.perf_counter_ns())
+            gc.collect()
+            window.append(time.perf_counter_ns())
+            await asyncio.sleep(0.03)
+            del keep
+        finally:
+            gc.enable()
+
+    with asynclens.session(sinks=["memory"], stall_threshold=0.02) as s:
+        asyncio.run(main())
+    start, end = window
+    overlapping = [x for x in s.sinks[0].of_type(Stall) if x.start_ns < end and x.end_ns > start]  # type: ignore[attr-defined]
+    if end - start < 25_000_000:
+        pytest.skip("the collection was too quick on this machine to be a stall")
+    assert len(overlapping) == 1
+    assert overlapping[0].cause == "gc" and overlapping[0].gc_ns >= (end - start) // 2
