@@ -89,6 +89,8 @@ class LoopBook:
 
     def select_exit(self, t: int) -> None:
         self.idle_ns += t - self.select_enter_ns
+        if self.stopped:
+            self.resume(t, self.select_enter_ns)
         self.beat = t
         self.in_select = False
         if self.parked_at is not None:
@@ -107,12 +109,17 @@ class LoopBook:
         self.window_stalls += 1
         self.stalls += 1
 
-    def resume(self, t: int) -> None:
-        """The loop runs again after the watchdog saw it stopped: not a stall, not lag."""
+    def resume(self, t: int, idle_until: int | None = None) -> None:
+        """The loop runs again after the watchdog saw it stopped: not a stall, not lag.
+
+        The time it was stopped (last heartbeat to ``idle_until``, default ``t``)
+        counts as idle.
+        """
         self.stopped = False
         self.skip_lag = True
-        if t > self.beat:
-            self.idle_ns += t - self.beat
+        until = t if idle_until is None else idle_until
+        if until > self.beat:
+            self.idle_ns += until - self.beat
         self.beat = t
         if self.parked_at is not None:
             self.parked_at = t
@@ -313,6 +320,8 @@ class LoopMonitor(LoopBook):
             finally:
                 t = now()
                 book.idle_ns += t - book.select_enter_ns
+                if book.stopped:
+                    book.resume(t, book.select_enter_ns)
                 book.beat = t
                 book.in_select = False
                 if book.parked_at is not None:

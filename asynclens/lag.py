@@ -322,10 +322,13 @@ class LagProbe:
                 f" max {format_ns(hist.max)} (mean {format_ns(hist.mean)}, {hist.count} ticks"
                 + (f", {stats.skipped_ticks} skipped idle)" if stats.skipped_ticks else ")")
             )
-        for d in stats.loops:
-            if d["elu"] is not None:
+        measured = [d for d in stats.loops if d["elu"] is not None]
+        if len(measured) > 4 and stats.elu is not None:
+            lines.append(f"  ELU {stats.elu:.2f} (mean over {len(measured)} loops)")
+        else:
+            for d in measured:
                 how = "exact" if d["elu_method"] == "select" else "approx. from CPU time"
-                label = f" (loop {d['loop_id']:x})" if len(stats.loops) > 1 else ""
+                label = f" (loop {d['loop_id']:x})" if len(measured) > 1 else ""
                 lines.append(f"  ELU{label} {d['elu']:.2f} ({how})")
         return lines
 

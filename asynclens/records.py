@@ -303,6 +303,7 @@ class Stall(Record):
             return None
         return f"{self.file}:{self.line} in {self.function}"
 
+
 # ------------------------------------------------------------------- handles
 # (records of asynclens.handles go here)
 

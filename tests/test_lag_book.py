@@ -131,6 +131,20 @@ def test_stopped_loop_resumes_without_stall_or_lag() -> None:
     assert not b.gaps and b.hist.count == 0 and not b.stopped
 
 
+def test_restart_is_noticed_at_the_first_select() -> None:
+    """After a quick restart (no gap yet) the first return from select ends the
+    stopped state, so a real stall right after it is reported; the stopped time
+    counts as idle."""
+    b, _ = book()
+    b.select_exit(T0)
+    b.stopped = True
+    b.select_enter(T0 + 30 * MS)  # restarted 30 ms later: under the threshold
+    b.select_exit(T0 + 31 * MS)
+    assert not b.stopped and b.idle_ns == 31 * MS
+    b.select_enter(T0 + 131 * MS)
+    assert list(b.gaps) == [(T0 + 31 * MS, T0 + 131 * MS, None, T0 + 31 * MS)]
+
+
 def test_tick_only_loop_takes_midpoint_between_idle_and_due() -> None:
     """Without a selector heartbeat (uvloop) a stall began after the loop was last
     seen idle and before the tick fell due: the midpoint is reported."""

@@ -100,3 +100,4 @@ def test_closed_loops_are_retired_into_the_totals() -> None:
         stats = probe.statistics()
     assert len(stats.loops) == 5
     assert stats.histogram.count >= 5
+    assert "ELU" in " ".join(probe.summary_lines()) and "mean over 5 loops" in s.summary()
