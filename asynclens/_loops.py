@@ -57,9 +57,7 @@ class LoopWatcher:
         self._on_loop(loop)
         return True
 
-    def _run_forever(
-        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _run_forever(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if instance is not None and instance not in self._seen:
             try:
                 self.watch(instance)

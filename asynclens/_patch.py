@@ -23,9 +23,7 @@ class Patch:
 
     __slots__ = ("owner", "attr", "wrapper", "_own", "_installed")
 
-    def __init__(
-        self, owner: Any, attr: str, wrapper: Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
-    ) -> None:
+    def __init__(self, owner: Any, attr: str, wrapper: Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]) -> None:
         self.owner = owner
         self.attr = attr
         self.wrapper = wrapper
@@ -42,9 +40,7 @@ class Patch:
         # For a class, remember whether the attribute was its own or inherited,
         # so removal restores inheritance instead of pinning a copy.
         namespace = getattr(self.owner, "__dict__", {})
-        self._own = (
-            namespace.get(self.attr, _MISSING) if isinstance(self.owner, type) else getattr(self.owner, self.attr)
-        )
+        self._own = namespace.get(self.attr, _MISSING) if isinstance(self.owner, type) else getattr(self.owner, self.attr)
         original = getattr(self.owner, self.attr) if self._own is _MISSING else self._own
         if isinstance(original, (staticmethod, classmethod)):
             raise TypeError(f"cannot patch {self.attr}: wrap the function, not the {type(original).__name__}")
@@ -57,11 +53,7 @@ class Patch:
         if patched is None:
             return
         self._installed = None
-        current = (
-            self.owner.__dict__.get(self.attr, _MISSING)
-            if isinstance(self.owner, type)
-            else getattr(self.owner, self.attr, _MISSING)
-        )
+        current = self.owner.__dict__.get(self.attr, _MISSING) if isinstance(self.owner, type) else getattr(self.owner, self.attr, _MISSING)
         if current is not patched:
             return  # someone else patched over us: leave their patch in place
         if self._own is _MISSING:

@@ -56,9 +56,7 @@ class SpanAggregates:
         duration = span.end_ns - span.start_ns
         stats = self.by_name.get(span.name)
         if stats is None:
-            stats = (
-                self.other if len(self.by_name) >= self.max_names else self.by_name.setdefault(span.name, NameStats())
-            )
+            stats = self.other if len(self.by_name) >= self.max_names else self.by_name.setdefault(span.name, NameStats())
         stats.count += 1
         stats.total_ns += duration
         if duration > stats.max_ns:

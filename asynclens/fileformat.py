@@ -90,9 +90,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
                             f"{name}:1: schema {record.schema} is newer than this asynclens reads ({SCHEMA_VERSION}); upgrade asynclens"
                         )
                 elif isinstance(record, SessionInfo):
-                    raise TraceFileError(
-                        f"{name}:{lineno}: a second 'session' header (concatenated files? pass them separately)"
-                    )
+                    raise TraceFileError(f"{name}:{lineno}: a second 'session' header (concatenated files? pass them separately)")
                 yield lineno, record
         except UnicodeDecodeError:
             raise TraceFileError(f"{name}:{lineno + 1}: not UTF-8 text") from None

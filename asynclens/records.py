@@ -303,7 +303,6 @@ class Stall(Record):
             return None
         return f"{self.file}:{self.line} in {self.function}"
 
-
 # ------------------------------------------------------------------- handles
 # (records of asynclens.handles go here)
 

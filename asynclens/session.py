@@ -226,17 +226,13 @@ class Session:
     def __enter__(self) -> Session:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     async def __aenter__(self) -> Session:
         return self.start()
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -403,9 +399,7 @@ class Session:
             if lines:
                 sections.extend(lines)
         end = self.end_ns or self.now()
-        return render_summary(
-            self.aggregates, self.statistics(), (end - self.start_ns) if self.start_ns else 0, sections
-        )
+        return render_summary(self.aggregates, self.statistics(), (end - self.start_ns) if self.start_ns else 0, sections)
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""

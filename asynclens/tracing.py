@@ -378,7 +378,9 @@ def _default_name(func: Any) -> str:
 def _decorate(func: Any, name: str | None, attrs: Mapping[str, Any] | None) -> Any:
     inner = _function_of(func)
     if not callable(inner):
-        raise TypeError(f"@trace can only decorate a function or method, got {type(func).__name__} {func!r:.60}")
+        raise TypeError(
+            f"@trace can only decorate a function or method, got {type(func).__name__} {func!r:.60}"
+        )
     span_name = name if name is not None else _default_name(func)
     frozen_attrs = dict(attrs) if attrs else None
     if inspect.isasyncgenfunction(inner):
@@ -400,7 +402,9 @@ def trace(name: str, /, *, attrs: Mapping[str, Any] | None = None) -> Callable[[
 def trace(*, name: str | None = None, attrs: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
 
 
-def trace(func: Any = None, /, *, name: str | None = None, attrs: Mapping[str, Any] | None = None) -> Any:
+def trace(
+    func: Any = None, /, *, name: str | None = None, attrs: Mapping[str, Any] | None = None
+) -> Any:
     """Record a span for every call of the decorated function.
 
     Use bare (``@trace``) or called (``@trace(name="db.query", attrs={...})``;
@@ -430,3 +434,5 @@ def trace(func: Any = None, /, *, name: str | None = None, attrs: Mapping[str, A
             "did you mean @trace(name=...)?"
         )
     return _decorate(func, name, attrs)
+
+
