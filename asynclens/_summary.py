@@ -272,14 +272,15 @@ def _span_line(span: Span, style: _Style) -> str:
     where = f" [{span.task}]" if span.task else ""
     status = ""
     if span.status == "error":
-        status = style.bad(f" ✗ {span.error_type}")
+        status = f" ✗ {_clip(str(span.error_type), 24)}"
     elif span.status == "cancelled":
-        status = style.warn(f" ({span.error_type or 'cancelled'})")
+        status = f" ({_clip(str(span.error_type or 'cancelled'), 24)})"
     head = (
         f"  {format_ns(span.duration_ns):>9} {cell(span.cpu_ns)} {cell(span.sched_wait_ns)}"
         f" {cell(span.io_wait_ns)} {cell(span.executor_ns)}  "
     )
-    return head + _clip(f"{span.name}{where}", WIDTH - len(head) - 14) + status
+    name = _clip(f"{span.name}{where}", WIDTH - len(head) - len(status))
+    return head + name + (style.bad(status) if span.status == "error" else style.warn(status))
 
 
 def _culprit(stall: Any) -> str:
