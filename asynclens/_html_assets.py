@@ -300,6 +300,12 @@ function timeline() {
   zreset.onclick = function () { view.t0 = 0; view.t1 = Math.max(end, 1); select(-1); };
   window.addEventListener('resize', resize);
   resize();
+  var wanted = /^#span=(.+)$/.exec(window.location.hash);  // report.html#span=NAME selects its slowest span
+  if (wanted) {
+    var name = decodeURIComponent(wanted[1]), best = -1;
+    spans.forEach(function (sp, i) { if (STR[sp[4]] === name && (best < 0 || sp[3] > spans[best][3])) best = i; });
+    if (best >= 0) select(best);
+  }
 }
 
 // -------------------------------------------------------------- flame graph
