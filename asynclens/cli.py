@@ -370,6 +370,8 @@ def _report(args: argparse.Namespace) -> int:
         print(f"asynclens: error: {exc}", file=sys.stderr)
         return 1
     started = time.monotonic()
+    if data.count > 200_000:
+        _status(args, f"rendering {data.count} records as {fmt}…")
     text = render(data, fmt, weight=args.weight, color=fmt == "text" and not args.output and _use_color(args, sys.stdout))
     if args.output:
         from .sinks._rendering import write_text_atomically

@@ -191,3 +191,21 @@ def test_empty_or_tiny_runs_are_valid(count: int) -> None:
     data.begin(info())
     data.add(request_spans()[:count])
     check_trace(render_chrome(data))
+
+
+def test_the_conformance_check_rejects_bad_events() -> None:
+    good = {"name": "x", "ph": "X", "ts": 0, "dur": 1, "pid": 1, "tid": 1}
+    check_event(good)
+    for bad in (
+        {k: v for k, v in good.items() if k != "dur"},
+        {**good, "ts": "0"},
+        {**good, "ph": "Z"},
+        {"name": "thread_name", "ph": "M", "pid": 1, "tid": 1, "args": {}},
+        {"name": "c", "ph": "C", "ts": 0, "pid": 1, "tid": 0, "args": {"v": "high"}},
+        {"name": "s", "ph": "s", "ts": 0, "pid": 1, "tid": 0},
+        {"name": "i", "ph": "i", "ts": 0, "pid": 1, "tid": 0, "s": "x"},
+    ):
+        with pytest.raises(AssertionError):
+            check_event(bad)
+    with pytest.raises(AssertionError, match="overlap without nesting"):
+        check_trace({"traceEvents": [good, {**good, "ts": 0.5, "dur": 1}]})

@@ -147,3 +147,19 @@ def test_folded_frames_cannot_break_the_format(tmp_path: Any) -> None:
     assert (tmp_path / "x.folded").read_text().startswith("<script>")
     with pytest.raises(ValueError, match="wall"):
         FoldedSink("x.folded", weight="cycles")
+
+
+def test_the_schema_check_rejects_bad_files() -> None:
+    good = render_speedscope(full_run())
+    for broken in (
+        {k: v for k, v in good.items() if k != "shared"},
+        {**good, "$schema": "https://example.com/other.json"},
+        {**good, "profiles": [{**good["profiles"][0], "unit": "parsecs"}]},
+        {**good, "profiles": [{"type": "evented", "name": "x", "unit": "none", "startValue": 0, "endValue": 1, "events": [{"type": "X", "frame": 0, "at": 0}]}]},
+    ):
+        with pytest.raises(AssertionError):
+            validate(broken, SCHEMA)
+    with pytest.raises(AssertionError, match="innermost"):
+        check_evented({"startValue": 0, "endValue": 2, "events": [
+            {"type": "O", "frame": 0, "at": 0}, {"type": "O", "frame": 1, "at": 0},
+            {"type": "C", "frame": 0, "at": 1}, {"type": "C", "frame": 1, "at": 2}]}, 2)

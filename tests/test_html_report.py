@@ -119,3 +119,25 @@ def test_sink_writes_the_file(tmp_path: Any) -> None:
     sink.close()
     text = (tmp_path / "r.html").read_text()
     assert text.startswith("<!DOCTYPE html>") and 'id="asynclens-data"' in text
+
+
+def test_a_run_of_100k_spans_stays_under_10_mb() -> None:
+    data = RunData()
+    data.begin(info())
+    spans = []
+    for r in range(20_000):  # 20k requests of 5 spans over 2 tasks
+        t = T0 + r * MS
+        root = r * 8 + 1
+        spans += [
+            Span("GET /item", r + 1, root, None, t, t + 5 * MS, task=f"Task-{2 * r}", attrs={"path": f"/item/{r}"}),
+            Span("auth", r + 1, root + 1, root, t, t + MS, task=f"Task-{2 * r}"),
+            Span("db.query", r + 1, root + 2, root, t + MS, t + 3 * MS, task=f"Task-{2 * r + 1}"),
+            Span("db.fetch", r + 1, root + 3, root + 2, t + 2 * MS, t + 3 * MS, task=f"Task-{2 * r + 1}"),
+            Span("render", r + 1, root + 4, root, t + 3 * MS, t + 5 * MS, task=f"Task-{2 * r}"),
+        ]
+    data.add(spans)
+    text = render_html(data)
+    assert len(text.encode()) <= 10_000_000
+    payload = json.loads(scan(text).data_block)
+    assert payload["timeline"]["total"] == 100_000
+    assert payload["timeline"]["shown"] == html_sink.MAX_TIMELINE_SPANS
