@@ -28,7 +28,7 @@ from ._clock import Clock, SystemClock
 from ._executor import ExecutorContext
 from ._loops import LoopWatcher
 from ._summary import SpanAggregates, render_summary
-from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent
+from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent, fast_constructor
 from .sinks import Sink, SinkLike, resolve_sinks
 
 __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
@@ -36,6 +36,11 @@ __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
 logger = logging.getLogger("asynclens")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_ERROR = ("ok", None, None)
+# Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
+_EXTRA_FIELDS = ("links", "remote_parent", "error_stack", "cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
+_NO_EXTRA = ((), False, None, None, None, None, None, None)
+_make_span = fast_constructor(Span)
 
 
 class SessionError(RuntimeError):
@@ -301,23 +306,23 @@ class Session:
         self._spans += 1
         task = live.task
         events = live.events
-        error = live.error
+        error = live.error or _NO_ERROR
         extra = live.extra
-        return Span(
+        return _make_span(
             live.name,
             live.trace_id,
             live.span_id,
             live.parent_id,
             live.start_ns,
             live.end_ns,
-            live.status,
-            error[0] if error else None,
-            error[1] if error else None,
+            error[0],
+            error[1],
+            error[2],
             MappingProxyType(live.attrs) if live.attrs else _EMPTY,
             tuple(SpanEvent(n, t, MappingProxyType(a)) for n, t, a in events) if events else (),
             task.get_name() if task is not None else None,
             live.thread_id,
-            **(extra or {}),
+            *(_NO_EXTRA if not extra else [extra.get(k, d) for k, d in zip(_EXTRA_FIELDS, _NO_EXTRA)]),
         )
 
     # ------------------------------------------------------ failure isolation
