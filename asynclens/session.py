@@ -36,6 +36,8 @@ __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
 logger = logging.getLogger("asynclens")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+#: The most records one sink.write() call receives.
+FLUSH_BATCH = 2048
 _NO_ERROR = ("ok", None, None)
 # Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
 _EXTRA_FIELDS = ("links", "remote_parent", "error_stack", "cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
@@ -277,30 +279,37 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
-        """Hand everything buffered so far to the sinks (any thread; serialised)."""
+        """Hand everything buffered so far to the sinks (any thread; serialised).
+
+        Works in batches of at most ``FLUSH_BATCH`` records, so a flush never holds
+        more than one small batch of frozen records beside the buffer.
+        """
         with self._flush_lock:
-            buffer = self._buffer
-            count = len(buffer)
-            if not count:
-                return
-            popleft = buffer.popleft
-            batch: list[Record] = []
-            append = batch.append
-            for _ in range(count):
-                item = popleft()
-                if not isinstance(item, Record):
-                    try:
-                        item = self._freeze_span(item)
-                    except Exception as exc:
-                        self.internal_error("freezing a span", exc)
-                        continue
-                append(item)
-            self._drain_count += count
-            self._flushes += 1
-            self._guard("aggregating spans", self.aggregates.add_batch, batch)
-            for sink in self._sinks:
-                if id(sink) not in self._disabled:
-                    self._call_sink(sink, "write", batch)
+            remaining = len(self._buffer)
+            while remaining > 0:
+                count = min(remaining, FLUSH_BATCH)
+                remaining -= count
+                self._flush_batch(count)
+
+    def _flush_batch(self, count: int) -> None:
+        popleft = self._buffer.popleft
+        batch: list[Record] = []
+        append = batch.append
+        for _ in range(count):
+            item = popleft()
+            if not isinstance(item, Record):
+                try:
+                    item = self._freeze_span(item)
+                except Exception as exc:
+                    self.internal_error("freezing a span", exc)
+                    continue
+            append(item)
+        self._drain_count += count
+        self._flushes += 1
+        self._guard("aggregating spans", self.aggregates.add_batch, batch)
+        for sink in self._sinks:
+            if id(sink) not in self._disabled:
+                self._call_sink(sink, "write", batch)
 
     def _freeze_span(self, live: Any) -> Span:
         self._spans += 1

@@ -225,3 +225,20 @@ def test_flusher_delivers_without_explicit_flush() -> None:
         op()
         assert delivered.wait(30), "the flusher never delivered the span"
         assert threading.current_thread().name != "asynclens-flusher"
+
+
+def test_flush_hands_sinks_bounded_batches() -> None:
+    """A large buffer is written in batches of at most FLUSH_BATCH records."""
+    from asynclens.session import FLUSH_BATCH
+
+    sizes: list[int] = []
+
+    class Counting(Sink):
+        def write(self, records: Sequence[Record]) -> None:
+            sizes.append(len(records))
+
+    with asynclens.session(sinks=[Counting()], flush_interval=3600, **NO_PROBES) as s:
+        for _ in range(FLUSH_BATCH * 2 + 5):
+            op()
+        s.flush()
+    assert sizes[:3] == [FLUSH_BATCH, FLUSH_BATCH, 5]
