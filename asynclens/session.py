@@ -11,6 +11,7 @@ asynclens does raises into the program it observes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import sys
@@ -205,6 +206,7 @@ class Session:
         self._guard("executor context", self._executor_context.start)
         self._flusher = threading.Thread(target=self._flush_loop, name="asynclens-flusher", daemon=True)
         self._flusher.start()
+        atexit.register(self.close)  # a session left open still writes its sinks at exit
         return self
 
     def close(self) -> None:
@@ -212,6 +214,7 @@ class Session:
         if self.state != "active":
             return
         self.state = "closing"
+        atexit.unregister(self.close)
         self._guard("loop watcher", self._watcher.stop)
         self._guard("executor context", self._executor_context.stop)
         for probe in reversed(self._probes):

@@ -242,3 +242,19 @@ def test_flush_hands_sinks_bounded_batches() -> None:
             op()
         s.flush()
     assert sizes[:3] == [FLUSH_BATCH, FLUSH_BATCH, 5]
+
+
+def test_session_left_open_is_closed_at_exit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A program that never closes its session still gets a complete file."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.jsonl"
+    code = (
+        "import asynclens\n"
+        f"asynclens.session(sinks=[{str(out)!r}], lag=False, track_handles=False, scheduler=False).start()\n"
+        "with asynclens.span('x'):\n    pass\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    run = asynclens.read_jsonl(out)
+    assert [r.name for r in run.records] == ["x"] and run.end is not None
