@@ -329,6 +329,13 @@ def render_summary(
             )
         if len(ranked) > 20:
             lines.append(st.dim(f"  … and {len(ranked) - 20} more names"))
+    if a.first_errors:
+        lines.append("")
+        more = f" (the first {len(a.first_errors)})" if a.errors > len(a.first_errors) else ""
+        lines.append(st.bad(st.head(f"Failed spans: {a.errors}")) + more)
+        for span in a.first_errors:
+            where = f" [{span.task}]" if span.task else ""
+            lines.append("  " + _clip(f"{span.name}{where}: {span.error_type}: {span.error_message}", WIDTH - 2))
     if a.stalls.count:
         lines.append("")
         causes = ", ".join(f"{n} {c}" for c, n in a.stall_causes.most_common())

@@ -31,6 +31,7 @@ def test_sections_in_order() -> None:
         "asynclens: 7 spans in 100.0 ms (1 failed, 0 cancelled)",
         "Slowest spans  (cpu: on-CPU, sched: ready but waiting for the loop)",
         "Spans by name",
+        "Failed spans: 1",
         "Event loop stalls: 2 (1 cpu, 1 unknown), blocked 23.0 ms in total, longest 20.0 ms",
         "Event loop lag (8 samples in 2 windows)",
         "Scheduling, GC, executor",
