@@ -141,3 +141,15 @@ def test_a_run_of_100k_spans_stays_under_10_mb() -> None:
     payload = json.loads(scan(text).data_block)
     assert payload["timeline"]["total"] == 100_000
     assert payload["timeline"]["shown"] == html_sink.MAX_TIMELINE_SPANS
+
+
+def test_very_deep_span_chains_render() -> None:
+    data = RunData()
+    data.begin(info())
+    chain = [Span(f"level{i}", 1, i + 1, i if i else None, T0 + i, T0 + 10_000 - i, task="Task-1") for i in range(3000)]
+    data.add(chain)
+    payload = build_payload(data)
+    depth, node = 0, payload["flame"]["root"]
+    while node[3]:
+        node, depth = node[3][0], depth + 1
+    assert depth == html_sink.FLAME_MAX_DEPTH + 1 and payload["strings"][node[0]] == "(deeper)"

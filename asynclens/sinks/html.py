@@ -39,6 +39,8 @@ MAX_TIMELINE_SPANS = 20_000
 MAX_TABLE_ROWS = 500
 #: Flame graph nodes narrower than this share of the total are merged into their parent's "(other)".
 FLAME_MIN_SHARE = 0.0005
+#: Flame graph stacks deeper than this are cut (the rest is folded into "(deeper)").
+FLAME_MAX_DEPTH = 60
 
 
 def _us(ns: int | float) -> float:
@@ -164,6 +166,8 @@ def _short(value: Any) -> Any:
 def _flame(data: RunData, strings: _Strings) -> dict[str, Any]:
     root: dict[str, Any] = {"n": strings("all"), "w": 0, "c": 0, "k": {}}
     for stack, (wall, cpu) in weighted_stacks(data).items():
+        if len(stack) > FLAME_MAX_DEPTH:  # deep recursion: keep the top, fold the rest
+            stack = (*stack[:FLAME_MAX_DEPTH], "(deeper)")
         node = root
         node["w"] += wall
         node["c"] += cpu
