@@ -375,13 +375,14 @@ function lagChart() {
   if (!L.length && !stalls.length) { add(s, el('p', 'empty', 'No lag data: the lag monitor was off or the run was too short for a window.')); return; }
   var W = Math.max(400, s.clientWidth - 44), H = 190, PL = 48, PB = 22, PT = 10;
   var end = D.duration_us || 1;
-  L.forEach(function (r) { if (r[0] > end) end = r[0]; });
+  L.forEach(function (r) { if (r[1] > end) end = r[1]; });
   var maxMs = 1;
-  L.forEach(function (r) { if (r[3] > maxMs) maxMs = r[3]; if (r[2] > maxMs) maxMs = r[2]; });
+  L.forEach(function (r) { if (r[4] > maxMs) maxMs = r[4]; if (r[3] > maxMs) maxMs = r[3]; });
   stalls.forEach(function (st) { if (st.dur / 1000 > maxMs) maxMs = st.dur / 1000; });
   maxMs *= 1.1;
   function x(t) { return PL + t / end * (W - PL - 8); }
   function y(ms) { return PT + (1 - ms / maxMs) * (H - PT - PB); }
+  function yElu(e) { return PT + (1 - e) * (H - PT - PB); }
   var svg = svgEl('svg', { width: W, height: H, role: 'img' });
   svg.appendChild(svgEl('line', { x1: PL, y1: H - PB, x2: W - 8, y2: H - PB, stroke: '#d0d5dd' }));
   svg.appendChild(svgEl('line', { x1: PL, y1: PT, x2: PL, y2: H - PB, stroke: '#d0d5dd' }));
@@ -393,16 +394,26 @@ function lagChart() {
     svg.appendChild(r);
     var m = svgEl('circle', { cx: x(st.t), cy: y(st.dur / 1000), r: 3.5, fill: '#d92d20' }); svg.appendChild(m);
   });
-  function line(col, color, dash) {
-    var pts = L.filter(function (r) { return r[col] !== null; }).map(function (r) { return x(r[0]).toFixed(1) + ',' + y(r[col]).toFixed(1); });
-    if (pts.length) svg.appendChild(svgEl('polyline', { points: pts.join(' '), fill: 'none', stroke: color, 'stroke-width': 1.6, 'stroke-dasharray': dash || '' }));
+  // each window is a step: a flat segment from its start to its end
+  function steps(col, color, dash, scale) {
+    var d = '', prevEnd = null;
+    L.forEach(function (r) {
+      if (r[col] === null) { prevEnd = null; return; }
+      var a = x(r[0]).toFixed(1), b = x(r[1]).toFixed(1), v = scale(r[col]).toFixed(1);
+      d += (prevEnd !== null && Math.abs(prevEnd - r[0]) < 1e-6 * end + 1 ? 'L' : 'M') + a + ',' + v + 'L' + b + ',' + v;
+      prevEnd = r[1];
+    });
+    if (d) svg.appendChild(svgEl('path', { d: d, fill: 'none', stroke: color, 'stroke-width': 1.8, 'stroke-dasharray': dash || '' }));
   }
-  line(3, '#f79009'); line(2, '#2e5bff');
-  var hasElu = L.some(function (r) { return r[4] !== null; });
-  if (hasElu) {
-    var pts = L.filter(function (r) { return r[4] !== null; }).map(function (r) { return x(r[0]).toFixed(1) + ',' + (PT + (1 - r[4]) * (H - PT - PB)).toFixed(1); });
-    svg.appendChild(svgEl('polyline', { points: pts.join(' '), fill: 'none', stroke: '#12b76a', 'stroke-width': 1.2, 'stroke-dasharray': '4 3' }));
-  }
+  steps(4, '#f79009', '', y); steps(3, '#2e5bff', '', y);
+  var hasElu = L.some(function (r) { return r[5] !== null; });
+  if (hasElu) steps(5, '#12b76a', '4 3', yElu);
+  L.forEach(function (r) {
+    var hit = svgEl('rect', { x: x(r[0]), y: PT, width: Math.max(2, x(r[1]) - x(r[0])), height: H - PT - PB, fill: 'transparent' });
+    var title = svgEl('title', {});
+    title.textContent = fmt(r[0]) + ' – ' + fmt(r[1]) + ': lag p50 ' + r[2] + ' ms, p99 ' + r[3] + ' ms, max ' + r[4] + ' ms' + (r[5] !== null ? ', ELU ' + Math.round(100 * r[5]) + '%' : '');
+    hit.appendChild(title); svg.appendChild(hit);
+  });
   var legend = el('div', 'legend');
   [['#2e5bff', 'p99 lag'], ['#f79009', 'max lag'], hasElu ? ['#12b76a', 'ELU (0–100 %, dashed)'] : null, ['#d92d20', 'stall']].forEach(function (p) {
     if (!p) return; var k = el('i'); k.style.background = p[0]; legend.appendChild(k); legend.appendChild(document.createTextNode(p[1]));

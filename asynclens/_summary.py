@@ -402,7 +402,8 @@ def render_summary(
             site = getattr(leak, "site", None) or "unknown site"
             who = getattr(leak, "span_name", None)
             head = f"  {kind:<10} "
-            lines.append(head + _clip(f"{desc}  opened at {site}" + (f" in span {who}" if who else ""), WIDTH - len(head)))
+            lines.append(head + _clip(str(desc) or "-", WIDTH - len(head)))
+            lines.append(" " * len(head) + _clip(f"opened at {site}" + (f"  [span {who}]" if who else ""), WIDTH - len(head)))
         if a.leaks > len(a.first_leaks):
             lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
     if sections:

@@ -72,7 +72,7 @@ def test_payload_has_every_section() -> None:
     assert payload["flame"]["has_cpu"] is True
     assert [s["culprit"] for s in payload["stalls"]] == ["app.py:41 in handle_search", "(no stack sampled)"]
     assert payload["stalls"][0]["t"] == 50_000.0 and payload["stalls"][0]["dur"] == 20_000.0
-    assert [row[2] for row in payload["lag"]] == [2.0, 20.0]  # p99 in ms per window
+    assert payload["lag"] == [[0.0, 50_000.0, 0.4, 2.0, 2.0, 0.4], [50_000.0, 100_000.0, 1.0, 20.0, 20.0, 0.9]]
     assert payload["leaks"][0]["site"] == "app.py:30 in proxy"
     assert "Event loop stalls: 2" in payload["summary"] and "Left open: 1" in payload["summary"]
     assert payload["notes"] == []
@@ -153,3 +153,20 @@ def test_very_deep_span_chains_render() -> None:
     while node[3]:
         node, depth = node[3][0], depth + 1
     assert depth == html_sink.FLAME_MAX_DEPTH + 1 and payload["strings"][node[0]] == "(deeper)"
+
+
+def test_stall_stacks_in_the_flame_graph_keep_the_innermost_frames() -> None:
+    from types import SimpleNamespace
+
+    data = RunData()
+    data.begin(info())
+    frames = tuple(f"/very/long/path/mod{i}.py:{i} in f{i}" for i in range(30))
+    data.add([SimpleNamespace(kind="stall", start_ns=T0, end_ns=T0 + 100 * MS, samples=(), stack=frames, cpu_ns=None)])
+    payload = build_payload(data)
+    strings = payload["strings"]
+    node, names = payload["flame"]["root"], []
+    while node[3]:
+        node = node[3][0]
+        names.append(strings[node[0]])
+    assert names[:3] == ["[event loop stall]", "…", "mod18.py:18 in f18"]
+    assert names[-1] == "mod29.py:29 in f29" and len(names) == 2 + html_sink.STALL_FRAMES

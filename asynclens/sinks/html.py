@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .. import __version__
-from .._flame import weighted_stacks
+from .._flame import STALL_ROOT, weighted_stacks
 from .._html_assets import CSS, JS
 from .._rundata import DEFAULT_LIMIT, RunData, frame_label
 from .._summary import SpanAggregates, render_summary
@@ -41,6 +41,14 @@ MAX_TABLE_ROWS = 500
 FLAME_MIN_SHARE = 0.0005
 #: Flame graph stacks deeper than this are cut (the rest is folded into "(deeper)").
 FLAME_MAX_DEPTH = 60
+#: Innermost frames of a stall's sampled stack shown in the flame graph (the tables show all).
+STALL_FRAMES = 12
+
+
+def _short_frame(frame: str) -> str:
+    """``/long/path/to/app.py:41 in f`` -> ``app.py:41 in f``."""
+    path, sep, rest = frame.partition(":")
+    return os.path.basename(path) + sep + rest if sep else frame
 
 
 def _us(ns: int | float) -> float:
@@ -166,6 +174,11 @@ def _short(value: Any) -> Any:
 def _flame(data: RunData, strings: _Strings) -> dict[str, Any]:
     root: dict[str, Any] = {"n": strings("all"), "w": 0, "c": 0, "k": {}}
     for stack, (wall, cpu) in weighted_stacks(data).items():
+        if stack and stack[0] == STALL_ROOT:  # the innermost frames tell; short file names
+            frames = tuple(_short_frame(f) for f in stack[1:])
+            if len(frames) > STALL_FRAMES:
+                frames = ("…", *frames[-STALL_FRAMES:])
+            stack = (STALL_ROOT, *frames)
         if len(stack) > FLAME_MAX_DEPTH:  # deep recursion: keep the top, fold the rest
             stack = (*stack[:FLAME_MAX_DEPTH], "(deeper)")
         node = root
@@ -229,16 +242,29 @@ def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
 
 
 def _lag(data: RunData, origin: int) -> list[list[Any]]:
+    """Per window: ``[start_us, end_us, p50_ms, p99_ms, max_ms, elu]``."""
     out = []
     for part, lag in data.all("lag"):
         end = getattr(lag, "end_ns", None) or getattr(lag, "start_ns", 0) or 0
+        start = getattr(lag, "start_ns", None)
+        start = start if isinstance(start, int) else end
         elu = getattr(lag, "elu", None)
 
         def ms(name: str) -> float | None:
             value = getattr(lag, name, None)
             return round(value / 1e6, 3) if isinstance(value, (int, float)) else None
 
-        out.append([_us(end + part.shift_ns - origin), ms("p50_ns"), ms("p99_ns"), ms("max_ns"), elu if isinstance(elu, (int, float)) else None])
+        shift = part.shift_ns - origin
+        out.append(
+            [
+                _us(start + shift),
+                _us(end + shift),
+                ms("p50_ns"),
+                ms("p99_ns"),
+                ms("max_ns"),
+                round(float(elu), 4) if isinstance(elu, (int, float)) else None,
+            ]
+        )
     out.sort(key=lambda r: r[0])
     return out
 
