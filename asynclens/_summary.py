@@ -403,7 +403,7 @@ def render_summary(
             who = getattr(leak, "span_name", None)
             head = f"  {kind:<10} "
             lines.append(head + _clip(str(desc) or "-", WIDTH - len(head)))
-            lines.append(" " * len(head) + _clip(f"opened at {site}" + (f"  [span {who}]" if who else ""), WIDTH - len(head)))
+            lines.append(" " * len(head) + _clip(f"opened at {site}" + (f" [span {who}]" if who else ""), WIDTH - len(head)))
         if a.leaks > len(a.first_leaks):
             lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
     if sections:

@@ -51,7 +51,7 @@ def test_breakdown_and_details() -> None:
     assert any(line.startswith("  GC pauses: 1 (gen2: 1), 2.0 ms in total") for line in lines)
     assert any("executor jobs: 1; queued 2.0 ms" in line for line in lines)
     leak = lines.index("  socket     tcp <upstream>:8080")
-    assert lines[leak + 1] == "             opened at app.py:30 in proxy  [span GET /user]"
+    assert lines[leak + 1] == "             opened at app.py:30 in proxy [span GET /user]"
 
 
 def test_fits_100_columns_even_with_long_names() -> None:
