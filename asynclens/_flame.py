@@ -36,7 +36,7 @@ def _self_wall(span: Any, children: list[Any]) -> int:
         if e > s:
             covered += e - s
             cursor = e
-    return max(0, end - start - covered)
+    return max(0, int(end - start - covered))
 
 
 def span_stacks(part: RunPart) -> Iterator[tuple[tuple[str, ...], Any, int, int]]:

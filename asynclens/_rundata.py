@@ -65,8 +65,7 @@ class RunPart:
             return int(end)
         latest = self.start_ns
         for span in self.spans:
-            if span.end_ns > latest:
-                latest = span.end_ns
+            latest = max(latest, span.end_ns)
         for records in self.other.values():
             for record in records:
                 t = getattr(record, "end_ns", None)

@@ -58,8 +58,7 @@ class _Totals:
         self.count += 1
         if isinstance(ns, int) and ns > 0:
             self.total_ns += ns
-            if ns > self.max_ns:
-                self.max_ns = ns
+            self.max_ns = max(self.max_ns, ns)
 
 
 @dataclass
@@ -128,11 +127,12 @@ class SpanAggregates:
         duration = span.end_ns - span.start_ns
         stats = self.by_name.get(span.name)
         if stats is None:
-            stats = self.other if len(self.by_name) >= self.max_names else self.by_name.setdefault(span.name, NameStats())
+            stats = (
+                self.other if len(self.by_name) >= self.max_names else self.by_name.setdefault(span.name, NameStats())
+            )
         stats.count += 1
         stats.total_ns += duration
-        if duration > stats.max_ns:
-            stats.max_ns = duration
+        stats.max_ns = max(stats.max_ns, duration)
         self.spans += 1
         if span.status == "error":
             stats.errors += 1
@@ -189,7 +189,7 @@ class SpanAggregates:
             self.job_errors += bool(getattr(record, "error_type", None))
         elif kind == "sched":
             for attr, name in (("ready_delay", "ready_p99_max"), ("timer_lateness", "timer_p99_max")):
-                summary = getattr(record, attr, None)
+                summary: Any = getattr(record, attr, None)
                 p99 = summary.get("p99") if hasattr(summary, "get") else None
                 if isinstance(p99, (int, float)):
                     current = getattr(self, name)
@@ -359,7 +359,9 @@ def render_summary(
             f"  worst window p99 {format_ns(lag.worst_p99_ns)}  p99.9 {format_ns(lag.worst_p999_ns)}"
         )
         if lag.elu_ns:
-            lines.append(f"  event loop utilisation: mean {lag.elu_time / lag.elu_ns:.0%}, busiest window {lag.elu_max:.0%}")
+            lines.append(
+                f"  event loop utilisation: mean {lag.elu_time / lag.elu_ns:.0%}, busiest window {lag.elu_max:.0%}"
+            )
     sched_lines = []
     if a.tasks:
         states = ", ".join(f"{n} {s}" for s, n in a.task_states.most_common())
@@ -403,7 +405,9 @@ def render_summary(
             who = getattr(leak, "span_name", None)
             head = f"  {kind:<10} "
             lines.append(head + _clip(str(desc) or "-", WIDTH - len(head)))
-            lines.append(" " * len(head) + _clip(f"opened at {site}" + (f" [span {who}]" if who else ""), WIDTH - len(head)))
+            lines.append(
+                " " * len(head) + _clip(f"opened at {site}" + (f" [span {who}]" if who else ""), WIDTH - len(head))
+            )
         if a.leaks > len(a.first_leaks):
             lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
     if sections:

@@ -372,7 +372,9 @@ def _report(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if data.count > 200_000:
         _status(args, f"rendering {data.count} records as {fmt}…")
-    text = render(data, fmt, weight=args.weight, color=fmt == "text" and not args.output and _use_color(args, sys.stdout))
+    text = render(
+        data, fmt, weight=args.weight, color=fmt == "text" and not args.output and _use_color(args, sys.stdout)
+    )
     if args.output:
         from .sinks._rendering import write_text_atomically
 
@@ -425,18 +427,31 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a Python script or module under an asynclens session, write the chosen outputs "
         "and print the text summary to stderr.",
     )
-    run.add_argument("-o", "--output", action="append", metavar="FILE", help="write a report; the suffix picks the format "
-                     "(.html, .json/.trace.json: Chrome/Perfetto, .speedscope.json, .folded, .jsonl, .txt); repeatable")
+    run.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        metavar="FILE",
+        help="write a report; the suffix picks the format "
+        "(.html, .json/.trace.json: Chrome/Perfetto, .speedscope.json, .folded, .jsonl, .txt); repeatable",
+    )
     run.add_argument("--format", choices=list(FORMATS), help="format of every -o file (default: from its suffix)")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, like python -m (the last option)")
     run.add_argument("--name", help="a label for the run")
     run.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
-    run.add_argument("--stall-threshold", type=float, metavar="SECONDS", help="report event-loop stalls longer than this")
+    run.add_argument(
+        "--stall-threshold", type=float, metavar="SECONDS", help="report event-loop stalls longer than this"
+    )
     run.add_argument("--no-lag", action="store_true", help="turn the lag monitor off")
     run.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
     run.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
     run.add_argument("--no-summary", action="store_true", help="do not print the text summary")
-    run.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour the summary (auto: when stderr is a terminal)")
+    run.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the summary (auto: when stderr is a terminal)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     run.add_argument("target", nargs="*", metavar="script.py [args ...]")
     run.set_defaults(func=_run)
@@ -447,9 +462,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert one or more JSON lines traces (several processes merge into one timeline).",
     )
     report.add_argument("files", nargs="+", metavar="FILE.jsonl")
-    report.add_argument("--format", choices=[f for f in FORMATS if f != "jsonl"], help="output format (default: from -o, else text)")
+    report.add_argument(
+        "--format", choices=[f for f in FORMATS if f != "jsonl"], help="output format (default: from -o, else text)"
+    )
     report.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
-    report.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
+    report.add_argument(
+        "--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)"
+    )
     report.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour the text report")
     report.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     report.set_defaults(func=_report)

@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from asynclens import cli  # noqa: E402
-from asynclens._rundata import RunData  # noqa: E402
-from asynclens.fileformat import encode_record  # noqa: E402
-from asynclens.records import SessionEnd, SessionInfo, Span  # noqa: E402
+from asynclens import cli
+from asynclens._rundata import RunData
+from asynclens.fileformat import encode_record
+from asynclens.records import SessionEnd, SessionInfo, Span
 
 MS = 1_000_000
 BUDGET_S = 5.0
@@ -40,7 +40,20 @@ def make_run(n_spans: int) -> tuple[RunData, list[Any], SessionInfo]:
         root = r * 16 + 1
         trace = r + 1
         records += [
-            Span("GET /user", trace, root, None, t, t + 9 * MS, task=task, cpu_ns=MS, sched_wait_ns=MS, io_wait_ns=6 * MS, steps=5, attrs={"path": f"/user/{r}"}),
+            Span(
+                "GET /user",
+                trace,
+                root,
+                None,
+                t,
+                t + 9 * MS,
+                task=task,
+                cpu_ns=MS,
+                sched_wait_ns=MS,
+                io_wait_ns=6 * MS,
+                steps=5,
+                attrs={"path": f"/user/{r}"},
+            ),
             Span("auth", trace, root + 1, root, t, t + MS, task=task, cpu_ns=MS // 2),
             Span("db.query", trace, root + 2, root, t + MS, t + 5 * MS, task=a, attrs={"table": "users"}),
             Span("db.connect", trace, root + 3, root + 2, t + MS, t + 2 * MS, task=a),
@@ -54,17 +67,63 @@ def make_run(n_spans: int) -> tuple[RunData, list[Any], SessionInfo]:
     end = requests * 2 * MS + 10 * MS
     for i in range(200):
         t = i * end // 200
-        records.append(SimpleNamespace(kind="stall", loop_id=1, start_ns=t, end_ns=t + 60 * MS, file="service.py", line=41,
-                                       function="score", stack=("service.py:10 in main", "service.py:41 in score"), samples=(),
-                                       task="Task-1", trace_id=1, span_id=1, span_name="GET /user", async_stack=(), cause="cpu",
-                                       cpu_ns=60 * MS, sampled=True))
+        records.append(
+            SimpleNamespace(
+                kind="stall",
+                loop_id=1,
+                start_ns=t,
+                end_ns=t + 60 * MS,
+                file="service.py",
+                line=41,
+                function="score",
+                stack=("service.py:10 in main", "service.py:41 in score"),
+                samples=(),
+                task="Task-1",
+                trace_id=1,
+                span_id=1,
+                span_name="GET /user",
+                async_stack=(),
+                cause="cpu",
+                cpu_ns=60 * MS,
+                sampled=True,
+            )
+        )
     for i in range(0, end, 100 * MS):
-        records.append(SimpleNamespace(kind="lag", loop_id=1, start_ns=i, end_ns=i + 100 * MS, count=100, min_ns=MS, max_ns=9 * MS,
-                                       mean_ns=2 * MS, stddev_ns=MS, p50_ns=2 * MS, p90_ns=4 * MS, p99_ns=8 * MS, p999_ns=9 * MS, elu=0.5))
+        records.append(
+            SimpleNamespace(
+                kind="lag",
+                loop_id=1,
+                start_ns=i,
+                end_ns=i + 100 * MS,
+                count=100,
+                min_ns=MS,
+                max_ns=9 * MS,
+                mean_ns=2 * MS,
+                stddev_ns=MS,
+                p50_ns=2 * MS,
+                p90_ns=4 * MS,
+                p99_ns=8 * MS,
+                p999_ns=9 * MS,
+                elu=0.5,
+            )
+        )
     for i in range(100):
-        records.append(SimpleNamespace(kind="leak", handle_id=i, handle_kind="socket", description=f"tcp 127.0.0.1:{8000 + i}",
-                                       open_ns=i * MS, close_ns=None, closed_by=None, site="service.py:30 in proxy", stack=(),
-                                       trace_id=1, span_id=1, span_name="GET /user"))
+        records.append(
+            SimpleNamespace(
+                kind="leak",
+                handle_id=i,
+                handle_kind="socket",
+                description=f"tcp 127.0.0.1:{8000 + i}",
+                open_ns=i * MS,
+                close_ns=None,
+                closed_by=None,
+                site="service.py:30 in proxy",
+                stack=(),
+                trace_id=1,
+                span_id=1,
+                span_name="GET /user",
+            )
+        )
     data = RunData()
     data.begin(info)
     data.add(records)
@@ -100,10 +159,14 @@ def main() -> None:
                 took = time.perf_counter() - started
                 best[fmt] = min(best.get(fmt, took), took)
                 sizes[fmt] = os.path.getsize(path)
-    print(f"writing a run of {data.span_count} spans (+{len(records) - data.span_count} other records), best of {args.rounds} rounds")
+    print(
+        f"writing a run of {data.span_count} spans (+{len(records) - data.span_count} other records), best of {args.rounds} rounds"
+    )
     print(f"{'format':<11} {'seconds':>8} {'÷ budget':>9} {'size MB':>8} {'µs/span':>8}")
     for fmt in formats:
-        print(f"{fmt:<11} {best[fmt]:>8.2f} {best[fmt] / BUDGET_S:>9.2f} {sizes[fmt] / 1e6:>8.2f} {best[fmt] / data.span_count * 1e6:>8.1f}")
+        print(
+            f"{fmt:<11} {best[fmt]:>8.2f} {best[fmt] / BUDGET_S:>9.2f} {sizes[fmt] / 1e6:>8.2f} {best[fmt] / data.span_count * 1e6:>8.1f}"
+        )
     print(f"html size ÷ 10 MB budget: {sizes['html'] / HTML_BUDGET:.2f}  (jsonl is the reference writer: spans only)")
 
 

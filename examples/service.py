@@ -71,7 +71,7 @@ def score_documents(query_text: str) -> int:
 @asynclens.trace(name="handler.report")
 async def handle_report() -> str:
     with asynclens.span("render_report"):
-        time.sleep(0.08)  # a blocking call inside a coroutine (e.g. a sync DB driver)
+        time.sleep(0.08)  # noqa: ASYNC251 - on purpose: a blocking call inside a coroutine (a sync DB driver)
     return "report ready"
 
 

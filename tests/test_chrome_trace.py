@@ -110,7 +110,13 @@ def test_full_run_conforms_and_shows_every_kind() -> None:
     assert stall["args"]["culprit"] == "app.py:41 in handle_search"
     assert stall["args"]["stack"][-1] == "app.py:41 in handle_search" and stall["args"]["cause"] == "cpu"
     counters = {e["name"] for e in events if e["ph"] == "C"}
-    assert {"event loop lag (ms)", "event loop utilisation", "open handles", "I/O per second", "ready-to-run delay (ms)"} <= counters
+    assert {
+        "event loop lag (ms)",
+        "event loop utilisation",
+        "open handles",
+        "I/O per second",
+        "ready-to-run delay (ms)",
+    } <= counters
     handles = [e["args"] for e in events if e["ph"] == "C" and e["name"] == "open handles"]
     assert [h["socket"] for h in handles] == [1, 2, 1]  # opened, leaked one opened, first closed
     assert any(e["ph"] == "X" and e["cat"] == "gc" for e in events)
@@ -151,10 +157,9 @@ def test_runs_of_two_processes_share_one_timeline() -> None:
 
 def test_sink_writes_a_loadable_file(tmp_path: Any) -> None:
     path = tmp_path / "run.json"
-    with asynclens.session(str(path), lag=False, track_handles=False, scheduler=False):
-        with asynclens.span("outer"):
-            with asynclens.span("inner", note="x"):
-                pass
+    with asynclens.session(str(path), lag=False, track_handles=False, scheduler=False), asynclens.span("outer"):
+        with asynclens.span("inner", note="x"):
+            pass
     trace = json.loads(path.read_text())
     events = check_trace(trace)
     assert [e["name"] for e in events if e["ph"] == "X"] == ["inner", "outer"] or {
@@ -166,7 +171,10 @@ def test_sink_writes_a_loadable_file(tmp_path: Any) -> None:
 def test_suffixes_pick_the_rendering_sinks(tmp_path: Any) -> None:
     from asynclens.sinks import sink_for
 
-    kinds = {s: type(sink_for(str(tmp_path / f"x{s}"))).__name__ for s in (".json", ".trace.json", ".speedscope.json", ".folded", ".html")}
+    kinds = {
+        s: type(sink_for(str(tmp_path / f"x{s}"))).__name__
+        for s in (".json", ".trace.json", ".speedscope.json", ".folded", ".html")
+    }
     assert kinds == {
         ".json": "ChromeTraceSink",
         ".trace.json": "ChromeTraceSink",

@@ -45,8 +45,14 @@ PROGRAM = textwrap.dedent(
 
 def cli(*args: str, cwd: Any, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "asynclens", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, **kw,
+        [sys.executable, "-m", "asynclens", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
     )
 
 
@@ -68,7 +74,9 @@ def test_run_keeps_argv_stdout_and_writes_outputs(tmp_path: Any, program: str) -
     assert "\x1b[" not in r.stderr  # not a terminal: no colour
 
 
-@pytest.mark.parametrize(("mode", "code", "message"), [("exit", 7, None), ("message", 1, "goodbye from the program"), ("", 0, None)])
+@pytest.mark.parametrize(
+    ("mode", "code", "message"), [("exit", 7, None), ("message", 1, "goodbye from the program"), ("", 0, None)]
+)
 def test_exit_status_is_the_programs(tmp_path: Any, program: str, mode: str, code: int, message: str | None) -> None:
     r = cli("run", "-q", "--no-summary", program, *([mode] if mode else []), cwd=tmp_path)
     assert r.returncode == code
@@ -98,7 +106,11 @@ def test_keyboard_interrupt_ends_by_sigint_after_writing(tmp_path: Any, program:
 def test_sigterm_ends_by_sigterm_after_writing(tmp_path: Any, program: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "asynclens", "run", "-q", "-o", "out.jsonl", program, "wait"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
@@ -163,7 +175,9 @@ def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) 
         (["frobnicate"], 2, "asynclens: error: argument {run,report,demo}: invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path: Any, program: str, args: list[str], code: int, message: str) -> None:
+def test_bad_input_is_one_line_and_nonzero(
+    tmp_path: Any, program: str, args: list[str], code: int, message: str
+) -> None:
     from asynclens.fileformat import encode_record
 
     try:

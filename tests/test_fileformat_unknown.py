@@ -16,7 +16,11 @@ except ImportError:
 
 
 def write(path: Any) -> None:
-    lines = [encode_record(info()), json.dumps({"kind": "from_the_future", "x": 1}), json.dumps({"kind": "session_end", "end_ns": 1})]
+    lines = [
+        encode_record(info()),
+        json.dumps({"kind": "from_the_future", "x": 1}),
+        json.dumps({"kind": "session_end", "end_ns": 1}),
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -79,7 +79,11 @@ def test_speedscope_file_matches_the_schema_and_nests() -> None:
     assert doc["$schema"] == SCHEMA_URL
     frames = doc["shared"]["frames"]
     names = [p["name"] for p in doc["profiles"]]
-    assert names[:3] == ["spans: wall time (self, all tasks)", "spans: CPU time (self, all tasks)", "event loop stalls (sampled stacks)"]
+    assert names[:3] == [
+        "spans: wall time (self, all tasks)",
+        "spans: CPU time (self, all tasks)",
+        "event loop stalls (sampled stacks)",
+    ]
     assert {"Task-1", "Task-2", "Task-3", "Task-4", "thread 99"} <= set(names)
     for profile in doc["profiles"]:
         if profile["type"] == "evented":
@@ -155,11 +159,33 @@ def test_the_schema_check_rejects_bad_files() -> None:
         {k: v for k, v in good.items() if k != "shared"},
         {**good, "$schema": "https://example.com/other.json"},
         {**good, "profiles": [{**good["profiles"][0], "unit": "parsecs"}]},
-        {**good, "profiles": [{"type": "evented", "name": "x", "unit": "none", "startValue": 0, "endValue": 1, "events": [{"type": "X", "frame": 0, "at": 0}]}]},
+        {
+            **good,
+            "profiles": [
+                {
+                    "type": "evented",
+                    "name": "x",
+                    "unit": "none",
+                    "startValue": 0,
+                    "endValue": 1,
+                    "events": [{"type": "X", "frame": 0, "at": 0}],
+                }
+            ],
+        },
     ):
         with pytest.raises(AssertionError):
             validate(broken, SCHEMA)
     with pytest.raises(AssertionError, match="innermost"):
-        check_evented({"startValue": 0, "endValue": 2, "events": [
-            {"type": "O", "frame": 0, "at": 0}, {"type": "O", "frame": 1, "at": 0},
-            {"type": "C", "frame": 0, "at": 1}, {"type": "C", "frame": 1, "at": 2}]}, 2)
+        check_evented(
+            {
+                "startValue": 0,
+                "endValue": 2,
+                "events": [
+                    {"type": "O", "frame": 0, "at": 0},
+                    {"type": "O", "frame": 1, "at": 0},
+                    {"type": "C", "frame": 0, "at": 1},
+                    {"type": "C", "frame": 1, "at": 2},
+                ],
+            },
+            2,
+        )

@@ -45,7 +45,7 @@ def chromium(tmp_path: Any, page: str, *extra: str) -> subprocess.CompletedProce
         "file://" + os.path.abspath(page),
     ]
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        return subprocess.run(args, check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         pytest.skip("chromium did not finish in 120 s (machine overloaded?)")
 
@@ -79,6 +79,8 @@ def test_report_renders_without_errors_and_escapes(tmp_path: Any) -> None:
 def test_a_script_error_is_detected(tmp_path: Any) -> None:
     """The check above can fail: a broken report sets data-error instead of data-rendered."""
     page = tmp_path / "broken.html"
-    page.write_text(render_html(full_run()).replace("header(); timeline();", "header(); noSuchFunction();"), encoding="utf-8")
+    page.write_text(
+        render_html(full_run()).replace("header(); timeline();", "header(); noSuchFunction();"), encoding="utf-8"
+    )
     attrs = body_attrs(chromium(tmp_path, str(page), "--dump-dom").stdout)
     assert "data-error" in attrs and 'data-rendered="ok"' not in attrs

@@ -101,7 +101,9 @@ def test_many_spans_are_sampled_by_whole_request_and_the_file_stays_small(monkey
         length = trace * 1000
         spans.append(Span("req", trace, trace * 10, None, base, base + length, task=f"Task-{trace}"))
         spans.append(Span("a", trace, trace * 10 + 1, trace * 10, base, base + length // 2, task=f"Task-{trace}"))
-        spans.append(Span("b", trace, trace * 10 + 2, trace * 10, base + length // 2, base + length, task=f"Task-{trace}"))
+        spans.append(
+            Span("b", trace, trace * 10 + 2, trace * 10, base + length // 2, base + length, task=f"Task-{trace}")
+        )
     data.add(spans)
     payload = build_payload(data)
     timeline = payload["timeline"]

@@ -22,7 +22,9 @@ def test_lanes_are_nested_or_disjoint() -> None:
                 if a is b:
                     continue
                 disjoint = a.end_ns <= b.start_ns or b.end_ns <= a.start_ns
-                nested = (a.start_ns <= b.start_ns and b.end_ns <= a.end_ns) or (b.start_ns <= a.start_ns and a.end_ns <= b.end_ns)
+                nested = (a.start_ns <= b.start_ns and b.end_ns <= a.end_ns) or (
+                    b.start_ns <= a.start_ns and a.end_ns <= b.end_ns
+                )
                 assert disjoint or nested
 
 

@@ -54,7 +54,7 @@ class _Builder:
         self.tids: dict[tuple[int, str], int] = {}
         self.flow_id = 0
         self.ranks: dict[tuple[int, str], int] = {}
-        self._where: dict[int, tuple[int, Any]] = {}
+        self._where: dict[Any, tuple[int, Any]] = {}
 
     # ------------------------------------------------------------ tracks
 
@@ -65,9 +65,7 @@ class _Builder:
             if pid in self.pids.values():
                 pid = 1_000_000 + part.index
             self.pids[part.index] = pid
-            self.events.append(
-                {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": part.label}}
-            )
+            self.events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": part.label}})
             self.events.append(
                 {"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0, "args": {"sort_index": part.index}}
             )
@@ -107,7 +105,15 @@ class _Builder:
         self.flow_id += 1
         pid = self.pid(part)
         self.events.append(
-            {"name": name, "cat": "flow", "ph": "s", "id": self.flow_id, "ts": self.ts(part, src_ns), "pid": pid, "tid": src_tid}
+            {
+                "name": name,
+                "cat": "flow",
+                "ph": "s",
+                "id": self.flow_id,
+                "ts": self.ts(part, src_ns),
+                "pid": pid,
+                "tid": src_tid,
+            }
         )
         self.events.append(
             {
@@ -126,7 +132,15 @@ class _Builder:
         args = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if args:
             self.events.append(
-                {"name": name, "cat": "counter", "ph": "C", "ts": self.ts(part, at), "pid": self.pid(part), "tid": 0, "args": args}
+                {
+                    "name": name,
+                    "cat": "counter",
+                    "ph": "C",
+                    "ts": self.ts(part, at),
+                    "pid": self.pid(part),
+                    "tid": 0,
+                    "args": args,
+                }
             )
 
     # ------------------------------------------------------------ records
@@ -139,7 +153,7 @@ class _Builder:
             groups.setdefault(track, []).append(span)
             if track not in first_seen or span.start_ns < first_seen[track]:
                 first_seen[track] = span.start_ns
-        where: dict[int, tuple[int, Any]] = {}
+        where: dict[Any, tuple[int, Any]] = {}
         order = sorted(groups, key=lambda t: first_seen[t])
         for rank, track in enumerate(order):
             self.ranks[(part.index, track)] = rank
@@ -165,7 +179,7 @@ class _Builder:
                     self.flow(part, ltid, at, tid, span.start_ns, "link")
         self._where = where
 
-    def steps(self, part: RunPart, task_names: dict[tuple[int, int], str]) -> None:
+    def steps(self, part: RunPart, task_names: dict[tuple[int, Any], str]) -> None:
         for step in part.of("step"):
             task_id = getattr(step, "task_id", None)
             task = task_names.get((part.index, task_id)) or f"task {_hex(task_id, 1) or '?'}"
@@ -231,7 +245,15 @@ class _Builder:
                     "span": getattr(pause, "span_name", None),
                 }
             )
-            self.slice(part, tid, f"gc gen {args.get('generation', '?')}", start, getattr(pause, "end_ns", start) or start, "gc", args)
+            self.slice(
+                part,
+                tid,
+                f"gc gen {args.get('generation', '?')}",
+                start,
+                getattr(pause, "end_ns", start) or start,
+                "gc",
+                args,
+            )
 
     def executor(self, part: RunPart) -> None:
         where = self._where
@@ -291,7 +313,9 @@ class _Builder:
             ready = getattr(snap, "ready_delay", None) or {}
             at = getattr(snap, "end_ns", None) or getattr(snap, "start_ns", 0) or 0
             if hasattr(ready, "get"):
-                self.counter(part, "ready-to-run delay (ms)", at, {"p99": _ms(ready.get("p99")), "max": _ms(ready.get("max"))})
+                self.counter(
+                    part, "ready-to-run delay (ms)", at, {"p99": _ms(ready.get("p99")), "max": _ms(ready.get("max"))}
+                )
         self.open_handles(part)
 
     def open_handles(self, part: RunPart) -> None:

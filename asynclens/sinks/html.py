@@ -51,7 +51,7 @@ def _short_frame(frame: str) -> str:
     return os.path.basename(path) + sep + rest if sep else frame
 
 
-def _us(ns: int | float) -> float:
+def _us(ns: float) -> float:
     return round(ns / 1000, 1)
 
 
@@ -102,7 +102,9 @@ def _timeline(data: RunData, strings: _Strings, origin: int) -> dict[str, Any]:
     for part, s in pairs:
         groups.setdefault((part.index, track_of(s)), []).append(s)
     tracks: list[dict[str, Any]] = []
-    rows: list[list[Any]] = []  # per span: [track, depth, start_us, dur_us, name, trace, status, parent, cpu_us, sched_us, io_us, exec_us]
+    rows: list[
+        list[Any]
+    ] = []  # per span: [track, depth, start_us, dur_us, name, trace, status, parent, cpu_us, sched_us, io_us, exec_us]
     attrs: dict[int, Any] = {}
     index_of: dict[tuple[int, int], int] = {}
     trace_ids: dict[tuple[int, int], int] = {}
@@ -127,8 +129,7 @@ def _timeline(data: RunData, strings: _Strings, origin: int) -> dict[str, Any]:
                 stack.pop()
             depth = len(stack)
             stack.append(s.end_ns)
-            if depth + 1 > tracks[track]["depth"]:
-                tracks[track]["depth"] = depth + 1
+            tracks[track]["depth"] = max(tracks[track]["depth"], depth + 1)
             flat.append((track, depth, (part, s)))
     for i, (_, _, (part, s)) in enumerate(flat):
         index_of[(part.index, s.span_id)] = i
@@ -232,7 +233,7 @@ def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
                 "cause": str(getattr(s, "cause", None) or "unknown"),
                 "task": _short(getattr(s, "task", None)),
                 "span": _short(getattr(s, "span_name", None)),
-                "cpu": _us(getattr(s, "cpu_ns")) if isinstance(getattr(s, "cpu_ns", None), int) else None,
+                "cpu": _us(s.cpu_ns) if isinstance(getattr(s, "cpu_ns", None), int) else None,
                 "stack": [frame_label(f) for f in (getattr(s, "stack", None) or ())][-60:],
                 "astack": [frame_label(f) for f in (getattr(s, "async_stack", None) or ())][-60:],
             }
@@ -250,7 +251,7 @@ def _lag(data: RunData, origin: int) -> list[list[Any]]:
         start = start if isinstance(start, int) else end
         elu = getattr(lag, "elu", None)
 
-        def ms(name: str) -> float | None:
+        def ms(name: str, lag: Any = lag) -> float | None:
             value = getattr(lag, name, None)
             return round(value / 1e6, 3) if isinstance(value, (int, float)) else None
 
@@ -265,7 +266,7 @@ def _lag(data: RunData, origin: int) -> list[list[Any]]:
                 round(float(elu), 4) if isinstance(elu, (int, float)) else None,
             ]
         )
-    out.sort(key=lambda r: r[0])
+    out.sort(key=lambda r: r[0] or 0.0)
     return out
 
 
@@ -354,13 +355,13 @@ def render_html(data: RunData) -> str:
     payload = build_payload(data)
     title = html.escape(payload["title"])
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">"
         f"<title>{title}</title><style>{CSS}</style></head>\n<body>"
         f"<noscript>This report needs JavaScript to draw its charts.</noscript>"
-        f"<script type=\"application/json\" id=\"asynclens-data\">{_script_json(payload)}</script>\n"
+        f'<script type="application/json" id="asynclens-data">{_script_json(payload)}</script>\n'
         f"<script>{JS}</script></body></html>\n"
     )
 

@@ -129,7 +129,9 @@ def render_speedscope(data: RunData) -> dict[str, Any]:
     if cpu:
         profiles.append(_sampled("spans: CPU time (self, all tasks)", ((list(k), v) for k, v in cpu.items()), length))
     if stalls:
-        profiles.append(_sampled("event loop stalls (sampled stacks)", ((list(k), v) for k, v in stalls.items()), length))
+        profiles.append(
+            _sampled("event loop stalls (sampled stacks)", ((list(k), v) for k, v in stalls.items()), length)
+        )
     ranked = sorted(by_task.items(), key=lambda kv: -sum(s.end_ns - s.start_ns for s in kv[1] if s.parent_id is None))
     many_parts = len(data.parts) > 1
     for (part_index, task), spans in ranked[:MAX_TASK_PROFILES]:
