@@ -229,6 +229,10 @@ def _run(args: argparse.Namespace) -> int:
     outputs = list(args.output or [])
     if args.format and not outputs:
         outputs = [f"asynclens-report{FORMATS[args.format]}"]
+    for path in outputs:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UsageError(f"cannot write {path!r}: no such directory {folder!r}")
     sinks = [_sink_for(path, _format_of(path, args.format), args.weight) for path in outputs]
     if args.module is not None:
         argv = [args.module, *args.target]
@@ -283,8 +287,12 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not args.no_summary:
         print(session.summary(color=_use_color(args, sys.stderr)), file=sys.stderr, flush=True)
-    for path in outputs:
-        _status(args, f"wrote {path} ({_size(path)})")
+    disabled = session.statistics().sinks_disabled
+    for path, sink in zip(outputs, sinks):
+        if os.path.exists(path) and not (disabled and id(sink) in session._disabled):
+            _status(args, f"wrote {path} ({_size(path)})")
+        else:
+            print(f"asynclens: error: could not write {path} (see the warning above)", file=sys.stderr)
     if interrupted is not None:
         _die_by(interrupted)
         return 128 + int(interrupted)

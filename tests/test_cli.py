@@ -172,6 +172,7 @@ def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) 
         (["run"], 2, "asynclens: error: run: give a script"),
         (["run", "nope.py"], 2, "asynclens: error: run: no such script 'nope.py'"),
         (["run", "-o", "x.docx", "prog.py"], 2, "asynclens: error: cannot tell the format of 'x.docx'"),
+        (["run", "-o", "no/such/dir/x.html", "prog.py"], 2, "asynclens: error: cannot write 'no/such/dir/x.html': no such directory"),
         (["frobnicate"], 2, "asynclens: error: argument {run,report,demo}: invalid choice: 'frobnicate'"),
     ],
 )
