@@ -305,31 +305,34 @@ class LagProbe:
         )
 
     def summary_lines(self) -> list[str]:
+        """The headline (count, worst stall, where, which span, what kind) and the
+        session-wide lag percentiles and ELU; the per-stall list and the lag windows
+        are rendered from the records by the summary itself."""
         stats = self.statistics()
         hist = stats.histogram
-        lines = ["Event loop:"]
         if stats.stalls:
-            w = stats.worst[0]
-            lines.append(f"  {_stall_headline(stats.stalls, w)}")
-            for stall in stats.worst[:5]:
-                lines.append(f"    {_stall_line(stall)}")
+            headline = _stall_headline(stats.stalls, stats.worst[0])
         else:
-            lines.append("  no stalls")
+            headline = f"no stalls over {format_ns(self.threshold_ns)}"
+        lines = [f"Event loop: {headline}"]
+        parts = []
         if hist.count:
-            lines.append(
-                f"  lag p50 {format_ns(hist.percentile(50))}, p90 {format_ns(hist.percentile(90))},"
+            skipped = f", {stats.skipped_ticks} skipped while idle" if stats.skipped_ticks else ""
+            parts.append(
+                f"lag p50 {format_ns(hist.percentile(50))}, p90 {format_ns(hist.percentile(90))},"
                 f" p99 {format_ns(hist.percentile(99))}, p99.9 {format_ns(hist.percentile(99.9))},"
-                f" max {format_ns(hist.max)} (mean {format_ns(hist.mean)}, {hist.count} ticks"
-                + (f", {stats.skipped_ticks} skipped idle)" if stats.skipped_ticks else ")")
+                f" max {format_ns(hist.max)} ({hist.count} ticks{skipped})"
             )
         measured = [d for d in stats.loops if d["elu"] is not None]
         if len(measured) > 4 and stats.elu is not None:
-            lines.append(f"  ELU {stats.elu:.2f} (mean over {len(measured)} loops)")
+            parts.append(f"ELU {stats.elu:.2f} (mean over {len(measured)} loops)")
         else:
             for d in measured:
                 how = "exact" if d["elu_method"] == "select" else "approx. from CPU time"
-                label = f" (loop {d['loop_id']:x})" if len(measured) > 1 else ""
-                lines.append(f"  ELU{label} {d['elu']:.2f} ({how})")
+                label = f" loop {d['loop_id']:x}" if len(measured) > 1 else ""
+                parts.append(f"ELU{label} {d['elu']:.2f} ({how})")
+        if parts:
+            lines.append("  " + "; ".join(parts))
         return lines
 
 
@@ -360,5 +363,3 @@ def _stall_headline(count: int, worst: Stall) -> str:
     return f"{count} {noun}, worst {format_ns(worst.duration_ns)} at {_stall_site(worst)}, {_CAUSES.get(worst.cause, worst.cause)}"
 
 
-def _stall_line(stall: Stall) -> str:
-    return f"{format_ns(stall.duration_ns):>10}  {_stall_site(stall)}  {_CAUSES.get(stall.cause, stall.cause)}"

@@ -111,7 +111,7 @@ def test_lag_snapshots_statistics_and_summary(kind: str, tmp_path: Any) -> None:
     assert stats.histogram.max >= 100_000_000  # the tick delayed by the stall
     assert stats.stalls >= 1
     text = s.summary()
-    assert "Event loop:" in text and "stall" in text and "ELU" in text and "lag p50" in text
+    assert "Event loop: " in text and "stall" in text and "ELU" in text and "lag p50" in text
     assert f"test_lag_live.py:{line_of(main, '# one stall')} in main" in text
     assert run_back.end is not None and run_back.end.statistics["probes"]["lag"]["stalls"] >= 1
 
