@@ -290,6 +290,7 @@ class LoopMonitor(LoopBook):
         self._handle: asyncio.TimerHandle | None = None
         self.idle_skip = idle_skip and exact
         self.idle_frame: Any = None
+        self.on_wake: Callable[[], None] | None = None  # the watchdog's loop_woke
         self.closed = False
         self._interval_s = interval_ns / 1e9
 
@@ -343,6 +344,8 @@ class LoopMonitor(LoopBook):
             self.unpark(t)
             if not self.closed:
                 self._schedule(t)
+            if self.on_wake is not None:
+                self.on_wake()
         except Exception as exc:
             self._on_error("resuming the lag monitor", exc)
 

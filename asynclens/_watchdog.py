@@ -30,6 +30,7 @@ __all__ = ["Collection", "Segment", "Watchdog", "build_stall", "classify", "spli
 
 MAX_DISTINCT_STACKS = 64
 MAX_SAMPLES = 10_000
+PARK_MAX_S = 1.0  # a parked watchdog still looks around this often (closed loops, stops)
 IDLE_SLACK_NS = 2_000_000  # timers fire up to ~1 ms late by rounding alone (uvloop: ms resolution)
 
 
@@ -342,7 +343,10 @@ class Watchdog:
         self.samples = 0
         self.polls = 0
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stopping = False
+        self._wake = threading.Event()
+        self.parked = False
+        self.parks = 0
 
     # ------------------------------------------------------------ thread
 
@@ -351,7 +355,8 @@ class Watchdog:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2.0)
@@ -359,16 +364,43 @@ class Watchdog:
 
     def _run(self) -> None:
         wait = self.poll_ns / 1e9
-        while not self._stop.wait(wait):
+        while True:
+            self._wake.wait(wait)
+            self._wake.clear()
+            self.parked = False
+            if self._stopping:
+                return
             try:
                 suspect = self.poll(self.now())
+                if not suspect and self._all_idle():
+                    # Every loop waits in its selector with its tick parked: sleep until
+                    # one of them leaves select (LoopMonitor.wake calls loop_woke).
+                    self.parked = True
+                    if self._all_idle():  # checked again after publishing ``parked``
+                        self.parks += 1
+                        wait = PARK_MAX_S
+                        continue
+                    self.parked = False
             except Exception as exc:
                 self.on_error("watchdog poll", exc)
                 suspect = False
             wait = (self.sample_ns if suspect else self.poll_ns) / 1e9
 
+    def _all_idle(self) -> bool:
+        monitors = self.monitors
+        return bool(monitors) and all(
+            m.exact and m.in_select and m.parked_at is not None and not m.gaps for m in monitors
+        )
+
+    def loop_woke(self) -> None:
+        """A parked loop left its selector (called on the loop thread): resume polling."""
+        if self.parked:
+            self.parked = False
+            self._wake.set()
+
     def add(self, monitor: Any) -> None:
         self.monitors.append(monitor)
+        self._wake.set()  # a parked watchdog must look at the new loop now
 
     # ------------------------------------------------------------ polling
 

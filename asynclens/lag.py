@@ -178,6 +178,7 @@ class LagProbe:
             on_error=session.internal_error,
             idle_skip=self.idle_skip,
         )
+        monitor.on_wake = self.watchdog.loop_woke
         with self._lock:
             self.monitors.append(monitor)
         running = asyncio.events._get_running_loop()
@@ -361,5 +362,3 @@ def _stall_site(stall: Stall) -> str:
 def _stall_headline(count: int, worst: Stall) -> str:
     noun = "stall" if count == 1 else "stalls"
     return f"{count} {noun}, worst {format_ns(worst.duration_ns)} at {_stall_site(worst)}, {_CAUSES.get(worst.cause, worst.cause)}"
-
-

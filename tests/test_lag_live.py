@@ -123,6 +123,7 @@ def test_idle_loop_skips_ticks() -> None:
         stats = s.probe("lag").statistics()
     assert stats.skipped_ticks > 10
     assert stats.histogram.count - stats.skipped_ticks < stats.skipped_ticks
+    assert s.probe("lag").watchdog.parks >= 1  # and the watchdog slept too
 
 
 def test_loops_in_other_threads_and_watch() -> None:

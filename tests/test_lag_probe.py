@@ -38,7 +38,9 @@ def test_summary_names_count_worst_site_span_and_cause() -> None:
         probe._note_stall(None, stall(55, 7, cause="gc", span_name="GET /"))
         lines = probe.summary_lines()
         text = s.summary()
-    assert lines[0] == "Event loop: 3 stalls, worst 312.0 ms at app.py:41 in handle_search (span GET /search), CPU-bound"
+    assert (
+        lines[0] == "Event loop: 3 stalls, worst 312.0 ms at app.py:41 in handle_search (span GET /search), CPU-bound"
+    )
     assert lines[0] in text
 
 

@@ -275,3 +275,24 @@ def test_innermost_user_skips_library_and_asynclens_frames() -> None:
     only_lib = ((STDLIB_JSON, 3, "loads"),)
     assert _frames.innermost_user(only_lib) == (STDLIB_JSON, 3, "loads")
     assert _frames.innermost_user(()) is None
+
+
+def test_watchdog_parks_only_while_every_loop_idles_with_its_tick_parked() -> None:
+    """Parking is safe only when each loop waits in select with its tick parked:
+    leaving select then calls loop_woke, which wakes a parked watchdog."""
+    h = Harness()
+    m = h.m
+    assert not h.w._all_idle()
+    m.select_enter(T0)
+    assert not h.w._all_idle()  # in select, but its tick is still armed
+    m.park(T0)
+    assert h.w._all_idle()
+    h.w.parked = True
+    h.w.loop_woke()
+    assert not h.w.parked and h.w._wake.is_set()
+    h.w._wake.clear()
+    h.w.loop_woke()  # not parked: nothing to do
+    assert not h.w._wake.is_set()
+    uv = FakeMonitor(exact=False)
+    h.w.add(uv)
+    assert h.w._wake.is_set() and not h.w._all_idle()  # tick-only loops need polling
