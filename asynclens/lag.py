@@ -124,14 +124,16 @@ class LagProbe:
         self.threshold_ns = int(stall_threshold * 1e9)
         self.window_ns = int(window * 1e9)
         self.idle_skip = idle_skip
-        # Stalls are timed by the loop itself; the watchdog only has to catch each one
-        # in the act: a poll every half threshold finds any stall before it is over,
-        # then samples it every few ms.
-        self.poll_ns = (
-            int(poll_interval * 1e9) if poll_interval else min(max(self.threshold_ns // 2, 1_000_000), 25_000_000)
-        )
         self.sample_ns = (
             int(sample_interval * 1e9) if sample_interval else min(max(self.threshold_ns // 10, 1_000_000), 5_000_000)
+        )
+        # Stalls are timed by the loop itself; the watchdog only has to catch each one in
+        # the act: polling every (threshold - sample interval) lands at least one sample in
+        # any stall longer than the threshold, with as few idle wake-ups as that allows.
+        self.poll_ns = (
+            int(poll_interval * 1e9)
+            if poll_interval
+            else min(max(self.threshold_ns - self.sample_ns, 1_000_000), 50_000_000)
         )
         self.session: Any = None
         self.monitors: list[LoopMonitor] = []
