@@ -12,7 +12,7 @@ Part 2 (idle cost): process CPU time of an idle loop with no monitor, a bare
 ``asyncio.sleep`` drift coroutine, and asynclens's monitor with and without idle
 skipping, at 10 ms and 1 ms intervals, as % of one core; variants interleaved.
 
-    python benchmarks/lag_accuracy.py [--reps 3] [--idle-seconds 1.0] [--quick]
+    python benchmarks/lag_accuracy.py [--reps 3] [--idle-seconds 1.0] [--idle-reps 5] [--only accuracy|idle] [--quick]
 """
 
 from __future__ import annotations
@@ -356,7 +356,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="stalls per size and kind (default 3)")
     parser.add_argument("--idle-seconds", type=float, default=1.0)
-    parser.add_argument("--idle-reps", type=int, default=3)
+    parser.add_argument("--idle-reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one rep each, short idle runs")
     parser.add_argument("--only", choices=("accuracy", "idle"), help="run one part")
     args = parser.parse_args()
