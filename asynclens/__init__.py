@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
 from .fileformat import TraceFileError, read_jsonl
-from .records import Span
+from .records import LagSnapshot, Span, StackSample, Stall
 from .session import Session, SessionError, SessionStatistics, session
 from .sinks import JsonLinesSink, MemorySink, Sink
 from .tracing import LiveSpan, current_span, span, trace
@@ -20,6 +20,7 @@ __all__ = [
     "Clock",
     "FakeClock",
     "JsonLinesSink",
+    "LagSnapshot",
     "LiveSpan",
     "MemorySink",
     "Session",
@@ -27,6 +28,8 @@ __all__ = [
     "SessionStatistics",
     "Sink",
     "Span",
+    "StackSample",
+    "Stall",
     "SystemClock",
     "TraceFileError",
     "__version__",

@@ -17,12 +17,15 @@ from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
+    "LagSnapshot",
     "Record",
     "RecordError",
     "SessionEnd",
     "SessionInfo",
     "Span",
     "SpanEvent",
+    "StackSample",
+    "Stall",
     "record_from_dict",
     "record_types",
 ]
@@ -250,6 +253,91 @@ class Span(Record):
 
 # ------------------------------------------------------------ lag and stalls
 # (records of asynclens.lag go here)
+
+
+@dataclass(frozen=True, slots=True)
+class LagSnapshot(Record):
+    """Event-loop lag over one window: timer drift statistics (ns) and utilisation.
+
+    One record per loop per window (and a last one at session end), never one
+    per tick. ``elu`` is the event-loop utilisation (busy / wall, 0..1) over the
+    window, ``None`` when unknown; ``elu_method`` says how it was measured:
+    ``"select"`` (time outside the selector, exact) or ``"cpu"`` (the loop
+    thread's CPU time plus the off-CPU part of detected stalls: uvloop).
+    ``skipped`` counts monitor ticks not run because the loop was provably
+    idle (waiting in its selector); they are counted as zero lag.
+    """
+
+    kind: ClassVar[str] = "lag"
+    loop_id: int
+    start_ns: int
+    end_ns: int
+    count: int
+    min_ns: int
+    max_ns: int
+    mean_ns: float
+    stddev_ns: float
+    p50_ns: int
+    p90_ns: int
+    p99_ns: int
+    p999_ns: int
+    elu: float | None = None
+    elu_method: str | None = None
+    skipped: int = 0
+    stalls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StackSample(Record):
+    """One distinct stack seen while the loop was blocked, and how often."""
+
+    kind: ClassVar[str] = "stack_sample"
+    frames: tuple[str, ...]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stall(Record):
+    """The event loop did not come back for longer than the stall threshold.
+
+    ``start_ns``/``end_ns`` span the whole stall (last heartbeat to the loop's
+    return). ``file``/``line``/``function`` name the innermost user frame seen
+    most often while blocked (the blocking line); ``samples`` is the small
+    profile of where the blocked time went. ``cause`` is ``"cpu"``,
+    ``"blocking"``, ``"gc"`` or ``"unknown"``; ``sampled`` is False when no
+    stack could be taken (C code that held the GIL for the whole stall).
+    """
+
+    kind: ClassVar[str] = "stall"
+    loop_id: int
+    start_ns: int
+    end_ns: int
+    file: str | None = None
+    line: int | None = None
+    function: str | None = None
+    stack: tuple[str, ...] = ()
+    samples: tuple[StackSample, ...] = field(default=(), metadata={"records": StackSample})
+    task: str | None = None
+    trace_id: int | None = field(default=None, metadata={"hex": 32})
+    span_id: int | None = field(default=None, metadata={"hex": 16})
+    span_name: str | None = None
+    async_stack: tuple[str, ...] = ()
+    cause: str = "unknown"
+    cpu_ns: int | None = None
+    sampled: bool = False
+    detected_ns: int | None = None
+    gc_ns: int = 0
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def site(self) -> str | None:
+        """``"file:line in function"`` of the blocking line, or None."""
+        if self.file is None:
+            return None
+        return f"{self.file}:{self.line} in {self.function}"
 
 # ------------------------------------------------------------------- handles
 # (records of asynclens.handles go here)

@@ -428,6 +428,10 @@ class Session:
 def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
     """The probes the options ask for; each lives in its own module."""
     probes: list[Probe] = []
+    if options["lag"]:
+        from .lag import LagProbe
+
+        probes.append(LagProbe(options["lag_interval"], options["stall_threshold"]))
     return probes
 
 
