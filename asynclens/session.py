@@ -371,6 +371,13 @@ class Session:
         """The probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
         return next((p for p in self._probes if p.name == name), None)
 
+    def open_handles(self) -> list[Any]:
+        """Handles open right now (sockets, files, …, pending tasks), as
+        :class:`~asynclens.records.HandleRecord` s, oldest first; empty without
+        the ``handles`` probe or after the session ended."""
+        probe = self.probe("handles")
+        return (self._guard("handles.open_handles", probe.open_handles) or []) if probe is not None else []
+
     def statistics(self) -> SessionStatistics:
         """Counters: records emitted/dropped, sinks disabled, probe statistics, …"""
         buffered = len(self._buffer)
@@ -409,6 +416,10 @@ class Session:
 def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
     """The probes the options ask for; each lives in its own module."""
     probes: list[Probe] = []
+    if options["track_handles"]:
+        from .handles import HandleProbe
+
+        probes.append(HandleProbe())
     return probes
 
 
