@@ -65,20 +65,26 @@ def _socket_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     wrapped(*args, **kwargs)
     probe = _probe
     if probe is not None:
-        frames = _capture(2)
-        if frames is not None:
-            probe.registry.add(instance, SOCKET, None, frames)
+        try:
+            frames = _capture(2)
+            if frames is not None:
+                probe.registry.add(instance, SOCKET, None, frames)
+        except Exception as exc:
+            probe.session_error("tracking a socket", exc)
 
 
 def _open(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     obj = wrapped(*args, **kwargs)
     probe = _probe
     if probe is not None:
-        frames = _capture(2)
-        if frames is not None:
-            file = args[0] if args else kwargs.get("file")
-            mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
-            probe.registry.add(obj, FILE, (file, mode), frames)
+        try:
+            frames = _capture(2)
+            if frames is not None:
+                file = args[0] if args else kwargs.get("file")
+                mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+                probe.registry.add(obj, FILE, (file, mode), frames)
+        except Exception as exc:
+            probe.session_error("tracking a file", exc)
     return obj
 
 
@@ -86,17 +92,24 @@ def _popen_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     wrapped(*args, **kwargs)
     probe = _probe
     if probe is not None:
-        frames = _capture(2)
-        if frames is not None:
-            probe.registry.add(instance, SUBPROCESS, (instance.pid, instance.args), frames)
+        try:
+            frames = _capture(2)
+            if frames is not None:
+                probe.registry.add(instance, SUBPROCESS, (instance.pid, instance.args), frames)
+        except Exception as exc:
+            probe.session_error("tracking a subprocess", exc)
 
 
 def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     probe = _probe
-    if probe is not None and not instance.daemon and not instance.name.startswith("asynclens"):
-        frames = _capture(2)
-        if frames is not None:
-            probe.registry.add(instance, THREAD, f"thread {instance.name!r}", frames)
+    if probe is not None:
+        try:
+            if not instance.daemon and not instance.name.startswith("asynclens"):
+                frames = _capture(2)
+                if frames is not None:
+                    probe.registry.add(instance, THREAD, f"thread {instance.name!r}", frames)
+        except Exception as exc:
+            probe.session_error("tracking a thread", exc)
     return wrapped(*args, **kwargs)
 
 
@@ -107,9 +120,12 @@ def _make_transport(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
     transport = wrapped(*args, **kwargs)
     probe = _probe
     if probe is not None:
-        frames = _capture(2)
-        if frames is not None:
-            probe.track_transport(transport, frames, count_io=False)
+        try:
+            frames = _capture(2)
+            if frames is not None:
+                probe.track_transport(transport, frames, count_io=False)
+        except Exception as exc:
+            probe.session_error("tracking a transport", exc)
     return transport
 
 
@@ -117,18 +133,28 @@ def _make_socket_transport(wrapped: Callable[..., Any], instance: Any, args: tup
     transport = wrapped(*args, **kwargs)
     probe = _probe
     if probe is not None:
-        frames = _capture(2)
-        if frames is not None:
-            probe.track_transport(transport, frames, count_io=probe.count_io)
+        try:
+            frames = _capture(2)
+            if frames is not None:
+                probe.track_transport(transport, frames, count_io=probe.count_io)
+        except Exception as exc:
+            probe.session_error("tracking a transport", exc)
     return transport
 
 
 # ------------------------------------------------------------------- uvloop
 
 
+def _safe_capture() -> list[Any] | None:
+    try:
+        return _capture(3)
+    except Exception:
+        return None
+
+
 def _uv_returns_pair(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     probe = _probe
-    frames = _capture(2) if probe is not None else None
+    frames = _safe_capture() if probe is not None else None
     if frames is None:
         return wrapped(*args, **kwargs)
     coro = wrapped(*args, **kwargs)
@@ -147,7 +173,7 @@ def _uv_returns_pair(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
 
 def _uv_subprocess(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     probe = _probe
-    frames = _capture(2) if probe is not None else None
+    frames = _safe_capture() if probe is not None else None
     if frames is None:
         return wrapped(*args, **kwargs)
     coro = wrapped(*args, **kwargs)
@@ -155,7 +181,16 @@ def _uv_subprocess(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     async def tracked() -> Any:
         pair = await coro
         if _probe is not None:
-            _probe.registry.add(pair[0], SUBPROCESS, None, frames)
+            try:
+                transport, protocol = pair
+                try:
+                    weakref.ref(transport)
+                except TypeError:  # uvloop's process transport: follow the protocol and the pid
+                    _probe.registry.add(protocol, SUBPROCESS, ("pid", transport.get_pid()), frames)
+                else:
+                    _probe.registry.add(transport, SUBPROCESS, None, frames)
+            except Exception as exc:
+                _probe.session_error("tracking a uvloop subprocess", exc)
         return pair
 
     return tracked()
@@ -163,7 +198,7 @@ def _uv_subprocess(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
 
 def _uv_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     probe = _probe
-    frames = _capture(2) if probe is not None else None
+    frames = _safe_capture() if probe is not None else None
     if frames is None or not args:
         return wrapped(*args, **kwargs)
     factory = args[0]
@@ -171,7 +206,10 @@ def _uv_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
     def tracked_factory() -> Any:
         protocol = factory()
         if _probe is not None:
-            _hook_connection_made(protocol, frames)
+            try:
+                _hook_connection_made(protocol, frames)
+            except Exception as exc:
+                _probe.session_error("hooking a uvloop protocol", exc)
         return protocol
 
     coro = wrapped(tracked_factory, *args[1:], **kwargs)
@@ -179,7 +217,10 @@ def _uv_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
     async def tracked() -> Any:
         server = await coro
         if _probe is not None:
-            _probe.registry.add(server, SOCKET, "server", frames)
+            try:
+                _probe.registry.add(server, SOCKET, "server", frames)
+            except Exception as exc:
+                _probe.session_error("tracking a uvloop server", exc)
         return server
 
     return tracked()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import threading
 import weakref
@@ -85,6 +86,8 @@ def describe(kind: int, obj: Any, info: Any) -> str:
             name, mode = info if info else ("?", "?")
         return f"{name!r} mode {mode!r}"
     if kind == SUBPROCESS:
+        if info and info[0] == "pid":
+            return f"pid {info[1]}"
         if obj is not None and hasattr(obj, "get_pid"):
             return f"{type(obj).__name__} pid {obj.get_pid()}"
         pid = getattr(obj, "pid", None) if obj is not None else (info[0] if info else None)
@@ -156,7 +159,7 @@ def _describe_transport(obj: Any, info: Any) -> str:
     return f"{name} {pipe!r}" if pipe is not None else name
 
 
-def is_closed(kind: int, obj: Any) -> bool:
+def is_closed(kind: int, obj: Any, info: Any = None) -> bool:
     """Whether the program has closed ``obj`` (checked lazily, never patched)."""
     if kind == FILE:
         return bool(obj.closed)
@@ -165,6 +168,14 @@ def is_closed(kind: int, obj: Any) -> bool:
             return obj.fileno() < 0
         return not obj.is_serving()
     if kind == SUBPROCESS:
+        if info and info[0] == "pid":  # known by pid only: open while the process exists
+            try:
+                os.kill(info[1], 0)
+            except ProcessLookupError:
+                return True
+            except OSError:
+                pass
+            return False
         if hasattr(obj, "get_returncode"):  # a loop's process transport (uvloop)
             return obj.get_returncode() is not None
         return obj.returncode is not None
@@ -276,7 +287,7 @@ class Registry:
             if obj is None or entry.closed_by is not None:
                 continue
             try:
-                closed = is_closed(entry.kind, obj)
+                closed = is_closed(entry.kind, obj, entry.info)
             except Exception:
                 closed = False  # cannot tell: report it rather than hide a leak
             if not closed:

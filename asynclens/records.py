@@ -315,5 +315,6 @@ class IoRates(Record):
     bytes_received: int = 0
     ops: int = 0
 
+
 # ----------------------------------------------------------------- scheduler
 # (records of asynclens.scheduler go here)
