@@ -16,7 +16,6 @@ import os
 import socket
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ KINDS = ("socket", "file", "subprocess", "transport", "task", "thread")
 
 #: Bounds on what is kept for the report (beyond them, counted only).
 MAX_GC_CLOSED = 1000
-MAX_RECENT_DEAD = 256
+RECENT_MASK = 255  # the ring holds RECENT_MASK + 1 entries
 
 
 class ExactCounter:
@@ -198,10 +197,11 @@ class Registry:
         self.collected = ExactCounter()
         self.gc_closed: list[Entry] = []
         self.gc_closed_count = ExactCounter()
-        self._recent_dead: OrderedDict[int, Entry] = OrderedDict()
-        self._recent_lock = threading.Lock()
+        self._recent: list[Entry | None] = [None] * (RECENT_MASK + 1)  # ring of entries just collected
+        self._recent_seq = itertools.count().__next__
+        self.record_closes = False
         self.untracked = ExactCounter()  # objects that do not support weak references
-        #: called with each entry whose object was collected (I/O aggregation, close records)
+        #: called with each collected entry that counted I/O (or every one, with record_closes)
         self.on_collected: Callable[[Entry], None] | None = None
         self._collected_cb = self._collected
 
@@ -238,20 +238,20 @@ class Registry:
         # Runs wherever the object dies (any thread, maybe inside the GC): keep it short.
         try:
             oid = entry.oid
-            if self.live.get(oid) is entry:
-                self.live.pop(oid, None)
+            live = self.live
+            if live.get(oid) is entry:
+                live.pop(oid, None)
             if entry.close_ns is None:
                 entry.close_ns = self.now()
                 entry.closed_by = "program"
-                with self._recent_lock:  # a ResourceWarning about it may still follow (cyclic garbage)
-                    recent = self._recent_dead
-                    recent[oid] = entry
-                    if len(recent) > MAX_RECENT_DEAD:
-                        recent.popitem(last=False)
+                # A ResourceWarning about it may still follow (cyclic garbage loses its
+                # weak references before its finaliser runs): remember it for a while.
+                self._recent[self._recent_seq() & RECENT_MASK] = entry
             self.collected.inc()
-            callback = self.on_collected
-            if callback is not None:
-                callback(entry)
+            if entry.io is not None or self.record_closes:
+                callback = self.on_collected
+                if callback is not None:
+                    callback(entry)
         except Exception as exc:
             self.on_error("handle collected", exc)
 
@@ -262,9 +262,12 @@ class Registry:
         oid = id(source)
         entry = self.live.get(oid)
         if entry is None or entry() is not source:
-            with self._recent_lock:
-                entry = self._recent_dead.pop(oid, None)
-            if entry is None or entry.type_name != type(source).__name__:
+            type_name = type(source).__name__
+            entry = next(
+                (e for e in list(self._recent) if e is not None and e.oid == oid and e.type_name == type_name and e() is None),
+                None,
+            )
+            if entry is None:
                 return False
         if entry.closed_by == "gc":
             return True

@@ -107,6 +107,7 @@ class HandleProbe:
         self.session = session
         self.registry = Registry(session.now, session.internal_error)
         self.registry.on_collected = self._on_collected
+        self.registry.record_closes = self.record_closes
         self._patches = _handle_patches.install(self)
         self._window = (session.now(), 0, 0, 0, 0)
         self._active = True
@@ -176,7 +177,7 @@ class HandleProbe:
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
             if frame is None:
                 break
-            chain.append((frame.f_code, frame.f_lineno))
+            chain.append((frame.f_code, frame.f_lasti))
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
         pairs: list[Any] = []
         for code, line in reversed(chain):
