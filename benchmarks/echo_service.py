@@ -46,7 +46,9 @@ here: :func:`asynclens_session`, :func:`asynclens_span`, :func:`otel_setup`,
 ``compare(...)`` returns one :class:`Result` per variant (baseline first):
 median requests/s, median and min–max of the per-round throughput ratio vs the
 baseline, server CPU time per request (``time.process_time`` in the server over
-the serving period, divided by requests served) and its median per-round ratio.
+the serving period, divided by requests served) and its median per-round ratio,
+and the same for user-mode CPU only (``os.times().user``: steadier, since the
+kernel time of loopback TCP lands on whichever process runs the softirq).
 Each round is bounded by ``seconds`` and by ``max_requests``; a server stops
 by itself once its clients have gone (or after a hard time limit).
 
@@ -108,6 +110,10 @@ class Result:
     cpu_ratio: float  # median per-round ratio of CPU per request vs baseline
     per_round_rps: tuple[float, ...] = ()
     errors: int = 0
+    #: user-mode CPU only (``os.times().user``): kernel time of loopback TCP, which is
+    #: charged to whichever process happens to run the softirq, varies a lot between runs
+    user_us_per_request: float = float("nan")
+    user_ratio: float = float("nan")
 
 
 # ---------------------------------------------------------------- ready-made variants
@@ -215,15 +221,17 @@ async def _serve(config: Mapping[str, Any], acm: Any) -> dict[str, Any]:
     port = server.sockets[0].getsockname()[1]
     timer = loop.call_later(config["max_seconds"], lambda: done.done() or done.set_result(None))
     cpu0 = time.process_time()
+    user0 = os.times().user
     print(f"READY {port}", flush=True)
     await done
     cpu = time.process_time() - cpu0
+    user = os.times().user - user0
     timer.cancel()
     server.close()
     await server.wait_closed()
     if acm is not None:
         await acm.__aexit__(None, None, None)
-    return {"requests": state["requests"], "cpu_s": cpu}
+    return {"requests": state["requests"], "cpu_s": cpu, "user_s": user}
 
 
 def _server_main(config: Mapping[str, Any]) -> None:
@@ -251,7 +259,8 @@ async def _load(port: int, clients: int, seconds: float, max_requests: int) -> t
         nonlocal count, stop
         while not stop:
             writer.write(MESSAGE)
-            await reader.readline()
+            if not await reader.readline():
+                raise ConnectionError("echo server closed the connection")
             count += 1
             if count >= max_requests:
                 stop = True
@@ -277,7 +286,7 @@ def _client_loop() -> Callable[[Any], Any]:
         return asyncio.run
 
 
-def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, loop: str) -> tuple[float, float]:
+def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, loop: str) -> tuple[float, float, float]:
     config = {
         "setup": variant.setup,
         "options": dict(variant.options),
@@ -305,7 +314,8 @@ def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, 
         if not out.startswith("RESULT "):
             raise RuntimeError(f"echo server gave no result (exit {proc.returncode})")
         stats = json.loads(out[len("RESULT ") :])
-        return served / elapsed, stats["cpu_s"] / max(stats["requests"], 1)
+        requests = max(stats["requests"], 1)
+        return served / elapsed, stats["cpu_s"] / requests, stats["user_s"] / requests
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -341,16 +351,18 @@ def compare(
     names.insert(0, base)
     rps: dict[str, list[float | None]] = {n: [] for n in names}
     cpu: dict[str, list[float | None]] = {n: [] for n in names}
+    user: dict[str, list[float | None]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             try:
-                got_rps, got_cpu = _run_one(variants[name], clients, seconds, max_requests, loop)
+                got_rps, got_cpu, got_user = _run_one(variants[name], clients, seconds, max_requests, loop)
             except Exception as exc:  # keep the other measurements
                 print(f"  round {r + 1} {name}: failed: {exc}", file=sys.stderr)
-                got_rps = got_cpu = None  # type: ignore[assignment]
+                got_rps = got_cpu = got_user = None  # type: ignore[assignment]
             rps[name].append(got_rps)
             cpu[name].append(got_cpu)
+            user[name].append(got_user)
         if progress:
             print(f"  round {r + 1}/{rounds} done ({loop})", file=sys.stderr, flush=True)
     results = []
@@ -359,6 +371,8 @@ def compare(
         cpairs = [(v, b) for v, b in zip(cpu[name], cpu[base]) if v is not None and b]
         ratios = [v / b for v, b in pairs] or [float("nan")]
         cratios = [v / b for v, b in cpairs] or [float("nan")]
+        uratios = [v / b for v, b in zip(user[name], user[base]) if v is not None and b] or [float("nan")]
+        goodu = [v for v in user[name] if v is not None]
         good = [v for v in rps[name] if v is not None]
         goodc = [v for v in cpu[name] if v is not None]
         results.append(
@@ -373,6 +387,8 @@ def compare(
                 cpu_ratio=statistics.median(cratios),
                 per_round_rps=tuple(v for v in good),
                 errors=rounds - len(good),
+                user_us_per_request=statistics.median(goodu) * 1e6 if goodu else float("nan"),
+                user_ratio=statistics.median(uratios),
             )
         )
     return results
@@ -385,13 +401,15 @@ def print_table(results: Sequence[Result], title: str | None = None, file: Any =
         print(title, file=out)
     width = max([len(r.name) for r in results] + [7])
     print(
-        f"{'variant':<{width}}  {'req/s':>9}  {'ratio':>6}  {'min-max':>11}  {'cpu µs/req':>10}  {'cpu ratio':>9}  rounds",
+        f"{'variant':<{width}}  {'req/s':>9}  {'ratio':>6}  {'min-max':>11}  {'cpu µs/req':>10}  {'cpu ratio':>9}"
+        f"  {'user µs/req':>11}  {'user ratio':>10}  rounds",
         file=out,
     )
     for r in results:
         print(
             f"{r.name:<{width}}  {r.rps:>9.0f}  {r.ratio_median:>6.3f}  {r.ratio_min:>5.3f}-{r.ratio_max:<5.3f}"
-            f"  {r.cpu_us_per_request:>10.1f}  {r.cpu_ratio:>9.3f}  {r.rounds}{f' ({r.errors} failed)' if r.errors else ''}",
+            f"  {r.cpu_us_per_request:>10.1f}  {r.cpu_ratio:>9.3f}  {r.user_us_per_request:>11.1f}  {r.user_ratio:>10.3f}"
+            f"  {r.rounds}{f' ({r.errors} failed)' if r.errors else ''}",
             file=out,
         )
 
