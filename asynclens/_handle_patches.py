@@ -66,11 +66,20 @@ def _socket_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     probe = _probe
     if probe is not None:
         try:
+            caller = sys._getframe(1)
+            if caller.f_code is _ACCEPT_CODE:  # an accepted connection: opened where its listener was
+                listener = probe.registry.entry_of(caller.f_locals.get("self"))
+                if listener is not None:
+                    probe.registry.add(instance, SOCKET, None, listener.frames, listener)
+                    return
             frames = _capture(2)
             if frames is not None:
                 probe.registry.add(instance, SOCKET, None, frames)
         except Exception as exc:
             probe.session_error("tracking a socket", exc)
+
+
+_ACCEPT_CODE = socket.socket.accept.__code__
 
 
 def _open(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -116,29 +125,29 @@ def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
 # ------------------------------------------------------ stdlib loop transports
 
 
+def _transport_made(transport: Any, args: tuple[Any, ...], count_io: bool) -> None:
+    probe = _probe
+    if probe is None:
+        return
+    try:
+        # A transport over a tracked socket was opened where (and in the span) its socket was.
+        parent = probe.registry.entry_of(args[0]) if args else None
+        frames = parent.frames if parent is not None else _capture(3)
+        if frames is not None:
+            probe.track_transport(transport, frames, count_io=count_io and probe.count_io, parent=parent)
+    except Exception as exc:
+        probe.session_error("tracking a transport", exc)
+
+
 def _make_transport(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     transport = wrapped(*args, **kwargs)
-    probe = _probe
-    if probe is not None:
-        try:
-            frames = _capture(2)
-            if frames is not None:
-                probe.track_transport(transport, frames, count_io=False)
-        except Exception as exc:
-            probe.session_error("tracking a transport", exc)
+    _transport_made(transport, args, False)
     return transport
 
 
 def _make_socket_transport(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     transport = wrapped(*args, **kwargs)
-    probe = _probe
-    if probe is not None:
-        try:
-            frames = _capture(2)
-            if frames is not None:
-                probe.track_transport(transport, frames, count_io=probe.count_io)
-        except Exception as exc:
-            probe.session_error("tracking a transport", exc)
+    _transport_made(transport, args, True)
     return transport
 
 

@@ -200,6 +200,7 @@ class Registry:
         self._recent: list[Entry | None] = [None] * (RECENT_MASK + 1)  # ring of entries just collected
         self._recent_seq = itertools.count().__next__
         self.record_closes = False
+        self.stopped = False  # after the session: entries still referenced record nothing
         self.untracked = ExactCounter()  # objects that do not support weak references
         #: called with each collected entry that counted I/O (or every one, with record_closes)
         self.on_collected: Callable[[Entry], None] | None = None
@@ -207,8 +208,12 @@ class Registry:
 
     # -------------------------------------------------------------- hot path
 
-    def add(self, obj: Any, kind: int, info: Any, frames: list[Any]) -> Entry | None:
-        """Track ``obj``; ``frames`` from :func:`asynclens._sites.capture`."""
+    def add(self, obj: Any, kind: int, info: Any, frames: list[Any], parent: Entry | None = None) -> Entry | None:
+        """Track ``obj``; ``frames`` from :func:`asynclens._sites.capture`.
+
+        With ``parent`` (the entry of the handle ``obj`` was made from: the listening
+        socket of an accepted one, the socket of a transport) its site and span are used.
+        """
         try:
             entry = Entry(obj, self._collected_cb)
         except TypeError:
@@ -219,14 +224,20 @@ class Registry:
         entry.hid = next(self._ids)
         entry.kind = kind
         entry.open_ns = self.now()
-        entry.frames = frames
-        span = _context.current_span.get()
-        if span is None:
-            entry.trace_id = entry.span_id = entry.span_name = None
+        if parent is not None:
+            entry.frames = parent.frames
+            entry.trace_id = parent.trace_id
+            entry.span_id = parent.span_id
+            entry.span_name = parent.span_name
         else:
-            entry.trace_id = span.trace_id
-            entry.span_id = span.span_id
-            entry.span_name = span.name
+            entry.frames = frames
+            span = _context.current_span.get()
+            if span is None:
+                entry.trace_id = entry.span_id = entry.span_name = None
+            else:
+                entry.trace_id = span.trace_id
+                entry.span_id = span.span_id
+                entry.span_name = span.name
         entry.info = info
         entry.close_ns = entry.closed_by = entry.io = entry.desc = None
         entry.type_name = type(obj).__name__
@@ -236,6 +247,8 @@ class Registry:
 
     def _collected(self, entry: Entry) -> None:
         # Runs wherever the object dies (any thread, maybe inside the GC): keep it short.
+        if self.stopped:
+            return
         try:
             oid = entry.oid
             live = self.live
@@ -254,6 +267,11 @@ class Registry:
                     callback(entry)
         except Exception as exc:
             self.on_error("handle collected", exc)
+
+    def entry_of(self, obj: Any) -> Entry | None:
+        """The live entry tracking ``obj``, if any."""
+        entry = self.live.get(id(obj))
+        return entry if entry is not None and entry() is obj else None
 
     # ------------------------------------------------------- closed by the GC
 

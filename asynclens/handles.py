@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _handle_patches
-from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, task_is_own
+from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from ._patch import Patch
 from ._sites import site_of, stack_of
 from ._summary import format_ns
@@ -136,10 +136,12 @@ class HandleProbe:
         self.leaks = self._collect_leaks()
         for leak in self.leaks:
             self.session.emit(leak)
+        self._emit_closed_survivors()
         self._uncount_events()
         self._unhook_transports()
         self._active = False
         self.registry.on_collected = None
+        self.registry.stopped = True
         self.registry.live.clear()  # drop the weak references: no callbacks after the session
 
     def session_error(self, where: str, exc: BaseException) -> None:
@@ -149,14 +151,14 @@ class HandleProbe:
 
     # -------------------------------------------------------------- tracking
 
-    def track_transport(self, transport: Any, frames: list[Any], count_io: bool) -> None:
+    def track_transport(self, transport: Any, frames: list[Any], count_io: bool, parent: Entry | None = None) -> None:
         """Track a loop's transport; with ``count_io``, count its bytes and ops."""
         peer = None
         try:
             peer = transport.get_extra_info("peername")
         except Exception:
             pass
-        entry = self.registry.add(transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames)
+        entry = self.registry.add(transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames, parent)
         if entry is not None and count_io:
             _count_io(transport, entry, self.totals)
 
@@ -246,6 +248,30 @@ class HandleProbe:
 
         loop._process_events = _process_events
         self._event_hooks.append((ref, _process_events, cell))
+
+    def _emit_closed_survivors(self) -> None:
+        """Handles closed but not yet collected at the end get their close record now
+        (transports that carried bytes; every handle with ``record_closes``)."""
+        now = self.session.now()
+        for entry in list(self.registry.live.values()):
+            obj = entry()
+            if obj is None or entry.closed_by is not None:
+                continue
+            io = entry.io
+            if not (self.record_closes or (io is not None and (io[0] or io[1]))):
+                continue
+            try:
+                if not is_closed(entry.kind, obj, entry.info):
+                    continue
+            except Exception:
+                continue
+            entry.close_ns = now
+            entry.closed_by = "program"
+            record = self.registry.record(HandleRecord, entry, obj)
+            if io is not None:
+                self._add_span_io(entry.span_name, io)
+                self._note_busy(record)
+            self.session.emit(record)
 
     def _unhook_transports(self) -> None:
         for entry in list(self.registry.live.values()):

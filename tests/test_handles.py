@@ -447,3 +447,50 @@ def test_io_window_uses_the_session_clock() -> None:
         record = probe.emit_io_window()
     assert record is not None
     assert (record.end_ns - record.start_ns, record.bytes_sent, record.ops) == (1_000_000_000, 100, 1)
+
+
+def test_accepted_connection_leak_names_the_server_line(run: Callable[..., Any]) -> None:
+    """A server-side connection the handler never closed is reported where the server was
+    started (and in the span that started it), on asyncio and uvloop."""
+    sink = MemorySink()
+    handled = []
+
+    async def main() -> None:
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            handled.append(writer)  # never closed
+
+        async with make_session(sink):
+            async with asynclens.span("serve"):
+                server = await asyncio.start_server(on_client, "127.0.0.1", 0)  # SERVER
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            while not handled:
+                await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        handled[0].close()
+
+    run(main())
+    site = at("SERVER", "test_accepted_connection_leak_names_the_server_line.<locals>.main")
+    leaks = [(r.handle_kind, r.span_name) for r in sink.records if isinstance(r, Leak) and r.site == site]
+    assert ("transport", "serve") in leaks
+
+
+def test_record_closes_emits_a_handle_record_per_close() -> None:
+    """With record_closes, every handle gets a HandleRecord when closed and collected, or at
+    the end if it is closed but still referenced."""
+    from asynclens.handles import HandleProbe
+
+    sink = MemorySink()
+    with asynclens.session([sink], probes=[HandleProbe(record_closes=True)]):
+        open(__file__).close()  # CLOSED-1
+        kept = open(__file__)  # CLOSED-2
+        kept.close()
+    closes = [r for r in sink.records if isinstance(r, HandleRecord)]
+    assert [(r.handle_kind, r.closed_by, r.site) for r in closes] == [
+        ("file", "program", at("CLOSED-1", "test_record_closes_emits_a_handle_record_per_close")),
+        ("file", "program", at("CLOSED-2", "test_record_closes_emits_a_handle_record_per_close")),
+    ]
+    assert all(r.close_ns is not None and r.close_ns >= r.open_ns for r in closes)
+    assert [r for r in sink.records if isinstance(r, Leak)] == []
