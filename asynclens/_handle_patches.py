@@ -22,8 +22,9 @@ starts and removed when it stops. What each covers:
   server, and each accepted connection's transport through its protocol),
   ``subprocess_exec``/``subprocess_shell`` (the process transport). uvloop
   creates its sockets in C: no byte counters there.
-* ``asyncio.runners._cancel_all_tasks``: tasks still pending when
-  ``asyncio.run()`` (or a ``Runner``) finishes are reported before it cancels them.
+* ``asyncio.runners._cancel_all_tasks`` (and uvloop's own copy, used by
+  ``uvloop.run`` before Python 3.11): tasks still pending when ``asyncio.run()``
+  (or a ``Runner``) finishes are reported before it cancels them.
 * ``warnings._showwarnmsg`` (plus an ``always`` filter for ``ResourceWarning``):
   a finaliser's ``ResourceWarning`` names the leaking object, so the registry can
   mark it "closed by GC". Whether the warning is then shown follows the filters
@@ -388,6 +389,8 @@ def _patches() -> list[Patch]:
     if hasattr(warnings, "_showwarnmsg"):
         patches.append(Patch(warnings, "_showwarnmsg", _showwarnmsg))
     uvloop = sys.modules.get("uvloop")
+    if callable(getattr(uvloop, "_cancel_all_tasks", None)):  # uvloop.run on Python < 3.11
+        patches.append(Patch(uvloop, "_cancel_all_tasks", _cancel_all_tasks))
     loop_type = getattr(uvloop, "Loop", None)
     if isinstance(loop_type, type):
         for name in _UV_PAIR_METHODS:
