@@ -33,7 +33,6 @@ starts and removed when it stops. What each covers:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import io
 import re
@@ -47,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _sites
-from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD, TRANSPORT
+from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
 from ._patch import Patch
 
 if TYPE_CHECKING:
@@ -146,7 +145,9 @@ def _make_transport(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
     return transport
 
 
-def _make_socket_transport(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _make_socket_transport(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     transport = wrapped(*args, **kwargs)
     _transport_made(transport, args, True)
     return transport
@@ -310,7 +311,7 @@ class _WarningGate:
                 and (lineno == 0 or lineno == msg.lineno)
             ):
                 return str(action)
-        return str(warnings.defaultaction)
+        return str(getattr(warnings, "defaultaction", "default"))
 
     def shown(self, msg: Any) -> bool:
         action = self.action(msg)
@@ -415,7 +416,8 @@ def install(probe: HandleProbe) -> list[Patch]:
             patch.install()
             installed.append(patch)
         if any(p.attr == "_showwarnmsg" for p in installed):
-            warnings.filters.insert(0, _ALWAYS)  # type: ignore[arg-type]
+            filters: list[Any] = warnings.filters  # type: ignore[assignment]
+            filters.insert(0, _ALWAYS)
             _filters_changed()
     except BaseException:
         for patch in installed:
@@ -432,7 +434,7 @@ def uninstall(patches: list[Patch]) -> None:
     _probe = None
     for patch in reversed(patches):
         patch.remove()
-    filters = warnings.filters
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
     for i in range(len(filters) - 1, -1, -1):
         if filters[i] is _ALWAYS:
             del filters[i]

@@ -36,7 +36,7 @@ RECENT_MASK = 255  # the ring holds RECENT_MASK + 1 entries
 class ExactCounter:
     """A counter incremented lock-free from any thread (``itertools.count`` is atomic)."""
 
-    __slots__ = ("_count", "_reads", "_lock", "inc")
+    __slots__ = ("_count", "_lock", "_reads", "inc")
 
     def __init__(self) -> None:
         self._count = itertools.count()
@@ -56,21 +56,35 @@ class Entry(weakref.ref):  # type: ignore[type-arg]
     """One tracked object (a weak reference to it) and what was learnt when it opened."""
 
     __slots__ = (
-        "oid",
-        "hid",
-        "kind",
-        "open_ns",
-        "frames",
-        "trace_id",
-        "span_id",
-        "span_name",
-        "info",
         "close_ns",
         "closed_by",
-        "io",
         "desc",
+        "frames",
+        "hid",
+        "info",
+        "io",
+        "kind",
+        "oid",
+        "open_ns",
+        "span_id",
+        "span_name",
+        "trace_id",
         "type_name",
     )
+    oid: int
+    hid: int
+    kind: int
+    open_ns: int
+    frames: list[Any] | None
+    trace_id: int | None
+    span_id: int | None
+    span_name: str | None
+    info: Any
+    close_ns: int | None
+    closed_by: str | None
+    io: list[Any] | None
+    desc: str | None
+    type_name: str
 
 
 def describe(kind: int, obj: Any, info: Any) -> str:
@@ -118,7 +132,11 @@ def _describe_socket(obj: Any, info: Any) -> str:
     if obj is None:
         return str(info or "socket")
     if isinstance(obj, socket.socket):
-        parts = [f"fd={obj.fileno()}", getattr(obj.family, "name", str(obj.family)), getattr(obj.type, "name", str(obj.type))]
+        parts = [
+            f"fd={obj.fileno()}",
+            getattr(obj.family, "name", str(obj.family)),
+            getattr(obj.type, "name", str(obj.type)),
+        ]
         try:
             local = obj.getsockname()
         except OSError:
@@ -208,7 +226,9 @@ class Registry:
 
     # -------------------------------------------------------------- hot path
 
-    def add(self, obj: Any, kind: int, info: Any, frames: list[Any], parent: Entry | None = None) -> Entry | None:
+    def add(
+        self, obj: Any, kind: int, info: Any, frames: list[Any] | None, parent: Entry | None = None
+    ) -> Entry | None:
         """Track ``obj``; ``frames`` from :func:`asynclens._sites.capture`.
 
         With ``parent`` (the entry of the handle ``obj`` was made from: the listening
@@ -282,7 +302,11 @@ class Registry:
         if entry is None or entry() is not source:
             type_name = type(source).__name__
             entry = next(
-                (e for e in list(self._recent) if e is not None and e.oid == oid and e.type_name == type_name and e() is None),
+                (
+                    e
+                    for e in list(self._recent)
+                    if e is not None and e.oid == oid and e.type_name == type_name and e() is None
+                ),
                 None,
             )
             if entry is None:
@@ -315,7 +339,7 @@ class Registry:
                 out.append((entry, obj))
         return out
 
-    def record(self, cls: type[HandleRecord] | type[Leak], entry: Entry, obj: Any = None) -> Any:
+    def record(self, cls: type[HandleRecord | Leak], entry: Entry, obj: Any = None) -> Any:
         """Freeze ``entry`` into a :class:`HandleRecord` or :class:`Leak`."""
         desc = entry.desc
         if desc is None:

@@ -36,9 +36,7 @@ _stdlib_dirs = tuple(
     {os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")}
     | {os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")}
 )
-_site_dirs = tuple(
-    {os.path.abspath(p) + os.sep for k in ("purelib", "platlib") for p in (sysconfig.get_paths()[k],)}
-)
+_site_dirs = tuple({os.path.abspath(p) + os.sep for k in ("purelib", "platlib") for p in (sysconfig.get_paths()[k],)})
 _infra_packages = ("wrapt", "uvloop")
 _classes: dict[str, int] = {}
 

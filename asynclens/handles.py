@@ -158,7 +158,9 @@ class HandleProbe:
             peer = transport.get_extra_info("peername")
         except Exception:
             pass
-        entry = self.registry.add(transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames, parent)
+        entry = self.registry.add(
+            transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames, parent
+        )
         if entry is not None and count_io:
             _count_io(transport, entry, self.totals)
 
@@ -167,20 +169,33 @@ class HandleProbe:
         for task in _all_tasks(loop):
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
-                self._task_leaks.append(self._task_leak(task, "still pending when asyncio.run() finished (cancelled by it)"))
+                self._task_leaks.append(
+                    self._task_leak(task, "still pending when asyncio.run() finished (cancelled by it)")
+                )
 
     def _is_leaked_task(self, task: asyncio.Task[Any]) -> bool:
-        return not task.done() and task not in self._tasks_before and task not in self._tasks_reported and not task_is_own(task)
+        return (
+            not task.done()
+            and task not in self._tasks_before
+            and task not in self._tasks_reported
+            and not task_is_own(task)
+        )
 
     def _task_leak(self, task: asyncio.Task[Any], note: str) -> Leak:
-        coro = task.get_coro()
+        coro: Any = task.get_coro()
         chain: list[Any] = []  # outermost first
         while coro is not None and len(chain) < 80:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+            frame = (
+                getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+            )
             if frame is None:
                 break
             chain.append((frame.f_code, frame.f_lasti))
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+            coro = (
+                getattr(coro, "cr_await", None)
+                or getattr(coro, "gi_yieldfrom", None)
+                or getattr(coro, "ag_await", None)
+            )
         pairs: list[Any] = []
         for code, line in reversed(chain):
             pairs.append(code)
@@ -420,7 +435,7 @@ class HandleProbe:
         if spans:
             lines.append("  I/O by span that opened the transport:      sent   received      ops")
             for name, (sent, received, ops) in sorted(spans.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:10]:
-                lines.append(f"    {str(name or '(no span)'):<40} {_bytes(sent):>9}  {_bytes(received):>9}  {ops:>7}")
+                lines.append(f"    {name or '(no span)'!s:<40} {_bytes(sent):>9}  {_bytes(received):>9}  {ops:>7}")
         busiest.sort(key=lambda r: -((r.bytes_sent or 0) + (r.bytes_received or 0)))
         if busiest:
             lines.append("  busiest transports:")
@@ -523,7 +538,7 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
                 return updated(pref(), nbytes)
 
             counted_buffer_updated.__asynclens_hook__ = True  # type: ignore[attr-defined]
-            protocol.buffer_updated = counted_buffer_updated
+            protocol.buffer_updated = counted_buffer_updated  # type: ignore[method-assign]
         elif "data_received" not in getattr(protocol, "__dict__", {"data_received": None}):
             received = proto_cls.data_received
 
@@ -539,4 +554,3 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
             protocol.data_received = counted_data_received
     except (AttributeError, TypeError):
         pass  # a protocol with __slots__: receives are not counted
-

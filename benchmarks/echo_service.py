@@ -286,7 +286,9 @@ def _client_loop() -> Callable[[Any], Any]:
         return asyncio.run
 
 
-def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, loop: str) -> tuple[float, float, float]:
+def _run_one(
+    variant: Variant, clients: int, seconds: float, max_requests: int, loop: str
+) -> tuple[float, float, float]:
     config = {
         "setup": variant.setup,
         "options": dict(variant.options),

@@ -26,17 +26,16 @@ import statistics
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import echo_service  # noqa: E402
+import echo_service
 
-import asynclens  # noqa: E402
-from asynclens._handle_registry import Entry  # noqa: E402
-from asynclens.handles import HandleProbe, _count_io  # noqa: E402
+import asynclens
+from asynclens._handle_registry import Entry
+from asynclens.handles import HandleProbe, _count_io
 
 
 def _file_pairs(path: str, n: int) -> None:
@@ -175,7 +174,9 @@ def main() -> None:
     session = "echo_service:asynclens_session"
     variants = {
         "bare": echo_service.Variant(),
-        "handles": echo_service.Variant(setup=session, options={"lag": False, "scheduler": False, "track_handles": True}),
+        "handles": echo_service.Variant(
+            setup=session, options={"lag": False, "scheduler": False, "track_handles": True}
+        ),
         "lag + handles": echo_service.Variant(
             setup=session, options={"lag": True, "scheduler": False, "track_handles": True}
         ),
@@ -186,7 +187,8 @@ def main() -> None:
         print()
         results = echo_service.compare(variants, clients=200, seconds=e_seconds, rounds=e_rounds, loop=loop)
         echo_service.print_table(
-            results, title=f"Echo service, {loop} loop, 200 clients, {e_rounds} rounds × {e_seconds:g} s (budget lag + handles ≥ 0.97)"
+            results,
+            title=f"Echo service, {loop} loop, 200 clients, {e_rounds} rounds × {e_seconds:g} s (budget lag + handles ≥ 0.97)",
         )
         if loop == "asyncio":
             cpu = results[0].cpu_us_per_request * 1000

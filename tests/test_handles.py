@@ -28,7 +28,8 @@ from asynclens.records import HandleRecord, IoRates, Leak, Span
 from asynclens.sinks import JsonLinesSink, MemorySink
 
 SOURCE = Path(__file__).read_text().splitlines()
-HERE = os.path.relpath(__file__)  # sites are relative to the working directory
+HERE = os.path.relpath(__file__)
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(30)")  # sites are relative to the working directory
 
 
 def line_of(marker: str) -> int:
@@ -175,7 +176,7 @@ def test_asyncio_subprocess_leak(run: Callable[..., Any], cleanup: list[Any]) ->
 
     async def main() -> None:
         async with make_session(sink):
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(30)")  # ASYNC-PROC
+            proc = await asyncio.create_subprocess_exec(*SLEEPER)  # ASYNC-PROC
         proc.kill()
         await proc.wait()
 
@@ -322,7 +323,9 @@ def _patched_attributes() -> dict[str, Any]:
         found[name] = selector_events.BaseSelectorEventLoop.__dict__.get(name)
     for name in ("_make_read_pipe_transport", "_make_write_pipe_transport"):
         found[name] = unix_events._UnixSelectorEventLoop.__dict__.get(name)
-    for name in _handle_patches._UV_PAIR_METHODS + _handle_patches._UV_SERVER_METHODS + _handle_patches._UV_SUBPROCESS_METHODS:
+    for name in (
+        _handle_patches._UV_PAIR_METHODS + _handle_patches._UV_SERVER_METHODS + _handle_patches._UV_SUBPROCESS_METHODS
+    ):
         found["uvloop." + name] = uvloop.Loop.__dict__.get(name)
     return found
 

@@ -60,10 +60,9 @@ def test_thread_still_running_at_session_end_is_a_leak() -> None:
     """A non-daemon thread started in the session and still alive at its end is reported."""
     sink = MemorySink()
     stop = threading.Event()
-    with asynclens.session([sink], lag=False, scheduler=False):
-        with asynclens.span("spawner"):
-            thread = threading.Thread(target=stop.wait, name="worker-1")
-            thread.start()
+    with asynclens.session([sink], lag=False, scheduler=False), asynclens.span("spawner"):
+        thread = threading.Thread(target=stop.wait, name="worker-1")
+        thread.start()
     stop.set()
     thread.join()
     leaks = [r for r in sink.records if isinstance(r, Leak)]
