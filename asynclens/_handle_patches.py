@@ -329,6 +329,8 @@ class _WarningGate:
         if key is not None:
             if key in self.seen:
                 return False
+            if len(self.seen) >= 10_000:  # bounded: forget, and show a repeat again
+                self.seen.clear()
             self.seen.add(key)
         return True
 

@@ -166,6 +166,8 @@ class HandleProbe:
 
     def note_abandoned_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """``asyncio.run()`` is about to cancel ``loop``'s leftover tasks: report them."""
+        if loop not in self._loops:
+            return  # a loop the session never watched: its tasks may predate the session
         for task in _all_tasks(loop):
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
