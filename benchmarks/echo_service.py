@@ -234,7 +234,21 @@ async def _serve(config: Mapping[str, Any], acm: Any) -> dict[str, Any]:
     return {"requests": state["requests"], "cpu_s": cpu, "user_s": user}
 
 
+def _pin(cpu: int | None) -> Any:
+    """Pin the calling process to ``cpu``; returns the previous affinity (None: not pinned)."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    return before
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
 def _server_main(config: Mapping[str, Any]) -> None:
+    _pin(config.get("cpu"))
     if config["loop"] == "uvloop":
         import uvloop
 
@@ -287,7 +301,7 @@ def _client_loop() -> Callable[[Any], Any]:
 
 
 def _run_one(
-    variant: Variant, clients: int, seconds: float, max_requests: int, loop: str
+    variant: Variant, clients: int, seconds: float, max_requests: int, loop: str, pin: bool = True
 ) -> tuple[float, float, float]:
     config = {
         "setup": variant.setup,
@@ -297,6 +311,9 @@ def _run_one(
         "clients": clients,
         "max_seconds": seconds * 3 + 10,
     }
+    cpus = _cpus() if pin else []
+    if len(cpus) >= 2:  # server and clients on fixed, different cores: the same placement for every variant
+        config["cpu"] = cpus[0]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
@@ -310,7 +327,12 @@ def _run_one(
         ready = proc.stdout.readline().split()
         if len(ready) != 2 or ready[0] != "READY":
             raise RuntimeError(f"echo server failed to start (said {ready!r}, exit {proc.wait(5)})")
-        served, elapsed = _client_loop()(_load(int(ready[1]), clients, seconds, max_requests))
+        before = _pin(cpus[1]) if len(cpus) >= 2 else None
+        try:
+            served, elapsed = _client_loop()(_load(int(ready[1]), clients, seconds, max_requests))
+        finally:
+            if before is not None:
+                os.sched_setaffinity(0, before)
         out = proc.stdout.readline()
         proc.wait(timeout=config["max_seconds"])
         if not out.startswith("RESULT "):
@@ -335,11 +357,15 @@ def compare(
     baseline: str | None = None,
     max_requests: int = 2_000_000,
     progress: bool = True,
+    pin: bool = True,
 ) -> list[Result]:
     """Measure every variant ``rounds`` times, interleaved; ratios vs ``baseline``.
 
     ``baseline`` defaults to ``"bare"`` if present, else the first variant.
     A round of a variant that fails counts as an error and is left out of its figures.
+    With ``pin`` (and at least two CPUs) the server runs on the first allowed CPU and the
+    clients on the second: where the scheduler happens to place the two processes
+    otherwise changes loopback throughput by up to 2x, systematically per variant.
     """
     if loop not in ("asyncio", "uvloop"):
         raise ValueError(f"compare(loop={loop!r}): expected 'asyncio' or 'uvloop'")
@@ -358,7 +384,7 @@ def compare(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             try:
-                got_rps, got_cpu, got_user = _run_one(variants[name], clients, seconds, max_requests, loop)
+                got_rps, got_cpu, got_user = _run_one(variants[name], clients, seconds, max_requests, loop, pin)
             except Exception as exc:  # keep the other measurements
                 print(f"  round {r + 1} {name}: failed: {exc}", file=sys.stderr)
                 got_rps = got_cpu = got_user = None  # type: ignore[assignment]

@@ -174,6 +174,9 @@ def main() -> None:
     session = "echo_service:asynclens_session"
     variants = {
         "bare": echo_service.Variant(),
+        "session, no probes": echo_service.Variant(
+            setup=session, options={"lag": False, "scheduler": False, "track_handles": False}
+        ),
         "handles": echo_service.Variant(
             setup=session, options={"lag": False, "scheduler": False, "track_handles": True}
         ),
