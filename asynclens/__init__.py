@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
 from .fileformat import TraceFileError, read_jsonl
-from .records import LagSnapshot, Span, StackSample, Stall
+from .records import HandleRecord, IoRates, LagSnapshot, Leak, Span, StackSample, Stall
 from .session import Session, SessionError, SessionStatistics, session
 from .sinks import JsonLinesSink, MemorySink, Sink
 from .tracing import LiveSpan, current_span, span, trace
@@ -19,8 +19,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Clock",
     "FakeClock",
+    "HandleRecord",
+    "IoRates",
     "JsonLinesSink",
     "LagSnapshot",
+    "Leak",
     "LiveSpan",
     "MemorySink",
     "Session",

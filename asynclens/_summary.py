@@ -401,6 +401,8 @@ def render_summary(
         for leak in a.first_leaks:
             kind = str(getattr(leak, "handle_kind", None) or "handle")
             desc = getattr(leak, "description", None) or ""
+            if getattr(leak, "closed_by", None) == "gc":
+                desc = f"{desc} (closed by GC, never by the program)"
             site = getattr(leak, "site", None) or "unknown site"
             who = getattr(leak, "span_name", None)
             head = f"  {kind:<10} "

@@ -342,5 +342,67 @@ class Stall(Record):
 # ------------------------------------------------------------------- handles
 # (records of asynclens.handles go here)
 
+
+@dataclass(frozen=True, slots=True)
+class _HandleFields(Record):
+    """Fields shared by :class:`HandleRecord` and :class:`Leak` (no ``kind`` of its own).
+
+    ``handle_kind`` is ``"socket"``, ``"file"``, ``"subprocess"``, ``"transport"``,
+    ``"task"`` or ``"thread"``. ``close_ns`` is when asynclens saw the handle
+    closed (``None`` while open); ``closed_by`` is ``"program"``, ``"gc"`` (the
+    garbage collector closed it: the ``ResourceWarning`` case) or ``None``.
+    ``site`` is the innermost user frame that opened it, ``stack`` the user
+    frames outermost first; ``trace_id``/``span_id``/``span_name`` name the span
+    active when it was opened. I/O counters are ``None`` where not measured.
+    """
+
+    handle_id: int = field(default=0, metadata={"hex": 16})
+    handle_kind: str = ""
+    description: str = ""
+    open_ns: int = 0
+    close_ns: int | None = None
+    closed_by: str | None = None
+    site: str | None = None
+    stack: tuple[str, ...] = ()
+    trace_id: int | None = field(default=None, metadata={"hex": 32})
+    span_id: int | None = field(default=None, metadata={"hex": 16})
+    span_name: str | None = None
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    ops: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandleRecord(_HandleFields):
+    """A tracked handle: emitted when it closes (if closes are recorded) and by snapshots."""
+
+    kind: ClassVar[str] = "handle"
+
+
+@dataclass(frozen=True, slots=True)
+class Leak(_HandleFields):
+    """A handle still open at session end, or one the garbage collector had to close."""
+
+    kind: ClassVar[str] = "leak"
+
+
+@dataclass(frozen=True, slots=True)
+class IoRates(Record):
+    """Session-wide I/O totals over one window ``[start_ns, end_ns)``.
+
+    ``events`` counts readiness events from the loops' selectors (``None`` where
+    the loop does not expose them, e.g. uvloop); ``ops`` counts sends and receives
+    on the transports whose bytes are measured.
+    """
+
+    kind: ClassVar[str] = "io_rates"
+    start_ns: int = 0
+    end_ns: int = 0
+    events: int | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    ops: int = 0
+
+
 # ----------------------------------------------------------------- scheduler
 # (records of asynclens.scheduler go here)

@@ -388,6 +388,13 @@ class Session:
         """The probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
         return next((p for p in self._probes if p.name == name), None)
 
+    def open_handles(self) -> list[Any]:
+        """Handles open right now (sockets, files, …, pending tasks), as
+        :class:`~asynclens.records.HandleRecord` s, oldest first; empty without
+        the ``handles`` probe or after the session ended."""
+        probe = self.probe("handles")
+        return (self._guard("handles.open_handles", probe.open_handles) or []) if probe is not None else []
+
     def statistics(self) -> SessionStatistics:
         """Counters: records emitted/dropped, sinks disabled, probe statistics, …"""
         buffered = len(self._buffer)
@@ -432,6 +439,10 @@ def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
         from .lag import LagProbe
 
         probes.append(LagProbe(options["lag_interval"], options["stall_threshold"]))
+    if options["track_handles"]:
+        from .handles import HandleProbe
+
+        probes.append(HandleProbe())
     return probes
 
 

@@ -46,7 +46,9 @@ here: :func:`asynclens_session`, :func:`asynclens_span`, :func:`otel_setup`,
 ``compare(...)`` returns one :class:`Result` per variant (baseline first):
 median requests/s, median and min–max of the per-round throughput ratio vs the
 baseline, server CPU time per request (``time.process_time`` in the server over
-the serving period, divided by requests served) and its median per-round ratio.
+the serving period, divided by requests served) and its median per-round ratio,
+and the same for user-mode CPU only (``os.times().user``: steadier, since the
+kernel time of loopback TCP lands on whichever process runs the softirq).
 Each round is bounded by ``seconds`` and by ``max_requests``; a server stops
 by itself once its clients have gone (or after a hard time limit).
 
@@ -108,6 +110,10 @@ class Result:
     cpu_ratio: float  # median per-round ratio of CPU per request vs baseline
     per_round_rps: tuple[float, ...] = ()
     errors: int = 0
+    #: user-mode CPU only (``os.times().user``): kernel time of loopback TCP, which is
+    #: charged to whichever process happens to run the softirq, varies a lot between runs
+    user_us_per_request: float = float("nan")
+    user_ratio: float = float("nan")
 
 
 # ---------------------------------------------------------------- ready-made variants
@@ -215,18 +221,34 @@ async def _serve(config: Mapping[str, Any], acm: Any) -> dict[str, Any]:
     port = server.sockets[0].getsockname()[1]
     timer = loop.call_later(config["max_seconds"], lambda: done.done() or done.set_result(None))
     cpu0 = time.process_time()
+    user0 = os.times().user
     print(f"READY {port}", flush=True)
     await done
     cpu = time.process_time() - cpu0
+    user = os.times().user - user0
     timer.cancel()
     server.close()
     await server.wait_closed()
     if acm is not None:
         await acm.__aexit__(None, None, None)
-    return {"requests": state["requests"], "cpu_s": cpu}
+    return {"requests": state["requests"], "cpu_s": cpu, "user_s": user}
+
+
+def _pin(cpu: int | None) -> Any:
+    """Pin the calling process to ``cpu``; returns the previous affinity (None: not pinned)."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    return before
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def _server_main(config: Mapping[str, Any]) -> None:
+    _pin(config.get("cpu"))
     if config["loop"] == "uvloop":
         import uvloop
 
@@ -251,7 +273,8 @@ async def _load(port: int, clients: int, seconds: float, max_requests: int) -> t
         nonlocal count, stop
         while not stop:
             writer.write(MESSAGE)
-            await reader.readline()
+            if not await reader.readline():
+                raise ConnectionError("echo server closed the connection")
             count += 1
             if count >= max_requests:
                 stop = True
@@ -277,7 +300,9 @@ def _client_loop() -> Callable[[Any], Any]:
         return asyncio.run
 
 
-def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, loop: str) -> tuple[float, float]:
+def _run_one(
+    variant: Variant, clients: int, seconds: float, max_requests: int, loop: str, pin: bool = True
+) -> tuple[float, float, float]:
     config = {
         "setup": variant.setup,
         "options": dict(variant.options),
@@ -286,6 +311,9 @@ def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, 
         "clients": clients,
         "max_seconds": seconds * 3 + 10,
     }
+    cpus = _cpus() if pin else []
+    if len(cpus) >= 2:  # server and clients on fixed, different cores: the same placement for every variant
+        config["cpu"] = cpus[0]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
@@ -299,13 +327,19 @@ def _run_one(variant: Variant, clients: int, seconds: float, max_requests: int, 
         ready = proc.stdout.readline().split()
         if len(ready) != 2 or ready[0] != "READY":
             raise RuntimeError(f"echo server failed to start (said {ready!r}, exit {proc.wait(5)})")
-        served, elapsed = _client_loop()(_load(int(ready[1]), clients, seconds, max_requests))
+        before = _pin(cpus[1]) if len(cpus) >= 2 else None
+        try:
+            served, elapsed = _client_loop()(_load(int(ready[1]), clients, seconds, max_requests))
+        finally:
+            if before is not None:
+                os.sched_setaffinity(0, before)
         out = proc.stdout.readline()
         proc.wait(timeout=config["max_seconds"])
         if not out.startswith("RESULT "):
             raise RuntimeError(f"echo server gave no result (exit {proc.returncode})")
         stats = json.loads(out[len("RESULT ") :])
-        return served / elapsed, stats["cpu_s"] / max(stats["requests"], 1)
+        requests = max(stats["requests"], 1)
+        return served / elapsed, stats["cpu_s"] / requests, stats["user_s"] / requests
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -323,11 +357,15 @@ def compare(
     baseline: str | None = None,
     max_requests: int = 2_000_000,
     progress: bool = True,
+    pin: bool = True,
 ) -> list[Result]:
     """Measure every variant ``rounds`` times, interleaved; ratios vs ``baseline``.
 
     ``baseline`` defaults to ``"bare"`` if present, else the first variant.
     A round of a variant that fails counts as an error and is left out of its figures.
+    With ``pin`` (and at least two CPUs) the server runs on the first allowed CPU and the
+    clients on the second: where the scheduler happens to place the two processes
+    otherwise changes loopback throughput by up to 2x, systematically per variant.
     """
     if loop not in ("asyncio", "uvloop"):
         raise ValueError(f"compare(loop={loop!r}): expected 'asyncio' or 'uvloop'")
@@ -341,16 +379,18 @@ def compare(
     names.insert(0, base)
     rps: dict[str, list[float | None]] = {n: [] for n in names}
     cpu: dict[str, list[float | None]] = {n: [] for n in names}
+    user: dict[str, list[float | None]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             try:
-                got_rps, got_cpu = _run_one(variants[name], clients, seconds, max_requests, loop)
+                got_rps, got_cpu, got_user = _run_one(variants[name], clients, seconds, max_requests, loop, pin)
             except Exception as exc:  # keep the other measurements
                 print(f"  round {r + 1} {name}: failed: {exc}", file=sys.stderr)
-                got_rps = got_cpu = None  # type: ignore[assignment]
+                got_rps = got_cpu = got_user = None  # type: ignore[assignment]
             rps[name].append(got_rps)
             cpu[name].append(got_cpu)
+            user[name].append(got_user)
         if progress:
             print(f"  round {r + 1}/{rounds} done ({loop})", file=sys.stderr, flush=True)
     results = []
@@ -359,6 +399,8 @@ def compare(
         cpairs = [(v, b) for v, b in zip(cpu[name], cpu[base]) if v is not None and b]
         ratios = [v / b for v, b in pairs] or [float("nan")]
         cratios = [v / b for v, b in cpairs] or [float("nan")]
+        uratios = [v / b for v, b in zip(user[name], user[base]) if v is not None and b] or [float("nan")]
+        goodu = [v for v in user[name] if v is not None]
         good = [v for v in rps[name] if v is not None]
         goodc = [v for v in cpu[name] if v is not None]
         results.append(
@@ -373,6 +415,8 @@ def compare(
                 cpu_ratio=statistics.median(cratios),
                 per_round_rps=tuple(v for v in good),
                 errors=rounds - len(good),
+                user_us_per_request=statistics.median(goodu) * 1e6 if goodu else float("nan"),
+                user_ratio=statistics.median(uratios),
             )
         )
     return results
@@ -385,13 +429,15 @@ def print_table(results: Sequence[Result], title: str | None = None, file: Any =
         print(title, file=out)
     width = max([len(r.name) for r in results] + [7])
     print(
-        f"{'variant':<{width}}  {'req/s':>9}  {'ratio':>6}  {'min-max':>11}  {'cpu µs/req':>10}  {'cpu ratio':>9}  rounds",
+        f"{'variant':<{width}}  {'req/s':>9}  {'ratio':>6}  {'min-max':>11}  {'cpu µs/req':>10}  {'cpu ratio':>9}"
+        f"  {'user µs/req':>11}  {'user ratio':>10}  rounds",
         file=out,
     )
     for r in results:
         print(
             f"{r.name:<{width}}  {r.rps:>9.0f}  {r.ratio_median:>6.3f}  {r.ratio_min:>5.3f}-{r.ratio_max:<5.3f}"
-            f"  {r.cpu_us_per_request:>10.1f}  {r.cpu_ratio:>9.3f}  {r.rounds}{f' ({r.errors} failed)' if r.errors else ''}",
+            f"  {r.cpu_us_per_request:>10.1f}  {r.cpu_ratio:>9.3f}  {r.user_us_per_request:>11.1f}  {r.user_ratio:>10.3f}"
+            f"  {r.rounds}{f' ({r.errors} failed)' if r.errors else ''}",
             file=out,
         )
 

@@ -1,0 +1,558 @@
+"""Open-handle registry: what a session left open, who opened it, and I/O rates.
+
+The ``handles`` probe (session option ``track_handles``, on by default) tracks
+sockets, files, subprocesses and asyncio transports as they are opened, each
+with its creation site (innermost user frame and a short stack, captured as
+``(code, line)`` pairs and formatted only for reports) and the span that was
+active. Tasks still pending and non-daemon threads still running are leaks too.
+
+* ``Session.open_handles()`` is a live snapshot (why-is-node-running style).
+* At session end every handle still open becomes a :class:`~asynclens.records.Leak`
+  record and a line of ``summary()``; so does every handle the garbage collector
+  had to close (its ``ResourceWarning``), with ``closed_by="gc"``.
+* Bytes and operations sent/received are counted on asyncio's socket
+  transports (and so streams) of the stdlib loops, per transport, per span (the
+  span that opened the transport) and per session; readiness events are counted
+  on every stdlib selector loop. :class:`~asynclens.records.IoRates` records
+  carry session-wide totals per window.
+
+Tracking holds only weak references; asynclens's own files, sockets, tasks and
+threads (names starting with ``asynclens``) are not recorded; every patch is
+removed when the session ends. See ``docs/handles.md`` for what each loop covers.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _handle_patches
+from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
+from ._patch import Patch
+from ._sites import site_of, stack_of
+from ._summary import format_ns
+from .records import HandleRecord, IoRates, Leak
+
+__all__ = ["HandleProbe", "HandleStatistics"]
+
+#: Leaks and busiest transports listed in ``summary()``; all leaks are still records.
+SUMMARY_LIMIT = 20
+MAX_TASK_LEAKS = 1000
+MAX_SPAN_NAMES = 1000
+
+
+@dataclass(frozen=True)
+class HandleStatistics:
+    """Counters of the handle registry (``Session.statistics().probes["handles"]``)."""
+
+    opened: Mapping[str, int] = field(default_factory=dict)
+    open_now: Mapping[str, int] = field(default_factory=dict)
+    collected: int = 0
+    closed_by_gc: int = 0
+    leaks: int = 0
+    untracked: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    ops: int = 0
+    events: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+
+
+class HandleProbe:
+    """The ``handles`` probe. Options:
+
+    * ``count_io``: count bytes/ops on asyncio socket transports (stdlib loops).
+    * ``record_closes``: also emit a :class:`HandleRecord` for every handle when
+      it is closed and collected (off: only transports that carried bytes do).
+    * ``io_interval``: seconds per :class:`IoRates` window (``0``: only at the end).
+    """
+
+    name = "handles"
+
+    def __init__(self, *, count_io: bool = True, record_closes: bool = False, io_interval: float = 1.0) -> None:
+        self.count_io = count_io
+        self.record_closes = record_closes
+        self.io_interval = io_interval
+        self.session: Any = None
+        self.registry = Registry(lambda: 0, lambda where, exc: None)
+        self.leaks: list[Leak] = []
+        self.totals = [0, 0, 0]  # bytes sent, bytes received, ops
+        self._patches: list[Patch] = []
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._tasks_before: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._tasks_reported: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._task_leaks: list[Leak] = []
+        self._event_hooks: list[tuple[weakref.ref[Any], Any, list[int]]] = []
+        self._events_closed = 0
+        self._span_io: dict[str | None, list[int]] = {}
+        self._busiest: list[tuple[int, int, HandleRecord]] = []
+        self._window = (0, 0, 0, 0, 0)  # start_ns, events, sent, received, ops
+        self._io_stop = threading.Event()
+        self._io_thread: threading.Thread | None = None
+        self._active = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, session: Any) -> None:
+        self.session = session
+        self.registry = Registry(session.now, session.internal_error)
+        self.registry.on_collected = self._on_collected
+        self.registry.record_closes = self.record_closes
+        self._patches = _handle_patches.install(self)
+        self._window = (session.now(), 0, 0, 0, 0)
+        self._active = True
+        if self.io_interval > 0:
+            self._io_thread = threading.Thread(target=self._io_loop, name="asynclens-io-rates", daemon=True)
+            self._io_thread.start()
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._active:
+            return
+        self._loops.add(loop)
+        for task in _all_tasks(loop):
+            self._tasks_before.add(task)
+        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            self._count_events(loop)
+
+    def stop(self) -> None:
+        if not self._active:
+            return
+        _handle_patches.uninstall(self._patches)  # first: nothing new is tracked from here on
+        self._patches = []
+        self._io_stop.set()
+        if self._io_thread is not None and self._io_thread is not threading.current_thread():
+            self._io_thread.join()
+        self.emit_io_window()
+        self.leaks = self._collect_leaks()
+        for leak in self.leaks:
+            self.session.emit(leak)
+        self._emit_closed_survivors()
+        self._uncount_events()
+        self._unhook_transports()
+        self._active = False
+        self.registry.on_collected = None
+        self.registry.stopped = True
+        self.registry.live.clear()  # drop the weak references: no callbacks after the session
+
+    def session_error(self, where: str, exc: BaseException) -> None:
+        """Count a bug of the probe (patch wrappers call this; never raises)."""
+        if self.session is not None:
+            self.session.internal_error(where, exc)
+
+    # -------------------------------------------------------------- tracking
+
+    def track_transport(self, transport: Any, frames: list[Any], count_io: bool, parent: Entry | None = None) -> None:
+        """Track a loop's transport; with ``count_io``, count its bytes and ops."""
+        peer = None
+        try:
+            peer = transport.get_extra_info("peername")
+        except Exception:
+            pass
+        entry = self.registry.add(
+            transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames, parent
+        )
+        if entry is not None and count_io:
+            _count_io(transport, entry, self.totals)
+
+    def note_abandoned_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``asyncio.run()`` is about to cancel ``loop``'s leftover tasks: report them."""
+        if loop not in self._loops:
+            return  # a loop the session never watched: its tasks may predate the session
+        for task in _all_tasks(loop):
+            if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
+                self._tasks_reported.add(task)
+                self._task_leaks.append(
+                    self._task_leak(task, "still pending when asyncio.run() finished (cancelled by it)")
+                )
+
+    def _is_leaked_task(self, task: asyncio.Task[Any]) -> bool:
+        return (
+            not task.done()
+            and task not in self._tasks_before
+            and task not in self._tasks_reported
+            and not task_is_own(task)
+        )
+
+    def _task_leak(self, task: asyncio.Task[Any], note: str) -> Leak:
+        coro: Any = task.get_coro()
+        chain: list[Any] = []  # outermost first
+        while coro is not None and len(chain) < 80:
+            frame = (
+                getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+            )
+            if frame is None:
+                break
+            chain.append((frame.f_code, frame.f_lasti))
+            coro = (
+                getattr(coro, "cr_await", None)
+                or getattr(coro, "gi_yieldfrom", None)
+                or getattr(coro, "ag_await", None)
+            )
+        pairs: list[Any] = []
+        for code, line in reversed(chain):
+            pairs.append(code)
+            pairs.append(line)
+        span = None
+        get_context = getattr(task, "get_context", None)  # Python 3.12+
+        if get_context is not None:
+            from ._context import current_span
+
+            span = get_context().get(current_span)
+        qualname = getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
+        return Leak(
+            handle_id=id(task),
+            handle_kind=KINDS[TASK],
+            description=f"task {task.get_name()!r} ({qualname}) {note}",
+            open_ns=self.session.start_ns,
+            site=site_of(pairs),
+            stack=stack_of(pairs),
+            trace_id=span.trace_id if span is not None else None,
+            span_id=span.span_id if span is not None else None,
+            span_name=span.name if span is not None else None,
+        )
+
+    def _on_collected(self, entry: Entry) -> None:
+        io = entry.io
+        if io is not None:
+            self._add_span_io(entry.span_name, io)
+            if io[0] or io[1] or self.record_closes:
+                record = self.registry.record(HandleRecord, entry)
+                self._note_busy(record)
+                self.session.emit(record)
+                return
+        if self.record_closes:
+            self.session.emit(self.registry.record(HandleRecord, entry))
+
+    def _add_span_io(self, name: str | None, io: list[int]) -> None:
+        totals = self._span_io.get(name)
+        if totals is None:
+            if len(self._span_io) >= MAX_SPAN_NAMES:
+                name = "(other spans)"
+            totals = self._span_io.setdefault(name, [0, 0, 0])
+        totals[0] += io[0]
+        totals[1] += io[1]
+        totals[2] += io[2]
+
+    def _note_busy(self, record: HandleRecord) -> None:
+        item = ((record.bytes_sent or 0) + (record.bytes_received or 0), -record.handle_id, record)
+        if len(self._busiest) < SUMMARY_LIMIT:
+            heapq.heappush(self._busiest, item)
+        elif item > self._busiest[0]:
+            heapq.heapreplace(self._busiest, item)
+
+    # ------------------------------------------------------- readiness events
+
+    def _count_events(self, loop: Any) -> None:
+        if "_process_events" in loop.__dict__:
+            return  # someone else's hook: leave it alone
+        process = type(loop)._process_events
+        ref = weakref.ref(loop)  # a strong ref from the loop's own dict would make a cycle
+        cell = [0]
+
+        def _process_events(event_list: Any) -> Any:
+            cell[0] += len(event_list)
+            return process(ref(), event_list)
+
+        loop._process_events = _process_events
+        self._event_hooks.append((ref, _process_events, cell))
+
+    def _emit_closed_survivors(self) -> None:
+        """Handles closed but not yet collected at the end get their close record now
+        (transports that carried bytes; every handle with ``record_closes``)."""
+        now = self.session.now()
+        for entry in list(self.registry.live.values()):
+            obj = entry()
+            if obj is None or entry.closed_by is not None:
+                continue
+            io = entry.io
+            if not (self.record_closes or (io is not None and (io[0] or io[1]))):
+                continue
+            try:
+                if not is_closed(entry.kind, obj, entry.info):
+                    continue
+            except Exception:
+                continue
+            entry.close_ns = now
+            entry.closed_by = "program"
+            record = self.registry.record(HandleRecord, entry, obj)
+            if io is not None:
+                self._add_span_io(entry.span_name, io)
+                self._note_busy(record)
+            self.session.emit(record)
+
+    def _unhook_transports(self) -> None:
+        for entry in list(self.registry.live.values()):
+            transport = entry()
+            if entry.io is None or transport is None:
+                continue
+            _remove_hooks(transport, ("write", "writelines"))
+            protocol = entry.io[3]() if entry.io[3] is not None else None
+            if protocol is not None:
+                _remove_hooks(protocol, ("data_received", "buffer_updated"))
+
+    def _uncount_events(self) -> None:
+        for ref, hook, cell in self._event_hooks:
+            loop = ref()
+            if loop is not None and loop.__dict__.get("_process_events") is hook:
+                del loop.__dict__["_process_events"]
+            self._events_closed += cell[0]
+        self._event_hooks = []
+
+    def _events(self) -> int | None:
+        if not self._event_hooks and not self._events_closed:
+            return None
+        return self._events_closed + sum(cell[0] for _, _, cell in self._event_hooks)
+
+    # ---------------------------------------------------------------- I/O rates
+
+    def _io_loop(self) -> None:
+        while not self._io_stop.wait(self.io_interval):
+            try:
+                self.emit_io_window()
+            except Exception as exc:
+                self.session.internal_error("emitting I/O rates", exc)
+
+    def emit_io_window(self) -> IoRates | None:
+        """Emit the :class:`IoRates` of the window since the last one (if anything happened)."""
+        start, events0, sent0, recv0, ops0 = self._window
+        now = self.session.now()
+        events = self._events()
+        sent, received, ops = self.totals
+        self._window = (now, events or 0, sent, received, ops)
+        if not (sent - sent0 or received - recv0 or ops - ops0 or (events or 0) - events0):
+            return None
+        record = IoRates(
+            start_ns=start,
+            end_ns=now,
+            events=None if events is None else events - events0,
+            bytes_sent=sent - sent0,
+            bytes_received=received - recv0,
+            ops=ops - ops0,
+        )
+        self.session.emit(record)
+        return record
+
+    # --------------------------------------------------------------- reporting
+
+    def open_handles(self) -> list[HandleRecord]:
+        """Every handle open right now, oldest first (empty once the session ended)."""
+        if not self._active:
+            return []
+        records = [self.registry.record(HandleRecord, e, obj) for e, obj in self.registry.open_entries()]
+        for loop in list(self._loops):
+            if loop.is_closed():
+                continue
+            current = _current_task(loop)
+            for task in _all_tasks(loop):
+                if task is not current and not task.done() and task not in self._tasks_before and not task_is_own(task):
+                    leak = self._task_leak(task, "pending")
+                    records.append(HandleRecord(**{f: getattr(leak, f) for f in _FIELDS}))
+        records.sort(key=lambda r: (r.open_ns, r.handle_id))
+        return records
+
+    def _collect_leaks(self) -> list[Leak]:
+        leaks = [self.registry.record(Leak, e, obj) for e, obj in self.registry.open_entries()]
+        leaks.extend(self.registry.record(Leak, e) for e in self.registry.gc_closed)
+        leaks.extend(self._task_leaks)
+        for loop in list(self._loops):
+            if loop.is_closed():
+                continue
+            current = _current_task(loop)
+            for task in _all_tasks(loop):
+                if task is not current and self._is_leaked_task(task):
+                    leaks.append(self._task_leak(task, "still pending at session end"))
+        leaks.sort(key=lambda r: (r.open_ns, r.handle_id))
+        return leaks
+
+    def statistics(self) -> HandleStatistics:
+        reg = self.registry
+        open_now: dict[str, int] = {}
+        for entry, _ in reg.open_entries() if self._active else ():
+            open_now[KINDS[entry.kind]] = open_now.get(KINDS[entry.kind], 0) + 1
+        return HandleStatistics(
+            opened={KINDS[i]: c.value for i, c in enumerate(reg.opened) if i != TASK},
+            open_now=open_now,
+            collected=reg.collected.value,
+            closed_by_gc=reg.gc_closed_count.value,
+            leaks=len(self.leaks),
+            untracked=reg.untracked.value,
+            bytes_sent=self.totals[0],
+            bytes_received=self.totals[1],
+            ops=self.totals[2],
+            events=self._events(),
+        )
+
+    def summary_lines(self) -> list[str]:
+        """The handles section of ``summary()``: counts, what is open now (while the
+        session runs) and I/O rates. The leaks themselves are rendered from the
+        :class:`Leak` records by the summary ("Left open")."""
+        stats = self.statistics()
+        opened = ", ".join(f"{n} {k}" for k, n in stats.opened.items() if n)
+        head = f"Handles: {sum(stats.opened.values())} opened ({opened or 'none'}), {stats.closed_by_gc} closed by GC"
+        if not self._active:
+            head += f", {stats.leaks} left open or closed by GC at the end"
+        lines = [head]
+        if self._active:
+            current = self.open_handles()
+            lines.append(f"  open now: {len(current)}")
+            lines.extend(_handle_line(r) for r in current[:SUMMARY_LIMIT])
+            if len(current) > SUMMARY_LIMIT:
+                lines.append(f"  ... and {len(current) - SUMMARY_LIMIT} more (Session.open_handles())")
+        lines.extend(self._io_lines(stats))
+        return lines
+
+    def _io_lines(self, stats: HandleStatistics) -> list[str]:
+        session = self.session
+        if session is None or not (stats.ops or stats.events):
+            return []
+        end = session.end_ns or session.now()
+        seconds = max((end - session.start_ns) / 1e9, 1e-9)
+        line = (
+            f"I/O: sent {_bytes(stats.bytes_sent)} ({_bytes(stats.bytes_sent / seconds)}/s),"
+            f" received {_bytes(stats.bytes_received)} ({_bytes(stats.bytes_received / seconds)}/s),"
+            f" {stats.ops} ops ({stats.ops / seconds:.0f}/s)"
+        )
+        if stats.events is not None:
+            line += f", {stats.events} readiness events ({stats.events / seconds:.0f}/s)"
+        lines = [line]
+        spans = {name: list(v) for name, v in self._span_io.items()}
+        busiest = [r for _, _, r in self._busiest]
+        if self._active:
+            for entry, obj in self.registry.open_entries():
+                if entry.io is not None:
+                    totals = spans.setdefault(entry.span_name, [0, 0, 0])
+                    for i in range(3):
+                        totals[i] += entry.io[i]
+                    busiest.append(self.registry.record(HandleRecord, entry, obj))
+        if spans:
+            lines.append("  I/O by span that opened the transport:      sent   received      ops")
+            for name, (sent, received, ops) in sorted(spans.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:10]:
+                lines.append(f"    {name or '(no span)'!s:<40} {_bytes(sent):>9}  {_bytes(received):>9}  {ops:>7}")
+        busiest.sort(key=lambda r: -((r.bytes_sent or 0) + (r.bytes_received or 0)))
+        if busiest:
+            lines.append("  busiest transports:")
+            for r in busiest[:5]:
+                life = ((r.close_ns or end) - r.open_ns) / 1e9 or 1e-9
+                lines.append(
+                    f"    {r.description}  sent {_bytes(r.bytes_sent or 0)}, received {_bytes(r.bytes_received or 0)},"
+                    f" {r.ops} ops over {format_ns(life * 1e9)} ({_bytes(((r.bytes_sent or 0) + (r.bytes_received or 0)) / life)}/s)"
+                )
+        return lines
+
+
+_FIELDS = [f.name for f in dataclasses.fields(HandleRecord)]
+
+
+def _handle_line(record: HandleRecord | Leak) -> str:
+    span = f"  [span {record.span_name}]" if record.span_name else ""
+    return f"  {record.handle_kind:<10} {record.description}\n    opened at {record.site or '?'}{span}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    for _ in range(100):  # the task set may change size while another thread iterates it
+        try:
+            return list(asyncio.all_tasks(loop))
+        except RuntimeError:
+            continue
+    return []
+
+
+def _current_task(loop: asyncio.AbstractEventLoop) -> Any:
+    if asyncio.events._get_running_loop() is loop:
+        return asyncio.current_task(loop)
+    return None
+
+
+def _remove_hooks(obj: Any, names: tuple[str, ...]) -> None:
+    namespace = getattr(obj, "__dict__", {})
+    for name in names:
+        if getattr(namespace.get(name), "__asynclens_hook__", False):
+            del namespace[name]
+
+
+def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
+    """Count bytes and ops of a stdlib socket transport via instance attributes.
+
+    The hooks reach the transport through the entry (a weak reference) and the
+    protocol through a weak reference: a strong one from the object's own
+    ``__dict__`` would form a cycle and change when it is collected.
+    """
+    io = entry.io = [0, 0, 0, None]  # sent, received, ops, weak ref to the protocol
+    cls = type(transport)
+    write = cls.write
+
+    def counted_write(data: Any) -> Any:
+        n = len(data)
+        io[0] += n
+        io[2] += 1
+        totals[0] += n
+        totals[2] += 1
+        return write(entry(), data)
+
+    counted_write.__asynclens_hook__ = True  # type: ignore[attr-defined]
+    transport.write = counted_write
+    writelines = cls.writelines
+    if writelines is not asyncio.WriteTransport.writelines:  # 3.12+: not built on write()
+
+        def counted_writelines(list_of_data: Any) -> Any:
+            list_of_data = list(list_of_data)
+            n = sum(len(d) for d in list_of_data)
+            io[0] += n
+            io[2] += 1
+            totals[0] += n
+            totals[2] += 1
+            return writelines(entry(), list_of_data)
+
+        counted_writelines.__asynclens_hook__ = True  # type: ignore[attr-defined]
+        transport.writelines = counted_writelines
+    protocol = getattr(transport, "_protocol", None)
+    if protocol is None:
+        return
+    pref = io[3] = weakref.ref(protocol)
+    proto_cls = type(protocol)
+    try:
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            updated = proto_cls.buffer_updated
+
+            def counted_buffer_updated(nbytes: int) -> Any:
+                io[1] += nbytes
+                io[2] += 1
+                totals[1] += nbytes
+                totals[2] += 1
+                return updated(pref(), nbytes)
+
+            counted_buffer_updated.__asynclens_hook__ = True  # type: ignore[attr-defined]
+            protocol.buffer_updated = counted_buffer_updated  # type: ignore[method-assign]
+        elif "data_received" not in getattr(protocol, "__dict__", {"data_received": None}):
+            received = proto_cls.data_received
+
+            def counted_data_received(data: Any) -> Any:
+                n = len(data)
+                io[1] += n
+                io[2] += 1
+                totals[1] += n
+                totals[2] += 1
+                return received(pref(), data)
+
+            counted_data_received.__asynclens_hook__ = True  # type: ignore[attr-defined]
+            protocol.data_received = counted_data_received
+    except (AttributeError, TypeError):
+        pass  # a protocol with __slots__: receives are not counted

@@ -1,0 +1,501 @@
+"""The open-handle registry: leaks of every kind, GC-closed handles, snapshots, I/O, clean removal."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import gc
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import warnings
+import weakref
+from asyncio import runners, selector_events, unix_events
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+import asynclens
+from asynclens import _handle_patches
+from asynclens.records import HandleRecord, IoRates, Leak, Span
+from asynclens.sinks import JsonLinesSink, MemorySink
+
+SOURCE = Path(__file__).read_text().splitlines()
+HERE = os.path.relpath(__file__)
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(30)")  # sites are relative to the working directory
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that carries ``# <marker>``."""
+    hits = [i for i, text in enumerate(SOURCE, 1) if text.rstrip().endswith(f"# {marker}")]
+    assert len(hits) == 1, marker
+    return hits[0]
+
+
+def at(marker: str, function: str) -> str:
+    if sys.version_info < (3, 11):  # no co_qualname: sites name the bare function
+        function = function.rsplit(".", 1)[-1]
+    return f"{HERE}:{line_of(marker)} in {function}"
+
+
+def make_session(*sinks: Any, **options: Any) -> asynclens.Session:
+    options.setdefault("lag", False)
+    options.setdefault("scheduler", False)
+    return asynclens.session(list(sinks), **options)
+
+
+RUNNERS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.fixture(params=sorted(RUNNERS))
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    return RUNNERS[request.param]
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Objects a test leaked on purpose, released after it."""
+    keep: list[Any] = []
+    yield keep
+    for obj in keep:
+        if isinstance(obj, threading.Event):
+            obj.set()
+    for obj in reversed(keep):
+        if isinstance(obj, subprocess.Popen):
+            obj.kill()
+            obj.wait()
+        elif isinstance(obj, threading.Event):
+            obj.set()
+        elif isinstance(obj, threading.Thread):
+            obj.join()
+        elif hasattr(obj, "close"):
+            obj.close()
+
+
+async def sleeper() -> None:
+    await asyncio.sleep(30)  # TASK-AWAIT
+
+
+@asynclens.trace(name="leaky.request")
+async def leaky_request(port: int, keep: list[Any]) -> None:
+    keep.append(open(__file__))  # LEAK-FILE
+    keep.append(os.fdopen(os.open(__file__, os.O_RDONLY), "rb"))  # LEAK-FDOPEN
+    keep.append(socket.socket())  # LEAK-SOCKET
+    keep.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))  # LEAK-POPEN
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # LEAK-TRANSPORT
+    keep.append(writer)
+    keep.append(asyncio.get_running_loop().create_task(sleeper(), name="leaked-task"))
+    stop = threading.Event()
+    keep.append(stop)
+    thread = threading.Thread(target=stop.wait, name="leaked-thread")
+    thread.start()  # LEAK-THREAD
+    keep.append(thread)
+
+
+async def serve_nothing() -> asyncio.AbstractServer:
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    return await asyncio.start_server(on_client, "127.0.0.1", 0)
+
+
+def test_every_kind_of_leak_names_its_line_and_span(run: Callable[..., Any], cleanup: list[Any]) -> None:
+    """A socket, file, fdopen file, subprocess, transport, task and thread leaked in a span are
+    reported at session end with the line that opened them and that span, on asyncio and uvloop."""
+    sink = MemorySink()
+
+    async def main() -> asynclens.Session:
+        server = await serve_nothing()
+        async with make_session(sink) as session:
+            await leaky_request(server.sockets[0].getsockname()[1], cleanup)
+            await asyncio.sleep(0.01)  # the leaked task starts and waits
+        for obj in cleanup:
+            if isinstance(obj, asyncio.Task):
+                obj.cancel()
+            elif isinstance(obj, asyncio.StreamWriter):
+                obj.close()
+        cleanup[:] = [o for o in cleanup if not isinstance(o, (asyncio.Task, asyncio.StreamWriter))]
+        await asyncio.sleep(0.05)  # let the server see the clients go
+        server.close()
+        return session
+
+    session = run(main())
+    span = next(r for r in sink.records if isinstance(r, Span) and r.name == "leaky.request")
+    leaks = [r for r in sink.records if isinstance(r, Leak)]
+    by_site = {}
+    for leak in leaks:
+        assert leak.closed_by is None and leak.close_ns is None
+        by_site.setdefault(leak.site, set()).add(leak.handle_kind)
+        mine = leak.site is not None and leak.site.endswith(("in leaky_request", "in sleeper"))
+        if mine and (leak.handle_kind != "task" or sys.version_info >= (3, 12)):
+            assert (leak.span_name, leak.span_id, leak.trace_id) == ("leaky.request", span.span_id, span.trace_id), leak
+    expected = {
+        "LEAK-FILE": "file",
+        "LEAK-FDOPEN": "file",
+        "LEAK-SOCKET": "socket",
+        "LEAK-POPEN": "subprocess",
+        "LEAK-TRANSPORT": "transport",
+        "LEAK-THREAD": "thread",
+    }
+    for marker, kind in expected.items():
+        assert kind in by_site.get(at(marker, "leaky_request"), set()), (marker, by_site)
+    assert by_site.get(at("TASK-AWAIT", "sleeper")) == {"task"}
+    assert all(leak.stack and leak.stack[-1] == leak.site for leak in leaks)
+    summary = session.summary()
+    assert "Left open:" in summary
+    for marker in ("LEAK-FILE", "LEAK-FDOPEN", "LEAK-SOCKET", "LEAK-POPEN", "LEAK-TRANSPORT"):
+        assert f"opened at {at(marker, 'leaky_request')} [span leaky.request]" in summary
+    assert "leaked-task" in summary  # the summary lists the first 10; the records have them all
+
+
+def test_tasks_left_to_asyncio_run_are_reported(run: Callable[..., Any]) -> None:
+    """Tasks still pending when asyncio.run()/uvloop.run() finishes (and cancels them) are leaks."""
+    sink = MemorySink()
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(sleeper(), name="abandoned")
+
+    with make_session(sink):
+        run(main())
+    leaks = [r for r in sink.records if isinstance(r, Leak)]
+    assert [(r.handle_kind, r.site) for r in leaks] == [("task", at("TASK-AWAIT", "sleeper"))]
+    assert "abandoned" in leaks[0].description and "asyncio.run" in leaks[0].description
+
+
+def test_asyncio_subprocess_leak(run: Callable[..., Any], cleanup: list[Any]) -> None:
+    """A process started with asyncio's subprocess API and never waited for is a leak on both loops."""
+    sink = MemorySink()
+
+    async def main() -> None:
+        async with make_session(sink):
+            proc = await asyncio.create_subprocess_exec(*SLEEPER)  # ASYNC-PROC
+        proc.kill()
+        await proc.wait()
+
+    run(main())
+    leaks = [r for r in sink.records if isinstance(r, Leak) and r.handle_kind == "subprocess"]
+    assert [r.site for r in leaks] == [at("ASYNC-PROC", "test_asyncio_subprocess_leak.<locals>.main")]
+
+
+def test_own_tasks_threads_and_daemons_are_not_leaks(cleanup: list[Any]) -> None:
+    """Tasks and threads named asynclens*, and daemon threads, are never reported."""
+    sink = MemorySink()
+    stop = threading.Event()
+    cleanup.append(stop)
+
+    async def main() -> None:
+        async with make_session(sink):
+            own = asyncio.get_running_loop().create_task(sleeper(), name="asynclens-lag")
+            theirs = asyncio.get_running_loop().create_task(sleeper(), name="theirs")
+            for name, daemon in (("asynclens-watchdog", False), ("daemon", True)):
+                thread = threading.Thread(target=stop.wait, name=name, daemon=daemon)
+                thread.start()
+                cleanup.append(thread)
+            await asyncio.sleep(0)
+        own.cancel()
+        theirs.cancel()
+
+    asyncio.run(main())
+    assert [r.description.split()[1] for r in sink.records if isinstance(r, Leak)] == ["'theirs'"]
+
+
+# ---------------------------------------------------------------- GC-closed
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_closed_by_gc_has_its_site_and_warning_visibility_is_unchanged(shown: bool) -> None:
+    """A file the GC had to close is reported as "closed by GC" with the line that opened it;
+    its ResourceWarning is shown exactly when the program's own filters say so."""
+    sink = MemorySink()
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always" if shown else "ignore", ResourceWarning)
+        with make_session(sink) as session:
+            with asynclens.span("req"):
+                f = open(__file__)  # GC-FILE
+                del f
+            gc.collect()
+    gc_leaks = [r for r in sink.records if isinstance(r, Leak) and r.closed_by == "gc"]
+    assert [(r.handle_kind, r.site, r.span_name) for r in gc_leaks] == [
+        ("file", at("GC-FILE", "test_closed_by_gc_has_its_site_and_warning_visibility_is_unchanged"), "req")
+    ]
+    assert gc_leaks[0].close_ns is not None
+    resource = [w for w in log if issubclass(w.category, ResourceWarning)]
+    assert len(resource) == (1 if shown else 0)
+    assert "closed by GC, never by the program" in session.summary()
+    assert session.statistics().probes["handles"].closed_by_gc == 1
+
+
+def test_closed_by_gc_inside_a_reference_cycle() -> None:
+    """An object freed as cyclic garbage (weak refs cleared before its finaliser warns) is still matched."""
+    sink = MemorySink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with make_session(sink):
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # GC-CYCLE
+            pid = proc.pid
+            proc.cycle = proc  # type: ignore[attr-defined]
+            del proc
+            gc.collect()
+    os.kill(pid, signal.SIGKILL)
+    subprocess._cleanup()  # type: ignore[attr-defined]  # reap it (Popen.__del__ queued it)
+    gc_leaks = [r for r in sink.records if isinstance(r, Leak) and r.closed_by == "gc"]
+    assert [(r.handle_kind, r.site) for r in gc_leaks] == [
+        ("subprocess", at("GC-CYCLE", "test_closed_by_gc_inside_a_reference_cycle"))
+    ]
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def test_open_handles_is_a_live_snapshot(tmp_path: Path) -> None:
+    """open_handles() lists what is open now and forgets it once closed; nothing after the session."""
+    with make_session() as session:
+        with asynclens.span("snap"):
+            f = open(tmp_path / "a.txt", "w")  # SNAP
+        sock = socket.socket()
+        now = session.open_handles()
+        assert [(r.handle_kind, r.site, r.span_name) for r in now] == [
+            ("file", at("SNAP", "test_open_handles_is_a_live_snapshot"), "snap"),
+            ("socket", f"{HERE}:{line_of('SNAP') + 1} in test_open_handles_is_a_live_snapshot", None),
+        ]
+        assert all(isinstance(r, HandleRecord) and r.close_ns is None for r in now)
+        assert "a.txt" in now[0].description and "'w'" in now[0].description
+        assert "open now: 2" in session.summary()
+        f.close()
+        sock.close()
+        assert session.open_handles() == []
+        g = open(tmp_path / "b.txt", "w")
+    assert session.open_handles() == []
+    g.close()
+
+
+def test_asynclens_own_files_are_not_recorded(tmp_path: Path) -> None:
+    """The JSON lines sink's file and files asynclens reads itself are not handles of the program."""
+    trace = tmp_path / "run.jsonl"
+    with make_session(JsonLinesSink(trace)) as session:
+        session.flush()
+        asynclens.read_jsonl(trace)
+        assert session.open_handles() == []
+    assert session.statistics().probes["handles"].opened["file"] == 0
+
+
+def test_tracking_holds_weak_references_only() -> None:
+    """A tracked file or socket is freed by reference counting exactly as without asynclens."""
+    gc.disable()
+    try:
+        with make_session():
+            f = open(__file__)
+            sock = socket.socket()
+            refs = [weakref.ref(f), weakref.ref(sock)]
+            f.close()
+            sock.close()
+            del f, sock
+            assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
+
+
+# -------------------------------------------------------------- clean removal
+
+
+def _patched_attributes() -> dict[str, Any]:
+    found = {
+        "socket.socket": socket.socket,
+        "socket.socket.__init__": socket.socket.__dict__["__init__"],
+        "builtins.open": builtins.open,
+        "io.open": io.open,
+        "os.fdopen": os.fdopen,
+        "subprocess.Popen": subprocess.Popen,
+        "subprocess.Popen.__init__": subprocess.Popen.__dict__["__init__"],
+        "threading.Thread.start": threading.Thread.__dict__["start"],
+        "asyncio.runners._cancel_all_tasks": runners._cancel_all_tasks,  # type: ignore[attr-defined]
+        "warnings._showwarnmsg": warnings._showwarnmsg,  # type: ignore[attr-defined]
+    }
+    for name in ("_make_socket_transport", "_make_ssl_transport", "_make_datagram_transport"):
+        found[name] = selector_events.BaseSelectorEventLoop.__dict__.get(name)
+    for name in ("_make_read_pipe_transport", "_make_write_pipe_transport"):
+        found[name] = unix_events._UnixSelectorEventLoop.__dict__.get(name)
+    for name in (
+        _handle_patches._UV_PAIR_METHODS + _handle_patches._UV_SERVER_METHODS + _handle_patches._UV_SUBPROCESS_METHODS
+    ):
+        found["uvloop." + name] = uvloop.Loop.__dict__.get(name)
+    return found
+
+
+def test_patches_are_removed_and_nothing_is_recorded_after_the_session(tmp_path: Path) -> None:
+    """socket.socket, open, io.open, os.fdopen, Popen, Thread.start, the loops' transport
+    factories, uvloop's methods and the warnings machinery are the originals again after the
+    session, the warning filters are as before, and handles opened afterwards are not recorded."""
+    before = _patched_attributes()
+    filters = list(warnings.filters)
+    sink = MemorySink()
+    with make_session(sink) as session:
+        during = _patched_attributes()
+        changed = {k for k in before if during[k] is not before[k]}
+        assert len(warnings.filters) == len(filters) + 1
+    assert changed >= {
+        "socket.socket.__init__",
+        "builtins.open",
+        "io.open",
+        "subprocess.Popen.__init__",
+        "threading.Thread.start",
+        "_make_socket_transport",
+        "asyncio.runners._cancel_all_tasks",
+        "warnings._showwarnmsg",
+        "uvloop.create_connection",
+        "uvloop.create_server",
+        "uvloop.subprocess_exec",
+    }
+    after = _patched_attributes()
+    assert all(after[k] is before[k] for k in before), [k for k in before if after[k] is not before[k]]
+    assert warnings.filters == filters
+    assert _handle_patches._probe is None
+    records = len(sink.records)
+    stats = session.statistics().probes["handles"]
+    with open(tmp_path / "late.txt", "w"), socket.socket():
+        pass
+    assert len(sink.records) == records
+    assert session.statistics().probes["handles"] == stats
+
+
+def test_handles_off_installs_nothing() -> None:
+    """track_handles=False: no probe, no patch."""
+    before = _patched_attributes()
+    with make_session(track_handles=False) as session:
+        assert _patched_attributes() == before
+        assert session.open_handles() == []
+
+
+def test_a_bug_in_the_registry_never_reaches_the_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If tracking fails, open() and socket() still work and the error is counted."""
+    with make_session() as session:
+        probe = session.probe("handles")
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("registry bug")
+
+        monkeypatch.setattr(probe.registry, "add", broken)
+        with open(__file__) as f:
+            assert f.readline()
+        socket.socket().close()
+    assert session.statistics().internal_errors == 2
+
+
+# ---------------------------------------------------------------------- I/O
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_io_bytes_per_transport_span_and_session(loop: str) -> None:
+    """Bytes and operations are counted per transport, per span and per session (stdlib loop);
+    readiness events are counted on the stdlib loop; uvloop transports are tracked without bytes."""
+    sink = MemorySink()
+
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while line := await reader.readline():
+                writer.write(line)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        async with asynclens.span("client"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        for _ in range(3):
+            writer.write(b"123456789\n")
+            assert await reader.readline() == b"123456789\n"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    with make_session(sink) as session:
+        RUNNERS[loop](main())
+        gc.collect()
+    stats = session.statistics().probes["handles"]
+    assert stats.opened["transport"] == 2
+    transports = [r for r in sink.records if isinstance(r, HandleRecord) and r.handle_kind == "transport"]
+    if loop == "uvloop":
+        assert (stats.bytes_sent, stats.events, transports) == (0, None, [])
+        return
+    assert (stats.bytes_sent, stats.bytes_received) == (60, 60)
+    assert stats.events is not None and stats.events >= 6
+    assert sorted((r.span_name or "", r.bytes_sent, r.bytes_received, r.ops) for r in transports) == [
+        ("", 30, 30, 6),
+        ("client", 30, 30, 6),
+    ]
+    rates = [r for r in sink.records if isinstance(r, IoRates)]
+    assert sum(r.bytes_sent for r in rates) == 60 and sum(r.ops for r in rates) == 12
+    summary = session.summary()
+    assert "I/O: sent 60 B" in summary and "readiness events" in summary
+    assert "client" in summary.split("I/O by span")[1]
+
+
+def test_io_window_uses_the_session_clock() -> None:
+    """IoRates windows are stamped with the session clock and skip idle windows."""
+    clock = asynclens.FakeClock()
+    sink = MemorySink()
+    with make_session(sink, clock=clock) as session:
+        probe = session.probe("handles")
+        clock.advance(2_000_000_000)
+        assert probe.emit_io_window() is None  # nothing happened
+        probe.totals[0] += 100
+        probe.totals[2] += 1
+        clock.advance(1_000_000_000)
+        record = probe.emit_io_window()
+    assert record is not None
+    assert (record.end_ns - record.start_ns, record.bytes_sent, record.ops) == (1_000_000_000, 100, 1)
+
+
+def test_accepted_connection_leak_names_the_server_line(run: Callable[..., Any]) -> None:
+    """A server-side connection the handler never closed is reported where the server was
+    started (and in the span that started it), on asyncio and uvloop."""
+    sink = MemorySink()
+    handled = []
+
+    async def main() -> None:
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            handled.append(writer)  # never closed
+
+        async with make_session(sink):
+            async with asynclens.span("serve"):
+                server = await asyncio.start_server(on_client, "127.0.0.1", 0)  # SERVER
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            while not handled:
+                await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+            server.close()  # its wait_closed() would wait for the leaked connection (3.12+)
+        handled[0].close()
+        await server.wait_closed()
+
+    run(main())
+    site = at("SERVER", "test_accepted_connection_leak_names_the_server_line.<locals>.main")
+    leaks = [(r.handle_kind, r.span_name) for r in sink.records if isinstance(r, Leak) and r.site == site]
+    assert ("transport", "serve") in leaks
+
+
+def test_record_closes_emits_a_handle_record_per_close() -> None:
+    """With record_closes, every handle gets a HandleRecord when closed and collected, or at
+    the end if it is closed but still referenced."""
+    from asynclens.handles import HandleProbe
+
+    sink = MemorySink()
+    with asynclens.session([sink], probes=[HandleProbe(record_closes=True)]):
+        open(__file__).close()  # CLOSED-1
+        kept = open(__file__)  # CLOSED-2
+        kept.close()
+    closes = [r for r in sink.records if isinstance(r, HandleRecord)]
+    assert [(r.handle_kind, r.closed_by, r.site) for r in closes] == [
+        ("file", "program", at("CLOSED-1", "test_record_closes_emits_a_handle_record_per_close")),
+        ("file", "program", at("CLOSED-2", "test_record_closes_emits_a_handle_record_per_close")),
+    ]
+    assert all(r.close_ns is not None and r.close_ns >= r.open_ns for r in closes)
+    assert [r for r in sink.records if isinstance(r, Leak)] == []
