@@ -409,6 +409,10 @@ class Session:
 def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
     """The probes the options ask for; each lives in its own module."""
     probes: list[Probe] = []
+    if options.get("scheduler"):
+        from .scheduler import SchedulerProbe
+
+        probes.append(SchedulerProbe())
     return probes
 
 

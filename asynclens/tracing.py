@@ -42,6 +42,17 @@ except ImportError:  # pragma: no cover
     from asyncio.events import _get_running_loop
 
 
+#: Told about every span start and end (the scheduler probe's breakdown); None when off.
+_observer: Any = None
+
+
+def set_span_observer(observer: Any) -> None:
+    """Install (or with ``None`` remove) the object whose ``span_started(live)`` and
+    ``span_ended(live)`` run on the span's own thread; they must never raise."""
+    global _observer
+    _observer = observer
+
+
 def _task_or_none() -> Any:
     loop = _get_running_loop()
     return None if loop is None else _current_task(loop)
@@ -90,6 +101,8 @@ class LiveSpan:
         self.task = _task_or_none()
         self.thread_id = get_ident()
         self.start_ns = session.now()
+        if _observer is not None:
+            _observer.span_started(self)
 
     @property
     def ended(self) -> bool:
@@ -133,6 +146,8 @@ class LiveSpan:
     def _end(self) -> None:
         session = self.session
         self.end_ns = session.now()
+        if _observer is not None:
+            _observer.span_ended(self)
         session.record_span(self)
 
     def __repr__(self) -> str:
