@@ -37,7 +37,7 @@ from ._gc import GcWatcher
 from ._patch import Patch
 from ._steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
 from ._summary import format_ns
-from .records import ExecutorJob, SchedSnapshot, TaskRecord
+from .records import ExecutorJob, SchedSnapshot, TaskRecord, fast_constructor
 from .stats import Histogram
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
@@ -46,6 +46,11 @@ _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MAX_NAMES = 1000
 _MAX_JOBS_PER_TASK = 64
+_make_task_record = fast_constructor(TaskRecord)
+_INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
+_span_get = tracing._span_var.get
+_get_running_loop = asyncio.events._get_running_loop
+_current_task = asyncio.current_task
 
 
 class _Snapshot(dict):  # type: ignore[type-arg]
@@ -143,6 +148,11 @@ class SchedulerProbe:
             many seconds (and 10× the span's duration) is a worker that
             inherited the request's context.
         gc: watch garbage collections.
+        task_records: which finished tasks get a :class:`~asynclens.records.TaskRecord`:
+            ``"all"``, ``"none"`` or ``"notable"`` (the default: tasks that failed,
+            were cancelled, outlived their span, lived or waited for the loop
+            at least ``notable`` seconds; the others are only counted). Tasks
+            still pending at session end are always recorded.
 
     .. versionadded:: 0.1
     """
@@ -157,11 +167,18 @@ class SchedulerProbe:
         window: float = 1.0,
         worker_after: float = 1.0,
         gc: bool = True,
+        task_records: str = "notable",
+        notable: float = 0.001,
     ) -> None:
         if isinstance(record_steps, bool) or not isinstance(record_steps, int) or record_steps < 0:
             raise ValueError(f"SchedulerProbe(record_steps={record_steps!r}): must be an int >= 0")
         if not isinstance(window, (int, float)) or window <= 0:
             raise ValueError(f"SchedulerProbe(window={window!r}): must be a positive number of seconds")
+        if task_records not in ("all", "notable", "none"):
+            raise ValueError(f"SchedulerProbe(task_records={task_records!r}): expected 'all', 'notable' or 'none'")
+        self.task_records = task_records
+        self.notable_ns = int(notable * 1e9)
+        self.tasks_unrecorded = 0
         self.thread_cpu = bool(thread_cpu)
         self.record_steps = record_steps
         self.window_ns = int(window * 1e9)
@@ -290,7 +307,7 @@ class SchedulerProbe:
         if not self.active or not args or instance is None:
             return wrapped(*args, **kwargs)
         coro = args[0]
-        if type(coro) is not CoroutineType and not isinstance(coro, CoroutineABC):
+        if type(coro) is not CoroutineType and (type(coro) is StepCoro or not isinstance(coro, CoroutineABC)):
             self.coroutines_not_covered += 1
             return wrapped(*args, **kwargs)
         try:
@@ -319,24 +336,28 @@ class SchedulerProbe:
         return task
 
     def _lineage(self, st: TaskState, loop: Any) -> None:
-        st.span = tracing._span_var.get()
-        running = asyncio.events._get_running_loop()
-        if running is loop:
-            parent = asyncio.current_task(loop)
+        st.span = _span_get()
+        if _get_running_loop() is loop:
+            parent = _current_task(loop)
             if parent is not None:
                 st.parent_task_id = id(parent)
-                parent_state = task_state_of(parent)
-                if parent_state is not None:
+                parent_state = getattr(parent, ATTR, None)
+                if type(parent_state) is TaskState:
                     st.parent = weakref.ref(parent_state)
-        frame = sys._getframe(2)
-        depth = 0
-        while frame is not None and depth < 8:
-            filename = frame.f_code.co_filename
-            if not (filename.startswith(_ASYNCIO_DIR) or filename.startswith(_PACKAGE_DIR)):
-                st.site = (frame.f_code, frame.f_lineno)
+        frame: Any = sys._getframe(2)
+        internal = _INTERNAL_CODE
+        for _ in range(8):
+            if frame is None:
+                break
+            code = frame.f_code
+            hidden = internal.get(code)
+            if hidden is None:
+                filename = code.co_filename
+                hidden = internal[code] = filename.startswith(_ASYNCIO_DIR) or filename.startswith(_PACKAGE_DIR)
+            if not hidden:
+                st.site = (code, frame.f_lineno)
                 break
             frame = frame.f_back
-            depth += 1
 
     def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
         """Called by the step wrapper when a task's coroutine finishes."""
@@ -347,58 +368,75 @@ class SchedulerProbe:
         else:
             state = "error"
         self.tasks_finished += 1
+        mode = self.task_records
+        if mode == "notable":
+            span = st.span
+            if (
+                state == "done"
+                and t - st.created_ns < self.notable_ns
+                and st.max_sched_ns < self.notable_ns
+                and (span is None or not span.end_ns)
+            ):
+                self.tasks_unrecorded += 1
+                return
+        elif mode == "none":
+            self.tasks_unrecorded += 1
+            return
         self._emit_task(st, state, t)
 
     def _emit_task(self, st: TaskState, state: str, t: int, stack: tuple[str, ...] = ()) -> None:
         task = st.task_ref() if st.task_ref is not None else None
-        span = st.span
-        if span is None or not span.end_ns:
-            outlived = False  # no creating span, or it is still running
-        else:
-            outlived = state == "pending" or span.end_ns < t
-        inherited = False
         name = task.get_name() if task is not None else "?"
-        if outlived and span is not None:
+        span = st.span
+        outlived = inherited = False
+        if span is not None and span.end_ns and (state == "pending" or span.end_ns < t):
+            outlived = True
             after = t - span.end_ns
-            wall = span.end_ns - span.start_ns
-            inherited = after >= self.worker_after_ns and after >= 10 * wall
-            self.outlived_count += 1
-            if len(self.outlived) < 5:
-                self.outlived.append((name, span.name, after))
-            if inherited:
-                self.workers_count += 1
-                if len(self.workers) < 5:
-                    self.workers.append((name, span.name))
-        parent = st.parent() if st.parent is not None else None
-        parent_task = parent.task_ref() if parent is not None and parent.task_ref is not None else None
+            inherited = after >= self.worker_after_ns and after >= 10 * (span.end_ns - span.start_ns)
+            self._note_outlived(name, span.name, after, inherited)
         if st.max_sched_ns > self._worst_sched[0]:
             self._worst_sched = (st.max_sched_ns, name)
+        parent_name = None
+        if st.parent is not None:
+            parent = st.parent()
+            parent_task = parent.task_ref() if parent is not None and parent.task_ref is not None else None
+            parent_name = parent_task.get_name() if parent_task is not None else None
+        site = st.site
         self._emit(
-            TaskRecord(
-                task_id=id(task) if task is not None else 0,
-                name=name,
-                loop_id=st.ls.loop_id,
-                created_ns=st.created_ns,
-                done_ns=t if state != "pending" else None,
-                steps=st.steps,
-                cpu_ns=st.cpu_ns if st.ls.cpu is not None else st.run_ns,
-                sched_wait_ns=st.sched_ns,
-                max_sched_wait_ns=st.max_sched_ns,
-                parent_task_id=st.parent_task_id,
-                trace_id=span.trace_id if span is not None else None,
-                span_id=span.span_id if span is not None else None,
-                outlived_span=bool(outlived),
-                inherited_context=inherited,
-                state=state,
-                run_ns=st.run_ns,
-                io_wait_ns=st.io_ns,
-                executor_ns=st.exec_ns,
-                span_name=span.name if span is not None else None,
-                parent_task=parent_task.get_name() if parent_task is not None else None,
-                creation_site=_site_of(*st.site) if st.site is not None else None,
-                async_stack=stack,
+            _make_task_record(
+                id(task) if task is not None else 0,
+                name,
+                st.ls.loop_id,
+                st.created_ns,
+                t if state != "pending" else None,
+                st.steps,
+                st.cpu_ns if st.ls.cpu is not None else st.run_ns,
+                st.sched_ns,
+                st.max_sched_ns,
+                st.parent_task_id,
+                span.trace_id if span is not None else None,
+                span.span_id if span is not None else None,
+                outlived,
+                inherited,
+                state,
+                st.run_ns,
+                st.io_ns,
+                st.exec_ns,
+                span.name if span is not None else None,
+                parent_name,
+                f"{site[0].co_filename}:{site[1]} in {site[0].co_name}" if site is not None else None,
+                stack,
             )
         )
+
+    def _note_outlived(self, task: str, span: str, after: int, inherited: bool) -> None:
+        self.outlived_count += 1
+        if len(self.outlived) < 5:
+            self.outlived.append((task, span, after))
+        if inherited:
+            self.workers_count += 1
+            if len(self.workers) < 5:
+                self.workers.append((task, span))
 
     def _report_pending(self, loop: Any, ls: LoopState, end: int) -> None:
         try:
@@ -602,6 +640,7 @@ class SchedulerProbe:
             loops=len(self._loop_states),
             tasks_tracked=self.tasks_tracked,
             tasks_finished=self.tasks_finished,
+            tasks_unrecorded=self.tasks_unrecorded,
             tasks_not_covered=self.tasks_not_covered,
             coroutines_not_covered=self.coroutines_not_covered,
             steps=sum(ls.steps for ls in list(self._loop_states)),

@@ -246,7 +246,7 @@ def test_task_finished_inside_its_span_did_not_outlive_it(factory: Any) -> None:
         async with asynclens.span("request"):
             assert await asyncio.create_task(quick(), name="quick") == 1
 
-    with capture(probes=[SchedulerProbe()]) as cap:
+    with capture(probes=[SchedulerProbe(task_records="all")]) as cap:
         run(factory, main)
     task = tasks_by_name(cap.records)["quick"]
     assert not task.outlived_span and not task.inherited_context and task.span_name == "request"
@@ -308,7 +308,7 @@ def test_task_states_and_results_pass_through(factory: Any) -> None:
         await unnamed
         assert "ok" in repr(a.get_coro())
 
-    with capture(probes=[SchedulerProbe()]) as cap:
+    with capture(probes=[SchedulerProbe(task_records="all")]) as cap:
         run(factory, main)
     states = {name: t.state for name, t in tasks_by_name(cap.records).items()}
     assert (states["ok"], states["bad"], states["forever"]) == ("done", "error", "cancelled")
@@ -330,7 +330,7 @@ def test_eager_tasks_are_tracked_and_subtracted() -> None:
             clock.spend_cpu(MS)
             await task
 
-    with capture(clock=clock, probes=[SchedulerProbe()]) as cap:
+    with capture(clock=clock, probes=[SchedulerProbe(task_records="all")]) as cap:
         run(asyncio.new_event_loop, main)
     span = spans_by_name(cap.records)["parent"]
     assert span.cpu_ns == 2 * MS
@@ -397,9 +397,8 @@ def test_default_session_has_the_probe_and_snapshots() -> None:
     records = session.sinks[0].records  # type: ignore[attr-defined]
     snaps = [r for r in records if isinstance(r, SchedSnapshot)]
     assert snaps and snaps[-1].ready_delay["count"] >= 3
-    assert tasks_by_name(records)  # asyncio.run's main task is covered
     stats = session.statistics().probes["scheduler"]
-    assert stats["tasks_tracked"] >= 1 and stats["steps"] >= 4
+    assert stats["tasks_tracked"] >= 1 and stats["steps"] >= 4  # asyncio.run's main task is covered
 
 
 def test_probe_removes_every_hook(factory: Any) -> None:
@@ -427,3 +426,33 @@ def test_probe_options_are_checked() -> None:
         SchedulerProbe(record_steps=-1)
     with pytest.raises(ValueError, match="window"):
         SchedulerProbe(window=0)
+    with pytest.raises(ValueError, match="task_records"):
+        SchedulerProbe(task_records="some")
+
+
+def test_only_notable_tasks_are_recorded_by_default() -> None:
+    """Quick, successful tasks are counted, not recorded; failed and slow ones are recorded."""
+    clock = FakeClock()
+
+    async def quick() -> None:
+        clock.spend_cpu(MS // 10)
+
+    async def slow() -> None:
+        clock.spend_cpu(2 * MS)
+
+    async def bad() -> None:
+        raise KeyError("x")
+
+    async def main() -> None:
+        await asyncio.gather(
+            asyncio.create_task(quick(), name="quick"),
+            asyncio.create_task(slow(), name="slow"),
+            asyncio.create_task(bad(), name="bad"),
+            return_exceptions=True,
+        )
+
+    probe = SchedulerProbe()
+    with capture(clock=clock, probes=[probe]) as cap:
+        run(asyncio.new_event_loop, main)
+    assert {"slow", "bad"} <= set(tasks_by_name(cap.records)) and "quick" not in tasks_by_name(cap.records)
+    assert probe.statistics()["tasks_unrecorded"] >= 1
