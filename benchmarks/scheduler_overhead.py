@@ -118,7 +118,7 @@ def correctness(repeats: int) -> bool:
 # ------------------------------------------------------------ 2. per-operation cost
 
 
-def _steps_per_second(factory: Callable[[], asyncio.AbstractEventLoop], probe: bool, steps: int) -> tuple[float, float]:
+def _per_op(factory: Callable[[], asyncio.AbstractEventLoop], probe: bool, steps: int) -> tuple[float, float, float]:
     async def stepper(n: int) -> None:
         for _ in range(n):
             await asyncio.sleep(0)
@@ -130,42 +130,49 @@ def _steps_per_second(factory: Callable[[], asyncio.AbstractEventLoop], probe: b
         for _ in range(n):
             await asyncio.create_task(nothing())
 
-    async def main() -> tuple[float, float]:
+    async def spans(n: int) -> None:
+        for _ in range(n):
+            with asynclens.span("s"):
+                pass
+
+    async def main() -> tuple[float, float, float]:
         t0 = time.perf_counter()
         await asyncio.gather(stepper(steps // 2), stepper(steps // 2))
         t1 = time.perf_counter()
         await creator(steps // 10)
         t2 = time.perf_counter()
-        return (t1 - t0) / steps * 1e6, (t2 - t1) / (steps // 10) * 1e6
+        await spans(steps)
+        t3 = time.perf_counter()
+        return (t1 - t0) / steps * 1e6, (t2 - t1) / (steps // 10) * 1e6, (t3 - t2) / steps * 1e6
 
     loop = factory()
     try:
-        if probe:
-            with asynclens.session(lag=False, track_handles=False, scheduler=True):
-                return loop.run_until_complete(main())
-        return loop.run_until_complete(main())
+        with asynclens.session(lag=False, track_handles=False, scheduler=probe, buffer_limit=10 * steps):
+            return loop.run_until_complete(main())
     finally:
         loop.close()
 
 
-def per_operation(repeats: int, steps: int) -> dict[str, float]:
-    print(f"\n== 2. per-operation cost (µs, median of {repeats} interleaved runs) ==")
-    print(f"{'loop':<8}  {'step bare':>9}  {'step probe':>10}  {'added':>6}  {'task bare':>9}  {'task probe':>10}  {'added':>6}")
-    added: dict[str, float] = {}
+def per_operation(repeats: int, steps: int) -> None:
+    print(f"\n== 2. per-operation cost (µs, median of {repeats} interleaved runs; session on, scheduler off vs on) ==")
+    print(
+        f"{'loop':<8}  {'step off':>8}  {'step on':>7}  {'added':>6}  {'task off':>8}  {'task on':>7}  {'added':>6}"
+        f"  {'span off':>8}  {'span on':>7}  {'added':>6}  {'est. per echo request':>21}"
+    )
     for name, factory in _loops().items():
-        bare_s, probe_s, bare_t, probe_t = [], [], [], []
+        runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
         for _ in range(repeats):
-            s, t = _steps_per_second(factory, False, steps)
-            bare_s.append(s)
-            bare_t.append(t)
-            s, t = _steps_per_second(factory, True, steps)
-            probe_s.append(s)
-            probe_t.append(t)
-        bs, ps, bt, pt = (statistics.median(x) for x in (bare_s, probe_s, bare_t, probe_t))
-        added[name] = ps - bs
-        print(f"{name:<8}  {bs:>9.2f}  {ps:>10.2f}  {ps - bs:>6.2f}  {bt:>9.2f}  {pt:>10.2f}  {pt - bt:>6.2f}")
-    print("(a 'task' row is one create_task + its 1 step + await; the step row includes the ready stamp)")
-    return added
+            for probe in (False, True):
+                runs[probe].append(_per_op(factory, probe, steps))
+        off = [statistics.median(r[i] for r in runs[False]) for i in range(3)]
+        on = [statistics.median(r[i] for r in runs[True]) for i in range(3)]
+        added = [b - a for a, b in zip(off, on)]
+        per_request = added[0] + added[2]  # the connection task suspends once per request, one span per request
+        print(
+            f"{name:<8}  {off[0]:>8.2f}  {on[0]:>7.2f}  {added[0]:>6.2f}  {off[1]:>8.2f}  {on[1]:>7.2f}  {added[1]:>6.2f}"
+            f"  {off[2]:>8.2f}  {on[2]:>7.2f}  {added[2]:>6.2f}  {per_request:>17.2f} µs"
+        )
+    print("(task = create_task + its step + await; echo request = 1 step + 1 span: compare with bare CPU µs/req below)")
 
 
 # ---------------------------------------------------------------- 3. throughput
@@ -217,7 +224,9 @@ def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> N
         ),
     }
     if _have("opentelemetry.instrumentation.asyncio"):
-        variants["OTel asyncio instrumentation"] = Variant(setup="scheduler_overhead:otel_asyncio_setup")
+        variants["OTel asyncio instr. + span/request"] = Variant(
+            setup="scheduler_overhead:otel_asyncio_setup", wrap="echo_service:otel_span"
+        )
     else:
         print("(opentelemetry-instrumentation-asyncio not installed: skipped)")
     if _have("yappi"):
