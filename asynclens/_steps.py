@@ -36,6 +36,7 @@ __all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed"]
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
+_Task = asyncio.Task
 
 
 class LoopState:
@@ -131,6 +132,9 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
         owner = getattr(callback, "__self__", None)
         if owner is not None:
             st = getattr(owner, ATTR, None)
+            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+                coro = owner.get_coro()
+                st = coro._st if type(coro) is StepCoro else None
             if type(st) is TaskState and not st.ready_ns and ls.active:
                 t = now()
                 origin = ls.origin

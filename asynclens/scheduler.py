@@ -499,11 +499,22 @@ class SchedulerProbe:
         if task is None:
             return
         st = getattr(task, ATTR, None)
+        if st is None:  # an eager task's first step, still inside create_task()
+            coro = getattr(task, "get_coro", None)
+            coro = coro() if coro is not None else None
+            st = coro._st if type(coro) is StepCoro else None
         if type(st) is not TaskState or not st.start_ns or st.ls.running is not st:
             return
         try:
             snap = _Snapshot()
-            snap.totals = st.totals_at(live.start_ns)
+            nested = st.nested_ns
+            snap.totals = (
+                st.run_ns + live.start_ns - st.start_ns - nested,
+                st.sched_ns + nested,
+                st.io_ns,
+                st.exec_ns,
+                st.steps,
+            )
             snap.st = st
             snap.links = None
             creator = st.span
@@ -525,31 +536,34 @@ class SchedulerProbe:
             return
         try:
             st = snap.st
-            extra = dict(snap)
-            if snap.links:
-                extra["links"] = snap.links
-            if live.status == "error":
-                extra["error_stack"] = self._error_stack(st)
             if st.ls.running is st and st.start_ns:
                 run0, sched0, io0, ex0, steps0 = snap.totals
-                run1, sched1, io1, ex1, steps1 = st.totals_at(live.end_ns)
-                run, sched, io, ex = run1 - run0, sched1 - sched0, io1 - io0, ex1 - ex0
-                extra["cpu_ns"] = run
-                extra["sched_wait_ns"] = sched
-                extra["io_wait_ns"] = io
-                extra["executor_ns"] = ex
-                extra["steps"] = steps1 - steps0 + 1
-                by_name = self.by_name
-                entry = by_name.get(live.name)
-                if entry is None and len(by_name) < _MAX_NAMES:
-                    entry = by_name[live.name] = [0, 0, 0, 0, 0, 0]
+                nested = st.nested_ns
+                end = live.end_ns
+                run = st.run_ns + end - st.start_ns - nested - run0
+                sched = st.sched_ns + nested - sched0
+                io = st.io_ns - io0
+                ex = st.exec_ns - ex0
+                extra = {"cpu_ns": run, "sched_wait_ns": sched, "io_wait_ns": io, "executor_ns": ex, "steps": st.steps - steps0 + 1}
+                entry = self.by_name.get(live.name)
+                if entry is None and len(self.by_name) < _MAX_NAMES:
+                    entry = self.by_name[live.name] = [0, 0, 0, 0, 0, 0]
                 if entry is not None:
                     entry[0] += 1
-                    entry[1] += live.end_ns - live.start_ns
+                    entry[1] += end - live.start_ns
                     entry[2] += run
                     entry[3] += sched
                     entry[4] += io
                     entry[5] += ex
+            else:  # ended in another task or thread than it started in: no breakdown
+                extra = {}
+            if snap:
+                extra.update(snap)
+            if snap.links:
+                extra["links"] = snap.links
+            error = live.error
+            if error is not None and error[0] == "error":
+                extra["error_stack"] = self._error_stack(st)
             live.extra = extra or None
         except Exception as exc:
             live.extra = None

@@ -338,6 +338,50 @@ def test_eager_tasks_are_tracked_and_subtracted() -> None:
     assert tasks_by_name(cap.records)["eager-child"].run_ns == 4 * MS
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_eager_task_first_wakeup_is_stamped() -> None:
+    """A wake-up scheduled during an eager first step (before create_task returns) is seen."""
+    clock = FakeClock()
+
+    async def child() -> None:
+        with asynclens.span("eager-span"):
+            await asyncio.sleep(0)  # wake-up scheduled inside the parent's create_task()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        task = asyncio.create_task(child())
+        clock.spend_cpu(7 * MS)  # the child is ready while the parent keeps running
+        await task
+
+    with capture(clock=clock, probes=[SchedulerProbe()]) as cap:
+        run(asyncio.new_event_loop, main)
+    assert breakdown(spans_by_name(cap.records)["eager-span"]) == (0, 7 * MS, 0, 0)
+
+
+def test_loop_in_another_thread_is_watched() -> None:
+    """asynclens.watch(loop) attaches a loop running in another thread, on that thread."""
+    clock = FakeClock()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+
+        async def work() -> None:
+            async with asynclens.span("remote"):
+                clock.spend_cpu(MS)
+                await asyncio.sleep(0)
+
+        with capture(clock=clock, probes=[SchedulerProbe()]) as cap:
+            asynclens.watch(loop)
+            asyncio.run_coroutine_threadsafe(work(), loop).result(10)
+        assert breakdown(spans_by_name(cap.records)["remote"]) == (MS, 0, 0, 0)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    assert not {"call_soon", "call_later", "call_at"} & set(vars(loop))
+
+
 def test_error_spans_carry_the_stitched_async_stack(factory: Any) -> None:
     async def failing() -> None:
         with asynclens.span("inner-op"):
