@@ -208,6 +208,7 @@ class SchedulerProbe:
         self.job_run = Histogram()
         self._busy: dict[int, list[int]] = {}  # executor id -> [busy, max busy, max workers]
         self.busy_max = 0
+        self._busy_window = 0
         self.snapshots = 0
         self._worst_sched = (0, "")
         self._ready_total = Histogram()
@@ -458,8 +459,9 @@ class SchedulerProbe:
             ready, timers, steps, tasks = ls.window(end)
             if not (ready.count or timers.count):
                 return
-            with self._lock:
-                busy = self.busy_max
+            with self._lock:  # the most workers busy at once in this window (any pool)
+                busy = self._busy_window
+                self._busy_window = max((entry[0] for entry in self._busy.values()), default=0)
             self.snapshots += 1
             self._ready_total.merge(ready)
             self._timer_total.merge(timers)
@@ -601,6 +603,8 @@ class SchedulerProbe:
                 entry[1] = entry[0]
             if entry[0] > self.busy_max:
                 self.busy_max = entry[0]
+            if entry[0] > self._busy_window:
+                self._busy_window = entry[0]
 
     def _job_finished(self, job: _Job, error: str | None) -> None:
         try:

@@ -243,3 +243,24 @@ def test_windows_roll_over(clock: FakeClock, loop_state: LoopState) -> None:
         st.begin(clock.now_ns())
         st.end(clock.now_ns())
     assert loop_state.probe.snapshots == 1
+
+
+def test_scheduler_records_round_trip_through_json() -> None:
+    """Every scheduler record survives to_dict -> JSON -> record_from_dict unchanged."""
+    import json
+    from types import MappingProxyType
+
+    from asynclens.records import ExecutorJob, GcPause, SchedSnapshot, TaskRecord, TaskStep, record_from_dict
+
+    records = [
+        TaskRecord(1, "Task-1", 2, 10, 20, 3, 4, 5, 6, 7, 0xABC, 0xDEF, True, False, "done", 4, 1, 0, "req", "Task-0",
+                   "app.py:3 in main", ("app.py:4 in f",)),
+        TaskRecord(1, "Task-2", 2, 10, trace_id=None, span_id=None, state="pending"),
+        TaskStep(1, 5, 6, 9, None, 0x12),
+        GcPause(1, 2, 2, 10, 0, "Task-1", 0xA, 0xB, "req", 5),
+        ExecutorJob(1, 2, 3, "mod.fn", 4, None, None, "KeyError", 9, 4),
+        SchedSnapshot(1, 2, 3, MappingProxyType({"count": 1, "p50": 2}), MappingProxyType({"count": 0}), 2, 5, 1),
+    ]
+    for record in records:
+        again = record_from_dict(json.loads(json.dumps(record.to_dict())))
+        assert again == record, record.kind
