@@ -21,6 +21,8 @@ that are not native coroutines, loops of other implementations.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import os
 import sys
 import threading
@@ -86,7 +88,10 @@ class _Job:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         probe = self.probe
         self.start_ns = probe.now()
-        probe._job_started(self)
+        try:
+            probe._job_started(self)
+        except Exception as exc:
+            probe.internal_error("starting an executor job", exc)
         error = None
         try:
             return self.fn(*args, **kwargs)
@@ -102,8 +107,15 @@ class _Job:
 
 
 def _function_name(fn: Any) -> str:
-    inner = getattr(fn, "func", None)  # functools.partial
-    target = inner if inner is not None and callable(inner) else fn
+    target = fn
+    for _ in range(4):  # unwrap functools.partial and to_thread's partial(context.run, func)
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif isinstance(getattr(target, "__self__", None), contextvars.Context) and isinstance(fn, functools.partial) and fn.args:
+            target = fn.args[0]
+            break
+        else:
+            break
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
     return f"{module}.{name}" if module else str(name)

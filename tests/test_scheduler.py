@@ -193,13 +193,14 @@ def test_executor_job_errors_pass_through_and_are_recorded(factory: Any) -> None
         raise LookupError("nope")
 
     async def main() -> None:
-        await asyncio.to_thread(fails) if sys.version_info >= (3, 9) else None
+        await asyncio.to_thread(fails)
 
     with capture(probes=[SchedulerProbe()]) as cap:
         with pytest.raises(LookupError, match="nope"):
             run(factory, main)
     (job,) = [r for r in cap.records if isinstance(r, ExecutorJob)]
     assert job.error_type == "LookupError"
+    assert job.function.endswith("fails")  # not to_thread's partial(context.run, ...)
     assert job.submit_ns <= job.start_ns <= job.end_ns
 
 
