@@ -689,56 +689,64 @@ class SchedulerProbe:
         )
 
     def summary_lines(self) -> list[str]:
-        lines = ["Scheduler (where span time went):"]
+        """Where the slowest spans' time went, plus what only the live probe knows
+        (full-session histograms, coverage, pool saturation, which tasks outlived
+        their request); the record-based sections cover the rest."""
+        lines = ["Where span time went (scheduler probe):"]
         session = self.session
         shown = 0
         if session is not None:
             for span in session.aggregates.slowest():
                 if span.cpu_ns is None:
                     continue
-                lines.append("  " + breakdown_line(span.name, span.duration_ns, span.cpu_ns, span.sched_wait_ns or 0,
-                                                    span.io_wait_ns or 0, span.executor_ns or 0, span.steps))
+                lines.append(
+                    "  "
+                    + breakdown_line(
+                        span.name,
+                        span.duration_ns,
+                        span.cpu_ns,
+                        span.sched_wait_ns or 0,
+                        span.io_wait_ns or 0,
+                        span.executor_ns or 0,
+                        span.steps,
+                    )
+                )
                 shown += 1
-                if shown >= 5:
+                if shown >= 3:
                     break
-        if self.by_name:
-            lines.append("  by name (totals):")
-            ranked = sorted(self.by_name.items(), key=lambda kv: kv[1][1], reverse=True)[:10]
-            for name, (count, wall, run, sched, io, ex) in ranked:
-                lines.append(f"    {count:>6}× " + breakdown_line(name, wall, run, sched, io, ex, None))
+        repeated = [(name, entry) for name, entry in self.by_name.items() if entry[0] > 1]
+        if repeated:
+            lines.append("  totals by name:")
+            for name, (count, wall, run, sched, io, ex) in sorted(repeated, key=lambda kv: kv[1][1], reverse=True)[:5]:
+                lines.append(f"    {count}× " + breakdown_line(name, wall, run, sched, io, ex, None))
         ready = self.ready_delay()
         if ready.count:
-            lines.append("  ready→run delay: " + _hist_line(ready))
-            if self._worst_sched[0]:
-                lines.append(f"    worst single wait: {format_ns(self._worst_sched[0])} (task {self._worst_sched[1]!r})")
+            worst = self._worst_sched
+            who = f" (task {worst[1]!r})" if worst[0] and worst[0] >= ready.max else ""
+            lines.append("  ready→run delay: " + _hist_line(ready) + who)
         timers = self.timer_lateness()
         if timers.count:
             lines.append("  timer lateness:  " + _hist_line(timers))
-        gc = self._gc
-        if gc is not None and gc.pauses.count:
-            g = gc.by_generation
-            lines.append(
-                f"  GC pauses: {gc.pauses.count} (gen0 {g[0]}, gen1 {g[1]}, gen2 {g[2]}), total {format_ns(gc.pauses.total)},"
-                f" p99 {format_ns(gc.pauses.percentile(99))}, max {format_ns(gc.pauses.max)}"
-            )
         if self.jobs:
             lines.append(
-                f"  executor: {self.jobs} jobs, queue wait p50 {format_ns(self.job_queue.percentile(50))}"
-                f" max {format_ns(self.job_queue.max)}; run p50 {format_ns(self.job_run.percentile(50))}"
-                f" max {format_ns(self.job_run.max)}; busiest pool {self._busiest()}"
+                f"  executor: queue wait p50 {format_ns(self.job_queue.percentile(50))}"
+                f" p99 {format_ns(self.job_queue.percentile(99))}; busiest pool {self._busiest()}"
             )
-        lines.append(
-            f"  tasks: {self.tasks_tracked} tracked, {self.tasks_finished} finished"
-            + (f", {self.tasks_not_covered} not covered (created before the session)" if self.tasks_not_covered else "")
-            + (f", {self.coroutines_not_covered} non-native coroutines not covered" if self.coroutines_not_covered else "")
-        )
+        coverage = f"  tasks: {self.tasks_tracked} tracked"
+        if self.tasks_unrecorded:
+            coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
+        if self.tasks_not_covered:
+            coverage += f", {self.tasks_not_covered} not covered (created before the session)"
+        if self.coroutines_not_covered:
+            coverage += f", {self.coroutines_not_covered} non-coroutine tasks not covered"
+        lines.append(coverage)
         if self.outlived_count:
             sample = ", ".join(f"{t!r} outlived {s!r} by {format_ns(ns)}" for t, s, ns in self.outlived[:3])
-            lines.append(f"  {self.outlived_count} tasks outlived their request: {sample}")
+            lines.append(f"  outlived their request: {sample}")
         if self.workers_count:
             sample = ", ".join(f"{t!r} (from {s!r})" for t, s in self.workers[:3])
-            lines.append(f"  {self.workers_count} long-lived workers inherited a request context: {sample}")
-        return lines if len(lines) > 1 else []
+            lines.append(f"  long-lived workers that inherited a request context: {sample}")
+        return lines if len(lines) > 2 or shown else []
 
     def _busiest(self) -> str:
         with self._lock:
