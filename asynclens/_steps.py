@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
-from collections.abc import Callable
-from types import CoroutineType
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .records import TaskStep
@@ -317,8 +316,16 @@ class TaskState:
             ls.step_budget -= 1
             span = self.span
             task = self.task_ref() if self.task_ref is not None else None
-            ls.emit(TaskStep(id(task) if task is not None else 0, self.step_ready, start, t, cpu,
-                             span.span_id if span is not None else None))
+            ls.emit(
+                TaskStep(
+                    id(task) if task is not None else 0,
+                    self.step_ready,
+                    start,
+                    t,
+                    cpu,
+                    span.span_id if span is not None else None,
+                )
+            )
 
     def _executor_overlap(self, begin: int, end: int) -> int:
         """How much of ``[begin, end]`` the task's pool jobs covered (their union)."""
@@ -367,8 +374,8 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
 
     __slots__ = ("_asynclens_inner", "_st", "__weakref__")
 
-    def __init__(self, coro: CoroutineType, st: TaskState) -> None:  # type: ignore[type-arg]
-        self._asynclens_inner = coro
+    def __init__(self, coro: Coroutine[Any, Any, Any], st: TaskState) -> None:
+        self._asynclens_inner: Any = coro
         self._st = st
 
     def send(self, value: Any) -> Any:

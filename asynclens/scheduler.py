@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from collections.abc import Coroutine as CoroutineABC
 from random import getrandbits
 from types import CoroutineType, MappingProxyType
@@ -35,6 +35,7 @@ from typing import Any
 
 from . import _executor, tracing
 from ._asyncstack import format_frame, running_chain, task_stack
+from ._context import current_span as _span_var
 from ._gc import GcWatcher
 from ._patch import Patch
 from ._steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
@@ -50,7 +51,7 @@ _MAX_NAMES = 1000
 _MAX_JOBS_PER_TASK = 64
 _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
-_span_get = tracing._span_var.get
+_span_get = _span_var.get
 _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 
@@ -61,6 +62,9 @@ class _Snapshot(dict):  # type: ignore[type-arg]
     without breakdown instead of failing."""
 
     __slots__ = ("totals", "st", "links")
+    totals: tuple[int, int, int, int, int]
+    st: TaskState
+    links: tuple[int, ...] | None
 
 
 class SchedulerStatistics(dict):  # type: ignore[type-arg]
@@ -111,7 +115,11 @@ def _function_name(fn: Any) -> str:
     for _ in range(4):  # unwrap functools.partial and to_thread's partial(context.run, func)
         if isinstance(target, functools.partial):
             target = target.func
-        elif isinstance(getattr(target, "__self__", None), contextvars.Context) and isinstance(fn, functools.partial) and fn.args:
+        elif (
+            isinstance(getattr(target, "__self__", None), contextvars.Context)
+            and isinstance(fn, functools.partial)
+            and fn.args
+        ):
             target = fn.args[0]
             break
         else:
@@ -316,7 +324,9 @@ class SchedulerProbe:
 
     # ---------------------------------------------------------- task steps
 
-    def _create_task(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _create_task(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if not self.active or not args or instance is None:
             return wrapped(*args, **kwargs)
         coro = args[0]
@@ -342,8 +352,8 @@ class SchedulerProbe:
             st.task_ref = weakref.ref(task)
             setattr(task, ATTR, st)
             self.tasks_tracked += 1
-            ls.tasks += 1
-            ls.window_tasks += 1
+            st.ls.tasks += 1
+            st.ls.window_tasks += 1
         except Exception:  # a task type without __dict__/weakrefs: steps counted, no ready times
             pass
         return task
@@ -558,7 +568,13 @@ class SchedulerProbe:
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
-                extra = {"cpu_ns": run, "sched_wait_ns": sched, "io_wait_ns": io, "executor_ns": ex, "steps": st.steps - steps0 + 1}
+                extra = {
+                    "cpu_ns": run,
+                    "sched_wait_ns": sched,
+                    "io_wait_ns": io,
+                    "executor_ns": ex,
+                    "steps": st.steps - steps0 + 1,
+                }
                 entry = self.by_name.get(live.name)
                 if entry is None and len(self.by_name) < _MAX_NAMES:
                     entry = self.by_name[live.name] = [0, 0, 0, 0, 0, 0]
@@ -592,7 +608,7 @@ class SchedulerProbe:
 
     def job(self, executor: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a job submitted to ``executor`` (see ``_executor.job_observer``)."""
-        job = _Job(fn, self, executor, tracing._span_var.get())
+        job = _Job(fn, self, executor, _span_var.get())
         loop = asyncio.events._get_running_loop()
         if loop is not None:
             task = asyncio.current_task(loop)
@@ -772,7 +788,8 @@ def creation_chain_of_state(st: TaskState) -> list[str]:
 
 def breakdown_line(name: str, wall: int, run: int, sched: int, io: int, ex: int, steps: int | None) -> str:
     """``GET /search 412 ms = 38 ms CPU + 301 ms starved by the loop + 73 ms I/O``."""
-    text = f"{name} {format_ns(wall)} = {format_ns(run)} CPU + {format_ns(sched)} starved by the loop + {format_ns(io)} I/O"
+    text = f"{name} {format_ns(wall)} = {format_ns(run)} CPU + {format_ns(sched)} starved by the loop"
+    text += f" + {format_ns(io)} I/O"
     if ex:
         text += f" + {format_ns(ex)} executor"
     if steps is not None:

@@ -54,7 +54,9 @@ def _loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
 # ------------------------------------------------------------------ 1. correctness
 
 
-def victim_once(factory: Callable[[], asyncio.AbstractEventLoop], sleep_s: float = 0.3, stall_s: float = 0.3) -> dict[str, int]:
+def victim_once(
+    factory: Callable[[], asyncio.AbstractEventLoop], sleep_s: float = 0.3, stall_s: float = 0.3
+) -> dict[str, int]:
     truth: dict[str, int] = {}
 
     async def victim() -> None:
@@ -96,7 +98,8 @@ def victim_once(factory: Callable[[], asyncio.AbstractEventLoop], sleep_s: float
 
 def correctness(repeats: int) -> bool:
     print("\n== 1. victim: await asyncio.sleep(0.3) behind a 0.3 s stall (ms; reported | truth) ==")
-    header = f"{'loop':<8} {'run':>3}  {'wall':>7}  {'CPU':>13}  {'starved by loop':>17}  {'I/O wait':>17}  {'max err':>7}  {'budget':>6}  ok"
+    header = f"{'loop':<8} {'run':>3}  {'wall':>7}  {'CPU':>13}  {'starved by loop':>17}  {'I/O wait':>17}"
+    header += f"  {'max err':>7}  {'budget':>6}  ok"
     print(header)
     all_ok = True
     for name, factory in _loops().items():
@@ -108,7 +111,8 @@ def correctness(repeats: int) -> bool:
             all_ok &= ok
             print(
                 f"{name:<8} {i + 1:>3}  {r['wall'] / MS:>7.1f}  {r['cpu'] / MS:>5.2f} | {r['true_cpu'] / MS:<5.2f}"
-                f"  {r['starved'] / MS:>7.1f} | {r['true_starved'] / MS:<7.1f}  {r['io'] / MS:>7.1f} | {r['true_io'] / MS:<7.1f}"
+                f"  {r['starved'] / MS:>7.1f} | {r['true_starved'] / MS:<7.1f}"
+                f"  {r['io'] / MS:>7.1f} | {r['true_io'] / MS:<7.1f}"
                 f"  {err / MS:>7.3f}  {budget / MS:>6.2f}  {'yes' if ok else 'NO'}"
             )
     print("(a wall-clock profiler (yappi, OTel asyncio) charges the whole wall time to the sleep)")
@@ -169,7 +173,8 @@ def per_operation(repeats: int, steps: int) -> None:
         added = [b - a for a, b in zip(off, on)]
         per_request = added[0] + added[2]  # the connection task suspends once per request, one span per request
         print(
-            f"{name:<8}  {off[0]:>8.2f}  {on[0]:>7.2f}  {added[0]:>6.2f}  {off[1]:>8.2f}  {on[1]:>7.2f}  {added[1]:>6.2f}"
+            f"{name:<8}  {off[0]:>8.2f}  {on[0]:>7.2f}  {added[0]:>6.2f}"
+            f"  {off[1]:>8.2f}  {on[1]:>7.2f}  {added[1]:>6.2f}"
             f"  {off[2]:>8.2f}  {on[2]:>7.2f}  {added[2]:>6.2f}  {per_request:>17.2f} µs"
         )
     print("(task = create_task + its step + await; echo request = 1 step + 1 span: compare with bare CPU µs/req below)")
@@ -211,7 +216,9 @@ def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> N
     off = {"lag": False, "track_handles": False, "scheduler": False}
     variants: dict[str, Any] = {
         "bare": Variant(),
-        "asynclens spans": Variant(setup="echo_service:asynclens_session", options=off, wrap="echo_service:asynclens_span"),
+        "asynclens spans": Variant(
+            setup="echo_service:asynclens_session", options=off, wrap="echo_service:asynclens_span"
+        ),
         "asynclens spans+scheduler": Variant(
             setup="echo_service:asynclens_session",
             options={**off, "scheduler": True},
@@ -236,7 +243,9 @@ def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> N
     for loop in loops:
         results = compare(variants, clients=clients, seconds=seconds, rounds=rounds, loop=loop)
         print()
-        print_table(results, title=f"== 3. echo service, {clients} clients, {loop} loop, {rounds} rounds x {seconds:g} s ==")
+        print_table(
+            results, title=f"== 3. echo service, {clients} clients, {loop} loop, {rounds} rounds x {seconds:g} s =="
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,7 +267,9 @@ def main(argv: list[str] | None = None) -> None:
         loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
         if "uvloop" in loops and not _have("uvloop"):
             loops.remove("uvloop")
-        throughput(loops, args.rounds or (3 if args.quick else 7), args.seconds or (1.0 if args.quick else 2.0), args.clients)
+        throughput(
+            loops, args.rounds or (3 if args.quick else 7), args.seconds or (1.0 if args.quick else 2.0), args.clients
+        )
 
 
 if __name__ == "__main__":

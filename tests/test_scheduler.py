@@ -101,7 +101,9 @@ def test_breakdown_of_a_victim_behind_a_stall(factory: Any) -> None:
     assert span.duration_ns == 408 * MS
     assert breakdown(span) == (8 * MS, 300 * MS, 100 * MS, 0)
     assert span.steps == 2
-    line = breakdown_line(span.name, span.duration_ns, span.cpu_ns or 0, span.sched_wait_ns or 0, span.io_wait_ns or 0, 0, None)
+    line = breakdown_line(
+        span.name, span.duration_ns, span.cpu_ns or 0, span.sched_wait_ns or 0, span.io_wait_ns or 0, 0, None
+    )
     assert line == "victim 408.0 ms = 8.0 ms CPU + 300.0 ms starved by the loop + 100.0 ms I/O"
     assert "victim 408.0 ms = 8.0 ms CPU + 300.0 ms starved by the loop + 100.0 ms I/O" in cap.session.summary()
 
