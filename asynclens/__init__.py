@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._clock import Clock, FakeClock, SystemClock
 from .fileformat import TraceFileError, read_jsonl
 from .records import HandleRecord, IoRates, LagSnapshot, Leak, Span, StackSample, Stall
+from .scheduler import SchedulerProbe, async_stack, creation_chain
 from .session import Session, SessionError, SessionStatistics, session
 from .sinks import JsonLinesSink, MemorySink, Sink
 from .tracing import LiveSpan, current_span, span, trace
@@ -26,6 +27,7 @@ __all__ = [
     "Leak",
     "LiveSpan",
     "MemorySink",
+    "SchedulerProbe",
     "Session",
     "SessionError",
     "SessionStatistics",
@@ -36,6 +38,8 @@ __all__ = [
     "SystemClock",
     "TraceFileError",
     "__version__",
+    "async_stack",
+    "creation_chain",
     "current_session",
     "current_span",
     "read_jsonl",

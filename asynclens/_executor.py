@@ -5,6 +5,10 @@ direct ``ThreadPoolExecutor.submit``) does not, so spans started in a worker
 would lose their parent. While installed, ``ThreadPoolExecutor.submit`` runs the
 job inside a copy of the submitter's context. Results and exceptions are those
 of the job itself.
+
+A probe may set :data:`job_observer`: its ``job(executor, fn)`` returns the
+callable to submit instead of ``fn`` (the scheduler probe times queue wait and
+run time that way).
 """
 
 from __future__ import annotations
@@ -17,13 +21,29 @@ from typing import Any
 from . import _context
 from ._patch import Patch
 
-__all__ = ["ExecutorContext"]
+__all__ = ["ExecutorContext", "set_job_observer"]
+
+#: ``job(executor, fn) -> callable`` for every submitted job, or None.
+job_observer: Any = None
+
+
+def set_job_observer(observer: Any) -> None:
+    global job_observer
+    job_observer = observer
 
 
 def _submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if _context.active is None or not args or _context.current_span.get() is None:
+    if _context.active is None or not args:
         return wrapped(*args, **kwargs)
     fn, *rest = args
+    observer = job_observer
+    if observer is not None:
+        try:
+            fn = observer.job(instance, fn)
+        except Exception:  # timing is optional; the job is not
+            fn = args[0]
+    if _context.current_span.get() is None:
+        return wrapped(fn, *rest, **kwargs)
     return wrapped(contextvars.copy_context().run, fn, *rest, **kwargs)
 
 

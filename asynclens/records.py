@@ -406,3 +406,122 @@ class IoRates(Record):
 
 # ----------------------------------------------------------------- scheduler
 # (records of asynclens.scheduler go here)
+
+
+def _optional_hex_id(width: int) -> Any:
+    return field(default=None, metadata={"hex": width})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord(Record):
+    """One asyncio task seen by the scheduler probe, emitted when it finishes
+    (``state`` "done", "cancelled" or "error") or at session end ("pending").
+
+    ``steps`` counts its slivers; ``cpu_ns`` is the time its own code ran
+    (thread CPU time when the probe reads the CPU clock); ``sched_wait_ns`` the
+    time it was ready but not running. ``trace_id``/``span_id`` name the span
+    that created it; ``outlived_span`` says it was still running when that span
+    ended; ``inherited_context`` flags a long-lived worker that kept a request's
+    context. ``creation_site`` is the line that created it, ``async_stack`` its
+    await chain when it was still pending at session end.
+    """
+
+    kind: ClassVar[str] = "task"
+    task_id: int
+    name: str
+    loop_id: int
+    created_ns: int
+    done_ns: int | None = None
+    steps: int = 0
+    cpu_ns: int = 0
+    sched_wait_ns: int = 0
+    max_sched_wait_ns: int = 0
+    parent_task_id: int | None = None
+    trace_id: int | None = _optional_hex_id(32)
+    span_id: int | None = _optional_hex_id(16)
+    outlived_span: bool = False
+    inherited_context: bool = False
+    state: str = "done"
+    run_ns: int = 0
+    io_wait_ns: int = 0
+    executor_ns: int = 0
+    span_name: str | None = None
+    parent_task: str | None = None
+    creation_site: str | None = None
+    async_stack: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStep(Record):
+    """One step ("sliver") of a task: ready (woken), started running, yielded."""
+
+    kind: ClassVar[str] = "step"
+    task_id: int
+    ready_ns: int
+    start_ns: int
+    end_ns: int
+    cpu_ns: int | None = None
+    span_id: int | None = _optional_hex_id(16)
+
+
+@dataclass(frozen=True, slots=True)
+class GcPause(Record):
+    """One garbage collection: when, which generation, what it freed, who it interrupted."""
+
+    kind: ClassVar[str] = "gc"
+    start_ns: int
+    end_ns: int
+    generation: int
+    collected: int = 0
+    uncollectable: int = 0
+    task: str | None = None
+    trace_id: int | None = _optional_hex_id(32)
+    span_id: int | None = _optional_hex_id(16)
+    span_name: str | None = None
+    thread_id: int = 0
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorJob(Record):
+    """One thread-pool job (``run_in_executor``, ``to_thread``, ``submit``): queue
+    wait is ``start_ns - submit_ns``, run time ``end_ns - start_ns``."""
+
+    kind: ClassVar[str] = "executor_job"
+    submit_ns: int
+    start_ns: int
+    end_ns: int
+    function: str
+    thread_id: int = 0
+    trace_id: int | None = _optional_hex_id(32)
+    span_id: int | None = _optional_hex_id(16)
+    error_type: str | None = None
+    executor_id: int = 0
+    max_workers: int = 0
+
+    @property
+    def queue_ns(self) -> int:
+        return self.start_ns - self.submit_ns
+
+    @property
+    def run_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True, slots=True)
+class SchedSnapshot(Record):
+    """Scheduling latency of one loop over a window: ready→run delay and timer
+    lateness (``Histogram.summary()`` dicts, ns), and the most pool workers busy at once."""
+
+    kind: ClassVar[str] = "sched"
+    loop_id: int
+    start_ns: int
+    end_ns: int
+    ready_delay: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    timer_lateness: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    executor_busy_max: int = 0
+    steps: int = 0
+    tasks: int = 0

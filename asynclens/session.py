@@ -443,6 +443,10 @@ def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
         from .handles import HandleProbe
 
         probes.append(HandleProbe())
+    if options["scheduler"]:
+        from .scheduler import SchedulerProbe
+
+        probes.append(SchedulerProbe())
     return probes
 
 

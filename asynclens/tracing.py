@@ -42,6 +42,17 @@ except ImportError:  # pragma: no cover
     from asyncio.events import _get_running_loop
 
 
+#: Told about every span start and end (the scheduler probe's breakdown); None when off.
+_observer: Any = None
+
+
+def set_span_observer(observer: Any) -> None:
+    """Install (or with ``None`` remove) the object whose ``span_started(live)`` and
+    ``span_ended(live)`` run on the span's own thread; they must never raise."""
+    global _observer
+    _observer = observer
+
+
 _thread_ids: dict[int, int] = {}
 
 
@@ -88,6 +99,8 @@ class LiveSpan:
         ident = get_ident()
         self.thread_id = _thread_ids.setdefault(ident, ident)  # one int object per thread, not per span
         self.start_ns = session.now()
+        if _observer is not None:
+            _observer.span_started(self)
 
     @property
     def status(self) -> str:
@@ -131,6 +144,8 @@ class LiveSpan:
     def _end(self) -> None:
         session = self.session
         self.end_ns = session.now()
+        if _observer is not None:
+            _observer.span_ended(self)
         buffer = session._buffer  # Session.record_span, inlined: this runs for every span
         if len(buffer) < session._limit:
             buffer.append(self)

@@ -1,0 +1,465 @@
+"""Task step accounting: the timeline of every task, one step ("sliver") at a time.
+
+A task's life on its loop is a chain of contiguous intervals::
+
+    created ─ready─▶ run ─▶ waiting (I/O or executor) ─▶ ready (sched wait) ─▶ run ─▶ …
+
+* *run*: one of its steps is executing (``coro.send``/``throw`` of the wrapper
+  :class:`StepCoro` that the probe puts around every task's coroutine);
+* *waiting*: suspended and nothing has woken it; the part of it covered by a
+  thread-pool job the task submitted is *executor*, the rest *I/O*;
+* *sched wait*: woken (its wake-up callback was scheduled, or the timer it slept
+  on was due) but another callback held the loop.
+
+Because the intervals are contiguous, any window of a task's life (a span)
+splits exactly into ``run + sched + io + executor``: :meth:`TaskState.totals_at`
+gives running totals at any instant inside a step, and a span's breakdown is the
+difference of two of them. Wake-up ("ready") times come from
+:class:`LoopState`'s per-instance ``call_soon`` wrapper (it sees the task as the
+``__self__`` of the wake-up callback, on stdlib loops and uvloop alike) and from
+timers: a wake-up scheduled while a timer callback runs was due when the timer
+was due, not when the late loop got to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .records import TaskStep
+from .stats import Histogram
+
+__all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed"]
+
+#: Attribute under which a tracked task (and a watched loop) carries its state.
+ATTR = "_asynclens_sched"
+_Task = asyncio.Task
+
+
+class LoopState:
+    """Per-loop scheduler state: histograms, the running step, the ready-time hooks.
+
+    ``install()`` shadows ``call_soon``, ``call_later`` and ``call_at`` with
+    instance attributes (cheaper than class patches and the only way to see
+    uvloop's wake-ups); ``remove()`` deletes exactly those attributes again.
+    """
+
+    __slots__ = (
+        "probe",
+        "loop_id",
+        "now",
+        "cpu",
+        "active",
+        "origin",
+        "running",
+        "ready_delay",
+        "timer_lateness",
+        "window_start",
+        "steps",
+        "window_steps",
+        "tasks",
+        "window_tasks",
+        "step_budget",
+        "window_ns",
+        "emit",
+        "_installed",
+        "__weakref__",
+    )
+
+    def __init__(self, probe: Any, loop: Any, now: Callable[[], int], cpu: Callable[[], int] | None) -> None:
+        self.probe = probe
+        self.loop_id = id(loop)
+        self.now = now
+        self.cpu = cpu
+        self.active = True
+        self.origin = 0  # due time of the timer whose callback is running, else 0
+        self.running: TaskState | None = None
+        self.ready_delay = Histogram()
+        self.timer_lateness = Histogram()
+        self.window_start = now()
+        self.steps = 0
+        self.window_steps = 0
+        self.tasks = 0
+        self.window_tasks = 0
+        self.step_budget = 0  # TaskStep records still allowed
+        self.window_ns = 1_000_000_000
+        self.emit: Callable[[Any], None] = probe.emit if probe is not None else (lambda record: None)
+        self._installed: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- hooks
+
+    def install(self, loop: Any) -> None:
+        if self._installed:
+            return
+        originals = {name: getattr(loop, name) for name in ("call_soon", "call_later", "call_at")}
+        hooks = {
+            "call_soon": _make_call_soon(self, originals["call_soon"]),
+            "call_later": _make_call_later(self, originals["call_later"]),
+            "call_at": _make_call_at(self, originals["call_at"], loop.time),
+        }
+        for name, hook in hooks.items():
+            setattr(loop, name, hook)
+        self._installed = hooks
+
+    def remove(self, loop: Any) -> None:
+        self.active = False
+        namespace = getattr(loop, "__dict__", {})
+        for name, hook in self._installed.items():
+            if namespace.get(name) is hook:
+                del namespace[name]
+        self._installed = {}
+
+    # ------------------------------------------------------------ windows
+
+    def window(self, end_ns: int) -> tuple[Histogram, Histogram, int, int]:
+        """Take the current window's histograms and counters and start a new window."""
+        ready, timers = self.ready_delay, self.timer_lateness
+        self.ready_delay = Histogram()
+        self.timer_lateness = Histogram()
+        steps, tasks = self.window_steps, self.window_tasks
+        self.window_steps = self.window_tasks = 0
+        self.window_start = end_ns
+        return ready, timers, steps, tasks
+
+
+def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        owner = getattr(callback, "__self__", None)
+        if owner is not None:
+            st = getattr(owner, ATTR, None)
+            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+                coro = owner.get_coro()
+                st = coro._st if type(coro) is StepCoro else None
+            if type(st) is TaskState and not st.ready_ns and ls.active:
+                t = now()
+                origin = ls.origin
+                st.ready_ns = origin if 0 < origin < t else t
+        return original(callback, *args, context=context)
+
+    return call_soon
+
+
+def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_later(delay: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if type(callback) is not Timed and ls.active:
+            try:
+                callback = Timed(callback, now() + int(delay * 1e9), ls)
+            except Exception:  # a bad delay is the loop's to reject, with its own message
+                pass
+        return original(delay, callback, *args, context=context)
+
+    return call_later
+
+
+def _make_call_at(ls: LoopState, original: Callable[..., Any], loop_time: Callable[[], float]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_at(when: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if type(callback) is not Timed and ls.active:
+            try:
+                callback = Timed(callback, now() + int((when - loop_time()) * 1e9), ls)
+            except Exception:
+                pass
+        return original(when, callback, *args, context=context)
+
+    return call_at
+
+
+class Timed:
+    """A timer callback that knows when it was due: measures its lateness and
+    makes wake-ups it schedules count as ready from the due time."""
+
+    __slots__ = ("callback", "due_ns", "ls")
+
+    def __init__(self, callback: Any, due_ns: int, ls: LoopState) -> None:
+        self.callback = callback
+        self.due_ns = due_ns
+        self.ls = ls
+
+    def __call__(self, *args: Any) -> Any:
+        ls = self.ls
+        if not ls.active:
+            return self.callback(*args)
+        late = ls.now() - self.due_ns
+        ls.timer_lateness.record(late if late > 0 else 0)
+        previous = ls.origin
+        ls.origin = self.due_ns
+        try:
+            return self.callback(*args)
+        finally:
+            ls.origin = previous
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
+
+
+class TaskState:
+    """Running totals of one task's timeline (ns on the session clock)."""
+
+    __slots__ = (
+        "ls",
+        "task_ref",
+        "created_ns",
+        "ready_ns",
+        "start_ns",
+        "last_end_ns",
+        "run_ns",
+        "sched_ns",
+        "io_ns",
+        "exec_ns",
+        "steps",
+        "cpu_ns",
+        "cpu_start",
+        "max_sched_ns",
+        "nested_ns",
+        "step_ready",
+        "outer",
+        "parent",
+        "parent_task_id",
+        "span",
+        "site",
+        "jobs",
+        "done",
+        "__weakref__",
+    )
+
+    def __init__(self, ls: LoopState, created_ns: int) -> None:
+        self.ls = ls
+        self.task_ref: Any = None
+        self.created_ns = created_ns
+        self.ready_ns = created_ns  # a new task is ready at once (its first step is scheduled)
+        self.start_ns = 0  # start of the running step, 0 while suspended
+        self.last_end_ns = 0
+        self.run_ns = 0
+        self.sched_ns = 0
+        self.io_ns = 0
+        self.exec_ns = 0
+        self.steps = 0
+        self.cpu_ns = 0
+        self.cpu_start = 0
+        self.max_sched_ns = 0
+        self.nested_ns = 0  # eager child steps run inside the current step
+        self.step_ready = 0
+        self.outer: TaskState | None = None
+        self.parent: Any = None  # weakref to the creating task's TaskState
+        self.parent_task_id: int | None = None
+        self.span: Any = None  # the LiveSpan current when the task was created
+        self.site: Any = None  # (code, lineno) of the line that created it
+        self.jobs: list[Any] | None = None  # executor jobs submitted while running
+        self.done = False
+
+    # ----------------------------------------------------------- the steps
+
+    def begin(self, t: int) -> None:
+        """A step starts at ``t``."""
+        ls = self.ls
+        ready = self.ready_ns
+        self.ready_ns = 0
+        last = self.last_end_ns
+        floor = last if last else self.created_ns
+        if not ready or ready > t:
+            ready = t  # woken by nothing we saw: count the whole gap as waiting
+        elif ready < floor:
+            ready = floor
+        delay = t - ready
+        if last:
+            waited = ready - last
+            if self.jobs:
+                in_pool = self._executor_overlap(last, ready)
+                self.exec_ns += in_pool
+                waited -= in_pool
+            self.io_ns += waited
+        self.step_ready = ready
+        self.sched_ns += delay
+        if delay > self.max_sched_ns:
+            self.max_sched_ns = delay
+        ls.ready_delay.record(delay)
+        if t - ls.window_start >= ls.window_ns:
+            ls.probe._snapshot(ls, t)
+        self.nested_ns = 0
+        outer = ls.running
+        self.outer = outer
+        ls.running = self
+        self.start_ns = t
+        if ls.cpu is not None:
+            self.cpu_start = ls.cpu()
+
+    def end(self, t: int) -> None:
+        """The step that began last ends at ``t``."""
+        ls = self.ls
+        start = self.start_ns
+        elapsed = t - start
+        nested = self.nested_ns
+        self.run_ns += elapsed - nested
+        self.sched_ns += nested
+        self.steps += 1
+        self.start_ns = 0
+        self.last_end_ns = t
+        cpu = None
+        if ls.cpu is not None:
+            cpu = ls.cpu() - self.cpu_start
+            self.cpu_ns += cpu
+        outer = self.outer
+        ls.running = outer
+        if outer is not None:  # an eager first step ran inside the outer task's step
+            outer.nested_ns += elapsed
+            self.outer = None
+        ls.steps += 1
+        ls.window_steps += 1
+        if ls.step_budget > 0:
+            ls.step_budget -= 1
+            span = self.span
+            task = self.task_ref() if self.task_ref is not None else None
+            ls.emit(
+                TaskStep(
+                    id(task) if task is not None else 0,
+                    self.step_ready,
+                    start,
+                    t,
+                    cpu,
+                    span.span_id if span is not None else None,
+                )
+            )
+
+    def _executor_overlap(self, begin: int, end: int) -> int:
+        """How much of ``[begin, end]`` the task's pool jobs covered (their union)."""
+        jobs = self.jobs or []
+        covered = 0
+        cursor = begin
+        keep = []
+        for job in sorted(jobs, key=lambda j: j.submit_ns):
+            job_end = job.end_ns
+            if not job_end:
+                keep.append(job)
+                job_end = end
+            lo = job.submit_ns if job.submit_ns > cursor else cursor
+            hi = job_end if job_end < end else end
+            if hi > lo:
+                covered += hi - lo
+                cursor = hi
+        self.jobs = keep or None
+        return covered
+
+    def totals_at(self, t: int) -> tuple[int, int, int, int, int]:
+        """``(run, sched, io, executor, steps)`` accumulated up to ``t``, an instant
+        inside the running step (or after the last step when suspended)."""
+        run = self.run_ns
+        sched = self.sched_ns
+        if self.start_ns:
+            nested = self.nested_ns
+            run += t - self.start_ns - nested
+            sched += nested
+        return run, sched, self.io_ns, self.exec_ns, self.steps
+
+
+def _finish(st: TaskState, t: int, exc: BaseException) -> None:
+    try:
+        st.end(t)
+        st.done = True
+        st.ls.probe.task_finished(st, exc, t)
+    except Exception as error:
+        st.ls.probe.internal_error("finishing a task", error)
+
+
+class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """The coroutine a tracked task runs: forwards to the user's coroutine and
+    times every ``send``/``throw``. Looks like the wrapped coroutine to reprs
+    and stack walkers (``cr_frame``, ``cr_await``, ``__qualname__``…)."""
+
+    __slots__ = ("_asynclens_inner", "_st", "__weakref__")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], st: TaskState) -> None:
+        self._asynclens_inner: Any = coro
+        self._st = st
+
+    def send(self, value: Any) -> Any:
+        st = self._st
+        ls = st.ls
+        if not ls.active:
+            return self._asynclens_inner.send(value)
+        now = ls.now
+        try:
+            st.begin(now())
+        except Exception as exc:
+            ls.probe.internal_error("timing a task step", exc)
+        try:
+            result = self._asynclens_inner.send(value)
+        except BaseException as exc:
+            _finish(st, now(), exc)
+            raise
+        try:
+            st.end(now())
+        except Exception as exc:
+            ls.probe.internal_error("timing a task step", exc)
+        return result
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        st = self._st
+        ls = st.ls
+        inner = self._asynclens_inner
+        if not ls.active:
+            return inner.throw(typ) if val is None and tb is None else inner.throw(typ, val, tb)
+        now = ls.now
+        try:
+            st.begin(now())
+        except Exception as exc:
+            ls.probe.internal_error("timing a task step", exc)
+        try:
+            result = inner.throw(typ) if val is None and tb is None else inner.throw(typ, val, tb)
+        except BaseException as exc:
+            _finish(st, now(), exc)
+            raise
+        try:
+            st.end(now())
+        except Exception as exc:
+            ls.probe.internal_error("timing a task step", exc)
+        return result
+
+    def close(self) -> None:
+        self._asynclens_inner.close()
+
+    def __await__(self) -> Any:
+        return self._asynclens_inner.__await__()
+
+    @property
+    def cr_frame(self) -> Any:
+        return self._asynclens_inner.cr_frame
+
+    @property
+    def cr_await(self) -> Any:
+        return self._asynclens_inner.cr_await
+
+    @property
+    def cr_running(self) -> bool:
+        return bool(self._asynclens_inner.cr_running)
+
+    @property
+    def cr_code(self) -> Any:
+        return self._asynclens_inner.cr_code
+
+    def __getattr__(self, name: str) -> Any:  # __name__, __qualname__, cr_origin, …
+        return getattr(self._asynclens_inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self._asynclens_inner)
+
+
+def task_state_of(task: Any) -> TaskState | None:
+    st = getattr(task, ATTR, None)
+    return st if type(st) is TaskState else None
+
+
+def current_task_state(loop: Any = None) -> TaskState | None:
+    """The state of the task running now on this thread's loop, if tracked."""
+    if loop is None:
+        loop = asyncio.events._get_running_loop()
+        if loop is None:
+            return None
+    task = asyncio.current_task(loop)
+    return None if task is None else task_state_of(task)

@@ -1,0 +1,276 @@
+"""Scheduler probe: correctness of the per-span breakdown, and what it costs.
+
+1. Victim scenario (both loops): a span awaits ``asyncio.sleep(0.3)`` while
+   another task stalls the loop for 300 ms from just before the sleep is due.
+   yappi and OpenTelemetry report ~0.6 s "in sleep"; the ground truth is 0.3 s of
+   waiting for the timer plus ~0.3 s starved by the loop. Printed: asynclens's
+   breakdown next to the truth measured by the victim itself, and the error
+   against the budget (1 ms + 2 % of wall).
+2. Per-operation cost: µs added per task step and per task creation (bare vs
+   probe, interleaved), times steps per request of the echo service.
+3. Echo-service throughput (``benchmarks/echo_service.py``): bare vs asynclens
+   (spans, then spans + lag + handles + scheduler) vs OpenTelemetry's asyncio
+   instrumentation vs yappi, interleaved rounds, paired ratios. Peers missing
+   from the environment are skipped (``pip install -e '.[bench]'``).
+
+Run: ``python benchmarks/scheduler_overhead.py`` (``--quick`` for a short run,
+``--only correctness|ops|throughput``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import asynclens  # noqa: E402
+from asynclens.records import Span  # noqa: E402
+from asynclens.scheduler import SchedulerProbe  # noqa: E402
+from asynclens.testing import capture  # noqa: E402
+
+MS = 1_000_000
+
+
+def _loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+
+        loops["uvloop"] = uvloop.new_event_loop
+    except ImportError:
+        print("(uvloop not installed: asyncio loop only)")
+    return loops
+
+
+# ------------------------------------------------------------------ 1. correctness
+
+
+def victim_once(
+    factory: Callable[[], asyncio.AbstractEventLoop], sleep_s: float = 0.3, stall_s: float = 0.3
+) -> dict[str, int]:
+    truth: dict[str, int] = {}
+
+    async def victim() -> None:
+        with asynclens.span("victim"):
+            t0 = time.perf_counter_ns()
+            truth["sleep_call"] = t0
+            await asyncio.sleep(sleep_s)
+            truth["resumed"] = time.perf_counter_ns()
+
+    async def staller() -> None:
+        await asyncio.sleep(sleep_s - 0.002)  # stall from just before the victim's timer is due
+        time.sleep(stall_s)
+
+    async def main() -> None:
+        await asyncio.gather(victim(), staller())
+
+    loop = factory()
+    try:
+        with capture(probes=[SchedulerProbe()]) as cap:
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+    (span,) = [r for r in cap.records if isinstance(r, Span) and r.name == "victim"]
+    due = truth["sleep_call"] + int(sleep_s * 1e9)
+    true_io = due - span.start_ns
+    true_starved = truth["resumed"] - due
+    true_cpu = span.duration_ns - true_io - true_starved
+    return {
+        "wall": span.duration_ns,
+        "cpu": span.cpu_ns or 0,
+        "starved": span.sched_wait_ns or 0,
+        "io": span.io_wait_ns or 0,
+        "executor": span.executor_ns or 0,
+        "true_cpu": true_cpu,
+        "true_starved": true_starved,
+        "true_io": true_io,
+    }
+
+
+def correctness(repeats: int) -> bool:
+    print("\n== 1. victim: await asyncio.sleep(0.3) behind a 0.3 s stall (ms; reported | truth) ==")
+    header = f"{'loop':<8} {'run':>3}  {'wall':>7}  {'CPU':>13}  {'starved by loop':>17}  {'I/O wait':>17}"
+    header += f"  {'max err':>7}  {'budget':>6}  ok"
+    print(header)
+    all_ok = True
+    for name, factory in _loops().items():
+        for i in range(repeats):
+            r = victim_once(factory)
+            err = max(abs(r["cpu"] - r["true_cpu"]), abs(r["starved"] - r["true_starved"]), abs(r["io"] - r["true_io"]))
+            budget = MS + 0.02 * r["wall"]
+            ok = err <= budget and r["cpu"] + r["starved"] + r["io"] + r["executor"] == r["wall"]
+            all_ok &= ok
+            print(
+                f"{name:<8} {i + 1:>3}  {r['wall'] / MS:>7.1f}  {r['cpu'] / MS:>5.2f} | {r['true_cpu'] / MS:<5.2f}"
+                f"  {r['starved'] / MS:>7.1f} | {r['true_starved'] / MS:<7.1f}"
+                f"  {r['io'] / MS:>7.1f} | {r['true_io'] / MS:<7.1f}"
+                f"  {err / MS:>7.3f}  {budget / MS:>6.2f}  {'yes' if ok else 'NO'}"
+            )
+    print("(a wall-clock profiler (yappi, OTel asyncio) charges the whole wall time to the sleep)")
+    return all_ok
+
+
+# ------------------------------------------------------------ 2. per-operation cost
+
+
+def _per_op(factory: Callable[[], asyncio.AbstractEventLoop], probe: bool, steps: int) -> tuple[float, float, float]:
+    async def stepper(n: int) -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def creator(n: int) -> None:
+        async def nothing() -> None:
+            pass
+
+        for _ in range(n):
+            await asyncio.create_task(nothing())
+
+    async def spans(n: int) -> None:
+        for _ in range(n):
+            with asynclens.span("s"):
+                pass
+
+    async def main() -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        await asyncio.gather(stepper(steps // 2), stepper(steps // 2))
+        t1 = time.perf_counter()
+        await creator(steps // 10)
+        t2 = time.perf_counter()
+        await spans(steps)
+        t3 = time.perf_counter()
+        return (t1 - t0) / steps * 1e6, (t2 - t1) / (steps // 10) * 1e6, (t3 - t2) / steps * 1e6
+
+    loop = factory()
+    try:
+        with asynclens.session(lag=False, track_handles=False, scheduler=probe, buffer_limit=10 * steps):
+            return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def per_operation(repeats: int, steps: int) -> None:
+    print(f"\n== 2. per-operation cost (µs, median of {repeats} interleaved runs; session on, scheduler off vs on) ==")
+    print(
+        f"{'loop':<8}  {'step off':>8}  {'step on':>7}  {'added':>6}  {'task off':>8}  {'task on':>7}  {'added':>6}"
+        f"  {'span off':>8}  {'span on':>7}  {'added':>6}  {'est. per echo request':>21}"
+    )
+    for name, factory in _loops().items():
+        runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        for _ in range(repeats):
+            for probe in (False, True):
+                runs[probe].append(_per_op(factory, probe, steps))
+        off = [statistics.median(r[i] for r in runs[False]) for i in range(3)]
+        on = [statistics.median(r[i] for r in runs[True]) for i in range(3)]
+        added = [b - a for a, b in zip(off, on)]
+        per_request = added[0] + added[2]  # the connection task suspends once per request, one span per request
+        print(
+            f"{name:<8}  {off[0]:>8.2f}  {on[0]:>7.2f}  {added[0]:>6.2f}"
+            f"  {off[1]:>8.2f}  {on[1]:>7.2f}  {added[1]:>6.2f}"
+            f"  {off[2]:>8.2f}  {on[2]:>7.2f}  {added[2]:>6.2f}  {per_request:>17.2f} µs"
+        )
+    print("(task = create_task + its step + await; echo request = 1 step + 1 span: compare with bare CPU µs/req below)")
+
+
+# ---------------------------------------------------------------- 3. throughput
+
+
+def otel_asyncio_setup(**options: Any) -> Any:
+    """Setup: OpenTelemetry SDK + the asyncio instrumentation (every coroutine/task traced)."""
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    os.environ.setdefault("OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE", "_echo,handler,traced,on_client")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    AsyncioInstrumentor().instrument()
+    return None
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> None:
+    try:
+        from echo_service import Variant, compare, print_table
+    except ImportError:
+        print("\n== 3. throughput: benchmarks/echo_service.py not found, skipped ==")
+        return
+    off = {"lag": False, "track_handles": False, "scheduler": False}
+    variants: dict[str, Any] = {
+        "bare": Variant(),
+        "asynclens spans": Variant(
+            setup="echo_service:asynclens_session", options=off, wrap="echo_service:asynclens_span"
+        ),
+        "asynclens spans+scheduler": Variant(
+            setup="echo_service:asynclens_session",
+            options={**off, "scheduler": True},
+            wrap="echo_service:asynclens_span",
+        ),
+        "asynclens all (spans+lag+handles+sched)": Variant(
+            setup="echo_service:asynclens_session",
+            options={"lag": True, "track_handles": True, "scheduler": True},
+            wrap="echo_service:asynclens_span",
+        ),
+    }
+    if _have("opentelemetry.instrumentation.asyncio"):
+        variants["OTel asyncio instr. + span/request"] = Variant(
+            setup="scheduler_overhead:otel_asyncio_setup", wrap="echo_service:otel_span"
+        )
+    else:
+        print("(opentelemetry-instrumentation-asyncio not installed: skipped)")
+    if _have("yappi"):
+        variants["yappi (wall clock)"] = Variant(setup="echo_service:yappi_setup", options={"clock": "wall"})
+    else:
+        print("(yappi not installed: skipped)")
+    for loop in loops:
+        results = compare(variants, clients=clients, seconds=seconds, rounds=rounds, loop=loop)
+        print()
+        print_table(
+            results, title=f"== 3. echo service, {clients} clients, {loop} loop, {rounds} rounds x {seconds:g} s =="
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (fewer rounds and repeats)")
+    parser.add_argument("--only", choices=["correctness", "ops", "throughput"])
+    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--clients", type=int, default=200)
+    args = parser.parse_args(argv)
+    print(f"Python {sys.version.split()[0]}")
+    if args.only in (None, "correctness"):
+        ok = correctness(2 if args.quick else 3)
+        print(f"breakdown within budget on every run: {'yes' if ok else 'NO'}")
+    if args.only in (None, "ops"):
+        per_operation(3 if args.quick else 5, 20_000 if args.quick else 60_000)
+    if args.only in (None, "throughput"):
+        loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+        if "uvloop" in loops and not _have("uvloop"):
+            loops.remove("uvloop")
+        throughput(
+            loops, args.rounds or (3 if args.quick else 7), args.seconds or (1.0 if args.quick else 2.0), args.clients
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Deterministic tests of the step accounting: fake clocks, fake steps, no real time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asynclens._clock import FakeClock
+from asynclens._steps import LoopState, StepCoro, TaskState, Timed
+
+MS = 1_000_000
+
+
+class FakeProbe:
+    """Stands in for SchedulerProbe: collects what the step machinery reports."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[TaskState, BaseException | None, int]] = []
+        self.records: list[Any] = []
+        self.errors: list[BaseException] = []
+        self.snapshots = 0
+
+    def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
+        self.finished.append((st, exc, t))
+
+    def emit(self, record: Any) -> None:
+        self.records.append(record)
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        self.errors.append(exc)
+
+    def _snapshot(self, ls: LoopState, t: int) -> None:
+        self.snapshots += 1
+        ls.window(t)
+
+
+class FakeCoro:
+    """A coroutine-like object whose every step runs ``script[i](clock)`` then yields."""
+
+    def __init__(self, clock: FakeClock, script: list[Any]) -> None:
+        self.clock = clock
+        self.script = list(script)
+
+    def send(self, value: Any) -> Any:
+        step = self.script.pop(0)
+        step(self.clock)
+        if not self.script:
+            raise StopIteration("result")
+        return None
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        pass
+
+
+def cpu(ns: int) -> Any:
+    return lambda clock: clock.spend_cpu(ns)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start_ns=10 * MS)
+
+
+@pytest.fixture
+def loop_state(clock: FakeClock) -> LoopState:
+    return LoopState(FakeProbe(), object(), clock.now_ns, None)
+
+
+def test_steps_split_time_into_run_io_and_sched(clock: FakeClock, loop_state: LoopState) -> None:
+    """run = steps, io = suspended until woken, sched = woken until running."""
+    st = TaskState(loop_state, clock.now_ns())
+    clock.advance(2 * MS)  # created, ready at once, runs 2 ms later
+    st.begin(clock.now_ns())
+    clock.spend_cpu(3 * MS)
+    st.end(clock.now_ns())
+    clock.advance(40 * MS)  # waiting for I/O
+    st.ready_ns = clock.now_ns()
+    clock.advance(7 * MS)  # ready, another callback holds the loop
+    st.begin(clock.now_ns())
+    clock.spend_cpu(1 * MS)
+    st.end(clock.now_ns())
+    assert (st.run_ns, st.io_ns, st.sched_ns, st.steps) == (4 * MS, 40 * MS, 9 * MS, 2)
+    assert st.max_sched_ns == 7 * MS
+    assert loop_state.ready_delay.count == 2 and loop_state.ready_delay.max == 7 * MS
+
+
+def test_unstamped_wakeup_counts_as_io(clock: FakeClock, loop_state: LoopState) -> None:
+    """A wake-up nobody stamped is waiting, not scheduling delay (never invents starvation)."""
+    st = TaskState(loop_state, clock.now_ns())
+    st.begin(clock.now_ns())
+    st.end(clock.spend_cpu(MS))
+    clock.advance(5 * MS)
+    st.begin(clock.now_ns())
+    st.end(clock.now_ns())
+    assert (st.io_ns, st.sched_ns) == (5 * MS, 0)
+
+
+def test_ready_time_is_clamped_into_the_gap(clock: FakeClock, loop_state: LoopState) -> None:
+    """A timer due before the task even yielded cannot make sched wait exceed the gap."""
+    st = TaskState(loop_state, clock.now_ns())
+    st.begin(clock.now_ns())
+    end = clock.spend_cpu(MS)
+    st.end(end)
+    st.ready_ns = end - 5 * MS  # due earlier than the step ended
+    clock.advance(3 * MS)
+    st.begin(clock.now_ns())
+    assert (st.io_ns, st.sched_ns) == (0, 3 * MS)
+
+
+@pytest.mark.parametrize("span_start, span_end", [(1, 2), (0, 4), (2, 3), (3, 4)])
+def test_totals_reconcile_exactly_for_any_window(
+    clock: FakeClock, loop_state: LoopState, span_start: int, span_end: int
+) -> None:
+    """The difference of two totals_at() readings sums exactly to the window's wall time."""
+    st = TaskState(loop_state, clock.now_ns())
+    marks: dict[int, tuple[int, tuple[int, ...]]] = {}
+    for i in range(5):
+        if i:
+            clock.advance(11 * MS * i)
+            st.ready_ns = clock.now_ns()
+            clock.advance(3 * MS * i)
+        st.begin(clock.now_ns())
+        clock.spend_cpu(2 * MS)
+        t = clock.now_ns()
+        marks[i] = (t, st.totals_at(t))
+        clock.spend_cpu(MS)
+        st.end(clock.now_ns())
+    (t0, a), (t1, b) = marks[span_start], marks[span_end]
+    run, sched, io, ex, steps = (y - x for x, y in zip(a, b))
+    assert run + sched + io + ex == t1 - t0
+    assert steps == span_end - span_start
+    assert run == 3 * MS * (span_end - span_start)
+
+
+def test_eager_child_step_is_subtracted_from_the_parent(clock: FakeClock, loop_state: LoopState) -> None:
+    """An eager task's first step runs inside the parent's step: the parent is not charged for it."""
+    parent = TaskState(loop_state, clock.now_ns())
+    child_box: list[StepCoro] = []
+
+    def spawn_eager_child(c: FakeClock) -> None:
+        c.spend_cpu(MS)
+        child = TaskState(loop_state, c.now_ns())
+        coro = StepCoro(FakeCoro(c, [cpu(4 * MS), cpu(MS)]), child)  # type: ignore[arg-type]
+        child_box.append(coro)
+        coro.send(None)  # eager start, inside the parent's step
+        c.spend_cpu(2 * MS)
+
+    StepCoro(FakeCoro(clock, [spawn_eager_child, cpu(0)]), parent).send(None)  # type: ignore[arg-type]
+    child = child_box[0]._st
+    assert parent.run_ns == 3 * MS
+    assert parent.sched_ns == 4 * MS  # runnable while another task's code held the thread
+    assert child.run_ns == 4 * MS
+    assert loop_state.running is None
+
+
+def test_step_coro_reports_finish_and_passes_results_through(clock: FakeClock, loop_state: LoopState) -> None:
+    probe = loop_state.probe
+    st = TaskState(loop_state, clock.now_ns())
+    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(2 * MS)]), st)  # type: ignore[arg-type]
+    assert coro.send(None) is None
+    with pytest.raises(StopIteration) as info:
+        coro.send(None)
+    assert info.value.value == "result"
+    assert [(s, type(e), t) for s, e, t in probe.finished] == [(st, StopIteration, clock.now_ns())]
+    assert st.run_ns == 3 * MS and st.steps == 2 and st.done
+
+
+def test_step_coro_throw_passes_the_exception_through(clock: FakeClock, loop_state: LoopState) -> None:
+    st = TaskState(loop_state, clock.now_ns())
+    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(MS)]), st)  # type: ignore[arg-type]
+    coro.send(None)
+    error = KeyError("boom")
+    with pytest.raises(KeyError) as info:
+        coro.throw(error)
+    assert info.value is error
+    assert loop_state.probe.finished[0][1] is error
+
+
+def test_inactive_loop_state_is_a_plain_pass_through(clock: FakeClock, loop_state: LoopState) -> None:
+    loop_state.active = False
+    st = TaskState(loop_state, clock.now_ns())
+    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(MS)]), st)  # type: ignore[arg-type]
+    coro.send(None)
+    assert st.steps == 0 and st.run_ns == 0
+
+
+def test_executor_jobs_turn_waiting_into_executor_time(clock: FakeClock, loop_state: LoopState) -> None:
+    """Waiting covered by a job the task submitted is executor time; the rest stays I/O."""
+
+    class Job:
+        def __init__(self, submit_ns: int, end_ns: int) -> None:
+            self.submit_ns, self.end_ns = submit_ns, end_ns
+
+    st = TaskState(loop_state, clock.now_ns())
+    st.begin(clock.now_ns())
+    end = clock.spend_cpu(MS)
+    st.jobs = [Job(end - MS // 2, end + 20 * MS), Job(end + 10 * MS, end + 25 * MS), Job(end + 30 * MS, 0)]
+    st.end(end)
+    clock.advance(40 * MS)
+    st.ready_ns = clock.now_ns()
+    st.begin(clock.now_ns())
+    # union of [end, end+25] and [end+30, ready(end+40)] = 35 ms
+    assert (st.exec_ns, st.io_ns) == (35 * MS, 5 * MS)
+    assert st.jobs is not None and len(st.jobs) == 1  # the running job is kept
+
+
+def test_timer_marks_wakeups_ready_from_its_due_time(clock: FakeClock, loop_state: LoopState) -> None:
+    """A wake-up scheduled by a late timer was ready when the timer was due."""
+    calls = []
+
+    def callback(x: int) -> None:
+        calls.append((x, loop_state.origin))
+
+    due = clock.now_ns() + 5 * MS
+    timed = Timed(callback, due, loop_state)
+    clock.advance(305 * MS)
+    timed(7)
+    assert calls == [(7, due)]
+    assert loop_state.origin == 0
+    assert loop_state.timer_lateness.max == 300 * MS
+
+
+def test_step_records_are_bounded(clock: FakeClock, loop_state: LoopState) -> None:
+    loop_state.step_budget = 2
+    st = TaskState(loop_state, clock.now_ns())
+    for _ in range(4):
+        st.begin(clock.now_ns())
+        st.end(clock.spend_cpu(MS))
+    steps = loop_state.probe.records
+    assert len(steps) == 2
+    assert steps[0].end_ns - steps[0].start_ns == MS
+
+
+def test_windows_roll_over(clock: FakeClock, loop_state: LoopState) -> None:
+    loop_state.window_ns = 10 * MS
+    st = TaskState(loop_state, clock.now_ns())
+    for _ in range(5):
+        clock.advance(4 * MS)
+        st.begin(clock.now_ns())
+        st.end(clock.now_ns())
+    assert loop_state.probe.snapshots == 1
+
+
+def test_scheduler_records_round_trip_through_json() -> None:
+    """Every scheduler record survives to_dict -> JSON -> record_from_dict unchanged."""
+    import json
+    from types import MappingProxyType
+
+    from asynclens.records import ExecutorJob, GcPause, SchedSnapshot, TaskRecord, TaskStep, record_from_dict
+
+    records = [
+        TaskRecord(
+            1,
+            "Task-1",
+            2,
+            10,
+            20,
+            3,
+            4,
+            5,
+            6,
+            7,
+            0xABC,
+            0xDEF,
+            True,
+            False,
+            "done",
+            4,
+            1,
+            0,
+            "req",
+            "Task-0",
+            "app.py:3 in main",
+            ("app.py:4 in f",),
+        ),
+        TaskRecord(1, "Task-2", 2, 10, trace_id=None, span_id=None, state="pending"),
+        TaskStep(1, 5, 6, 9, None, 0x12),
+        GcPause(1, 2, 2, 10, 0, "Task-1", 0xA, 0xB, "req", 5),
+        ExecutorJob(1, 2, 3, "mod.fn", 4, None, None, "KeyError", 9, 4),
+        SchedSnapshot(1, 2, 3, MappingProxyType({"count": 1, "p50": 2}), MappingProxyType({"count": 0}), 2, 5, 1),
+    ]
+    for record in records:
+        again = record_from_dict(json.loads(json.dumps(record.to_dict())))
+        assert again == record, record.kind
