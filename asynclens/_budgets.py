@@ -222,24 +222,29 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
     the task); otherwise from the loop-wide snapshots.
     """
     records = list(records)
-    span_names = {r.span_id: r.name for r in records if getattr(r, "kind", None) == "span"}
     stalls: list[Finding] = []
     leaks: list[Finding] = []
-    tasks: list[Finding] = []
+    task_records: list[Any] = []
     snapshots: list[Finding] = []
     for record in records:
         kind = getattr(record, "kind", None)
+        if kind == "span":
+            continue
         if kind == "stall":
             stalls.append(_stall(record))
         elif kind == "leak":
             leaks.append(_leak(record, end_ns))
         elif kind == "task":
             if getattr(record, "max_sched_wait_ns", None):
-                tasks.append(_task(record, span_names))
+                task_records.append(record)
         elif kind == "sched":
             snapshot = _sched_snapshot(record)
             if snapshot is not None:
                 snapshots.append(snapshot)
+    tasks: list[Finding] = []
+    if task_records:
+        span_names = {r.span_id: r.name for r in records if getattr(r, "kind", None) == "span"}
+        tasks = [_task(record, span_names) for record in task_records]
     return stalls + leaks + (tasks or snapshots)
 
 

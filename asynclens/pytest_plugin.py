@@ -20,9 +20,11 @@ This is the only asynclens module that imports pytest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import os
 import re
+import threading
 import warnings
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +45,9 @@ from ._budgets import (
 )
 from ._durations import DurationError, parse_duration
 from ._summary import format_ns
-from .records import Record, Span
+from .records import Record, SessionInfo, Span
 from .session import Session, SessionStatistics
-from .sinks import MemorySink, sink_for
+from .sinks import Sink, sink_for
 
 __all__ = ["AsyncLensWarning", "Lens"]
 
@@ -242,9 +244,9 @@ class Lens:
     @property
     def leaks(self) -> list[Any]:
         """Handles open now (while the test runs) or ``Leak`` records (after the session ended)."""
-        if self._run.session is not None and self._run.session.state == "active":
+        if not self._run.ended:
             return self._run.open_handles()
-        return self._of_kind("leak")
+        return self._of_kind("leak") + list(self._run.leak_records)
 
     @property
     def lag(self) -> list[Any]:
@@ -364,15 +366,111 @@ def lens(request: pytest.FixtureRequest) -> Lens:
 # ------------------------------------------------------------- one test's run
 
 
+class _WindowSink(Sink):
+    """Collects what the session records; ``take()`` hands it to the test running now.
+
+    Bounded: records beyond ``limit`` per test are dropped and counted.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self.info: SessionInfo | None = None
+        self._records: list[Record] = []
+        self._lock = threading.Lock()
+
+    def open(self, info: SessionInfo) -> None:
+        self.info = info
+
+    def write(self, records: Sequence[Record]) -> None:
+        with self._lock:
+            room = max(0, self.limit - len(self._records))
+            if room < len(records):
+                self.dropped += len(records) - room
+            self._records.extend(records[:room])
+
+    def take(self) -> list[Record]:
+        with self._lock:
+            taken, self._records = self._records, []
+        return taken
+
+
+class _Recorder:
+    """Owns the asynclens session tests are recorded in.
+
+    Without ``--asynclens`` each instrumented test gets a session of its own
+    (closed after its teardown, so its leaks are the handles the session's end
+    finds open). With ``--asynclens`` one session records the whole run and each
+    test takes the records of its own window; leaks are then the handles opened
+    in the window and still open after teardown (a live snapshot), which spares
+    every test the cost of starting and stopping the probes.
+    """
+
+    def __init__(self, long_lived: bool) -> None:
+        self.long_lived = long_lived
+        self.session: Session | None = None
+        self.sink = _WindowSink()
+        self.options: dict[str, Any] = {}
+        self._problems = (0, 0)
+        self._last: Session | None = None
+
+    def acquire(self, name: str, options: dict[str, Any]) -> tuple[Session | None, str | None]:
+        current = self.session
+        if current is not None and current.state == "active":
+            return current, None
+        other = _context.active
+        if other is not None:
+            return None, f"another asynclens session is already active ({other!r})"
+        self.sink = _WindowSink()
+        session = Session([self.sink], flush_interval=0.5, name=name, **options)
+        session.start()
+        self.session = session
+        self._problems = (0, 0)
+        return session, None
+
+    def new_problems(self) -> tuple[int, int]:
+        """Records dropped and internal errors since the last call (for one test's report)."""
+        session = self.session or self._last
+        if session is None:
+            return 0, 0
+        stats = session.statistics()
+        now = (stats.records_dropped + self.sink.dropped, stats.internal_errors)
+        before, self._problems = self._problems, now
+        return now[0] - before[0], now[1] - before[1]
+
+    def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None and session.state == "active":
+            self._last = session
+            session.close()
+
+
+def _session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
+    """Stall threshold low enough for the strictest ``max_stall``; the scheduler
+    probe only where a test asks about scheduling delay."""
+    threshold = _DEFAULT_STALL_THRESHOLD
+    scheduler = False
+    for policy, uses_lens in policies:
+        if policy.max_stall_ns is not None:
+            threshold = min(threshold, max(_MIN_STALL_THRESHOLD, policy.max_stall_ns / 1e9))
+        scheduler = scheduler or uses_lens or policy.max_sched_delay_ns is not None
+    return {"stall_threshold": threshold, "scheduler": scheduler}
+
+
 class _TestRun:
-    """The session of one test and what has been judged of it."""
+    """One test's window on a session and what has been judged of it."""
 
     def __init__(self, nodeid: str, policy: Policy) -> None:
         self.nodeid = nodeid
         self.policy = policy
         self.session: Session | None = None
-        self.sink = MemorySink()
+        self.sink: _WindowSink | None = None
         self.note: str | None = None
+        self.start_ns = 0
+        self.end_ns = 0
+        self.collected: list[Record] = []
+        self.leak_records: list[Any] = []
+        self.ended = False
         self.excluded: list[tuple[int, int]] = []
         self.judged: set[int] = set()
         self.rule_hits: dict[AllowRule, int] = dict.fromkeys(policy.allow, 0)
@@ -382,49 +480,57 @@ class _TestRun:
         self.teardown_verdict: Verdict | None = None
         self.trace_base: str | None = None
         self.traces: list[str] = []
+        self.dropped = 0
+        self.internal_errors = 0
         self.lens = Lens(self)
 
-    def start(self, scheduler: bool) -> None:
-        other = _context.active
-        if other is not None:
-            self.note = f"another asynclens session is already active ({other!r})"
+    def begin(self, recorder: _Recorder, options: dict[str, Any]) -> None:
+        session, self.note = recorder.acquire(self.nodeid if not recorder.long_lived else "pytest run", options)
+        if session is None:
             return
-        max_stall = self.policy.max_stall_ns
-        threshold = _DEFAULT_STALL_THRESHOLD
-        if max_stall is not None:
-            threshold = max(_MIN_STALL_THRESHOLD, min(threshold, max_stall / 1e9))
-        session = Session(
-            [self.sink],
-            stall_threshold=threshold,
-            scheduler=scheduler,
-            flush_interval=0.5,
-            name=self.nodeid,
-        )
-        session.start()
-        self.session = session
+        self.session, self.sink = session, recorder.sink
+        session.flush()
+        self.sink.take()  # whatever was recorded between tests is no test's
+        self.start_ns = session.now()
+
+    def end(self, recorder: _Recorder) -> None:
+        """After teardown: collect the last records and the leaks, leave the session."""
+        session, sink = self.session, self.sink
+        if session is None or sink is None or self.ended:
+            return
+        self.records()
+        self.ended = True
+        self.end_ns = session.now()
+        if recorder.long_lived:
+            self.leak_records = [_AsLeak(h) for h in self.open_handles()]
+        else:
+            recorder.close()
+            self.collected.extend(sink.take())
+        self.dropped, self.internal_errors = recorder.new_problems()
 
     def records(self) -> list[Record]:
-        if self.session is not None and self.session.state == "active":
-            self.session.flush()
-        return list(self.sink.records)
+        session, sink = self.session, self.sink
+        if session is not None and sink is not None and not self.ended and session.state == "active":
+            session.flush()
+            self.collected.extend(sink.take())
+        return list(self.collected)
 
     def probe(self, name: str) -> Any:
         return None if self.session is None else self.session.probe(name)
 
     def open_handles(self) -> list[Any]:
+        """Handles open now that this test's window opened (the registry's live view)."""
         probe = self.probe("handles")
         for method in ("open_handles", "snapshot"):
             getter = getattr(probe, method, None)
             if callable(getter):
-                return list(getter())
+                start = self.start_ns
+                return [h for h in getter() if (getattr(h, "open_ns", None) or 0) >= start]
         return []
 
     def findings(self) -> list[Finding]:
-        end = self.session.end_ns if self.session is not None and self.session.end_ns else self._now()
-        return findings_from(self.records(), end)
-
-    def _now(self) -> int:
-        return self.session.now() if self.session is not None else 0
+        end = self.end_ns or (self.session.now() if self.session is not None else 0)
+        return findings_from(self.records() + self.leak_records, end)
 
     def judge(self, findings: Sequence[Finding], policy: Policy) -> Verdict:
         verdict = evaluate(findings, policy, excluded=self.excluded)
@@ -437,24 +543,19 @@ class _TestRun:
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]
         self.judged.update(id(f.record) for f in fresh)
         verdict = self.judge(fresh, self.policy)
-        self.all_findings.extend(verdict.findings)
-        self.allowed += len(verdict.allowed)
+        allowed = {id(f) for f in verdict.allowed}
+        self.all_findings.extend(f for f in verdict.findings if id(f) not in allowed)
+        self.allowed += len(allowed)
         self.failures.extend(verdict.failures)
         return verdict
 
-    def close(self) -> None:
-        if self.session is not None and self.session.state == "active":
-            self.session.close()
-
     def summary(self) -> dict[str, Any]:
         """What the terminal summary needs of this test, JSON-ready (crosses xdist)."""
-        records = self.sink.records
-        spans = [r for r in records if isinstance(r, Span)]
+        spans = [r for r in self.collected if isinstance(r, Span)]
         slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns)
         stalls = [f for f in self.all_findings if f.kind == "stall"]
         leaks = [f for f in self.all_findings if f.kind == "leak"]
         sched = [f.duration_ns for f in self.all_findings if f.kind == "sched"]
-        stats = self.session.statistics() if self.session is not None else None
         return {
             "nodeid": self.nodeid,
             "instrumented": self.session is not None,
@@ -471,8 +572,8 @@ class _TestRun:
             "allowed": self.allowed,
             "rules": [[rule.origin, rule.text, hits] for rule, hits in self.rule_hits.items()],
             "traces": list(self.traces),
-            "dropped": stats.records_dropped if stats else 0,
-            "internal_errors": stats.internal_errors if stats else 0,
+            "dropped": max(0, self.dropped),
+            "internal_errors": max(0, self.internal_errors),
         }
 
 
@@ -492,13 +593,18 @@ class AsyncLensPlugin:
         self.current: _TestRun | None = None
         self.reports: list[dict[str, Any]] = []
         self.is_worker = hasattr(config, "workerinput")
+        self.recorder = _Recorder(long_lived=settings.every_test)
 
     # -- which tests, with which policy
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        policies = []
         for item in items:
-            item.stash[_POLICY_KEY] = policy_for(item, self.settings.defaults)
+            policy = item.stash[_POLICY_KEY] = policy_for(item, self.settings.defaults)
+            if policy[0].enabled:
+                policies.append((policy[0], "lens" in getattr(item, "fixturenames", ())))
+        self.recorder.options = _session_options(policies)
 
     def _policy(self, item: pytest.Item) -> tuple[Policy, bool]:
         found = item.stash.get(_POLICY_KEY, None)
@@ -510,11 +616,14 @@ class AsyncLensPlugin:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, None]:
         policy, marked = self._policy(item)
         uses_lens = "lens" in getattr(item, "fixturenames", ())
-        if policy.enabled and (self.settings.every_test or marked or uses_lens):
+        if not policy.enabled:
+            self.recorder.close()  # the test may record in a session of its own
+        elif self.settings.every_test or marked or uses_lens:
             run = _TestRun(item.nodeid, policy)
             item.stash[_RUN_KEY] = run
+            options = self.recorder.options if self.recorder.long_lived else _session_options([(policy, uses_lens)])
             try:
-                run.start(scheduler=uses_lens or policy.max_sched_delay_ns is not None)
+                run.begin(self.recorder, options)
             except Exception as exc:  # asynclens must not break the test run
                 run.note = f"asynclens could not start a session: {type(exc).__name__}: {exc}"
             self.current = run if run.session is not None else None
@@ -538,7 +647,7 @@ class AsyncLensPlugin:
             return
         self.current = None
         try:
-            run.close()
+            run.end(self.recorder)
             if run.session is not None:
                 run.teardown_verdict = run.judge_new()
                 if run.teardown_verdict.warnings:
@@ -593,13 +702,14 @@ class AsyncLensPlugin:
         return os.path.join(self.settings.trace_dir, name)
 
     def _write_traces(self, run: _TestRun) -> None:
-        assert run.trace_base is not None and run.session is not None
+        assert run.trace_base is not None and run.session is not None and run.session.info is not None
         os.makedirs(os.path.dirname(run.trace_base), exist_ok=True)
-        records = [r for r in run.sink.records if isinstance(r, Record)]
+        records = [r for r in run.collected if isinstance(r, Record)]
+        info = dataclasses.replace(run.session.info, name=run.nodeid)
         for path in _trace_paths(run.trace_base):
             try:
                 sink = sink_for(path)
-                sink.open(run.session.info)  # type: ignore[arg-type]
+                sink.open(info)
                 try:
                     sink.write(records)
                 finally:
@@ -630,10 +740,13 @@ class AsyncLensPlugin:
         for line in lines:
             terminalreporter.write_line(line)
 
+    def pytest_sessionfinish(self) -> None:
+        self.current = None
+        self.recorder.close()
+
     def pytest_unconfigure(self) -> None:
-        run, self.current = self.current, None
-        if run is not None:
-            run.close()
+        self.current = None
+        self.recorder.close()
 
 
 def _trace_paths(base: str) -> list[str]:
