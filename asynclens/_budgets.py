@@ -140,7 +140,11 @@ def _text(value: Any) -> str | None:
 def _stall(record: Any) -> Finding:
     start = int(getattr(record, "start_ns", 0) or 0)
     end = int(getattr(record, "end_ns", start) or start)
-    file, line, function = getattr(record, "file", None), getattr(record, "line", None), getattr(record, "function", None)
+    file, line, function = (
+        getattr(record, "file", None),
+        getattr(record, "line", None),
+        getattr(record, "function", None),
+    )
     where = None
     if file:
         where = f"{file}:{line}" if line is not None else str(file)
@@ -275,7 +279,9 @@ class AllowRule:
     @classmethod
     def parse(cls, text: object, origin: str) -> AllowRule:
         if not isinstance(text, str):
-            raise AllowRuleError(f"{origin}: allow rule {text!r} must be a string like 'stall:legacy.db' or 'leak:*:5432*'")
+            raise AllowRuleError(
+                f"{origin}: allow rule {text!r} must be a string like 'stall:legacy.db' or 'leak:*:5432*'"
+            )
         rule = text.strip()
         kinds = frozenset(FINDING_KINDS)
         head, colon, rest = rule.partition(":")
@@ -418,7 +424,9 @@ def render_findings(findings: Sequence[Finding], policy: Policy) -> str:
             head = f"{count} leaked handle{'s' if count > 1 else ''} (leaks={policy.leaks!r})"
         else:
             limit = policy.max_sched_delay_ns
-            head = "scheduling delay" + (f" over the {format_ns(limit)} limit (max_sched_delay)" if limit is not None else "")
+            head = "scheduling delay" + (
+                f" over the {format_ns(limit)} limit (max_sched_delay)" if limit is not None else ""
+            )
         lines = [f"asynclens: {head}:"]
         for finding in group:
             lines.extend(finding.lines())

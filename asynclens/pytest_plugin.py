@@ -111,7 +111,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("asynclens_max_stall", "fail tests whose event loop was blocked longer than this", default="")
     parser.addini("asynclens_leaks", "fail|warn|ignore handles left open by a test", default="")
     parser.addini("asynclens_max_sched_delay", "fail tests in which a ready task waited longer than this", default="")
-    parser.addini("asynclens_allow", "known stalls/leaks not to fail on, one rule per line", type="linelist", default=[])
+    parser.addini(
+        "asynclens_allow", "known stalls/leaks not to fail on, one rule per line", type="linelist", default=[]
+    )
     parser.addini("asynclens_trace_dir", "write the recording of every failing test here", default="")
 
 
@@ -164,7 +166,9 @@ def policy_for(item: pytest.Item, defaults: Policy) -> tuple[Policy, bool]:
     where = f"@pytest.mark.asynclens on {item.nodeid}"
     for marker in markers:  # closest first
         if marker.args:
-            raise pytest.UsageError(f"{where}: takes keyword arguments only ({', '.join(_MARKER_KEYS)}), got {marker.args!r}")
+            raise pytest.UsageError(
+                f"{where}: takes keyword arguments only ({', '.join(_MARKER_KEYS)}), got {marker.args!r}"
+            )
         for key, value in marker.kwargs.items():
             if key not in _MARKER_KEYS:
                 raise pytest.UsageError(f"{where}: unknown argument {key}= (known: {', '.join(_MARKER_KEYS)})")
@@ -202,11 +206,14 @@ def _limit(values: dict[str, Any], key: str, default: int | None, where: str) ->
 
 
 class Lens:
-    """What the ``lens`` fixture gives a test: its asynclens session and the records so far.
+    """What the ``lens`` fixture gives a test: the session recording it and the
+    test's own records so far.
 
     ``spans``, ``stalls``, ``leaks``, ``lag``, ``tasks`` and ``sched`` are lists
-    of records; ``statistics()`` the session's counters. The ``assert_*``
-    helpers raise ``AssertionError`` naming the culprit line, span and duration.
+    of records made while this test ran (its fixtures included); ``statistics()``
+    the session's counters (with ``--asynclens`` one session records the whole
+    run, so these count every test so far). The ``assert_*`` helpers raise
+    ``AssertionError`` naming the culprit line, span and duration.
 
     .. versionadded:: 0.1
     """
@@ -269,7 +276,9 @@ class Lens:
         ``"socket"``, ``"file"``, ``"subprocess"``, ``"transport"``, ``"task"``, ``"thread"``)."""
         wanted = _kinds(kinds)
         if self._run.probe("handles") is None:
-            raise AssertionError("asynclens: cannot check for leaks: the handle registry is not running in this session")
+            raise AssertionError(
+                "asynclens: cannot check for leaks: the handle registry is not running in this session"
+            )
         current = _current_task_id()
         handles = [
             h
@@ -292,7 +301,9 @@ class Lens:
     def assert_max_sched_delay(self, limit: object) -> None:
         """Fail if a ready task (or callback) waited longer than ``limit`` to run."""
         if self._run.probe("scheduler") is None:
-            raise AssertionError("asynclens: cannot check scheduling delay: the scheduler probe is not running in this session")
+            raise AssertionError(
+                "asynclens: cannot check scheduling delay: the scheduler probe is not running in this session"
+            )
         limit_ns = parse_duration(limit, "assert_max_sched_delay(limit)")
         self._check(self._run.findings(), "sched", max_sched_delay_ns=limit_ns)
 
@@ -666,21 +677,29 @@ class AsyncLensPlugin:
         if run is None:
             return
         report: pytest.TestReport = outcome.get_result()
-        if call.when == "call" and run.session is not None:
-            verdict = run.judge_new(("stall", "sched"))  # leaks are judged after teardown
-            if verdict.failures:
-                self._fail(report, verdict.failure_message())
-        if call.when in ("setup", "call") and report.failed and self.settings.trace_dir and run.session is not None:
+        try:
+            self._judge_report(item, run, report, call.when)
+        except Exception as exc:  # a bug in asynclens must not turn into the user's failure
+            report.sections.append(("asynclens", f"asynclens failed while judging: {type(exc).__name__}: {exc}"))
+
+    def _judge_report(self, item: pytest.Item, run: _TestRun, report: pytest.TestReport, when: str) -> None:
+        if when == "call" and run.session is not None:
+            found = run.judge_new(("stall", "sched"))  # leaks are judged after teardown
+            if found.failures:
+                self._fail(report, found.failure_message())
+        if when in ("setup", "call") and report.failed and self.settings.trace_dir and run.session is not None:
             if run.trace_base is None:
                 run.trace_base = self._trace_base(item)
             report.sections.append(("asynclens", f"trace of this test: {run.trace_base}.jsonl"))
-        if call.when == "teardown":
+        if when == "teardown":
             verdict = run.teardown_verdict
             if verdict is not None and verdict.failures:
                 message = verdict.failure_message()
                 if run.traces:
                     message += "\n" + "\n".join(f"asynclens trace: {path}" for path in run.traces)
                 self._fail(report, message)
+            if run.note:
+                report.sections.append(("asynclens", run.note))
             report.asynclens = run.summary()  # type: ignore[attr-defined]  # travels with the report (xdist)
 
     @staticmethod
@@ -715,7 +734,9 @@ class AsyncLensPlugin:
                 finally:
                     sink.close()
             except Exception as exc:
-                warnings.warn(AsyncLensWarning(f"asynclens: could not write {path}: {type(exc).__name__}: {exc}"), stacklevel=1)
+                warnings.warn(
+                    AsyncLensWarning(f"asynclens: could not write {path}: {type(exc).__name__}: {exc}"), stacklevel=1
+                )
                 continue
             run.traces.append(path)
 
@@ -805,11 +826,15 @@ def render_suite(reports: Sequence[dict[str, Any]], verbose: bool = False) -> li
     if failed:
         counts.append(f"{failed} test{'s' if failed != 1 else ''} over budget")
     lines = [f"{head}: " + ", ".join(counts)]
-    worst = heapq.nlargest(_TOP, ((s, r["nodeid"]) for r in reports for s in r["stalls"]), key=lambda x: x[0]["duration_ns"])
+    worst = heapq.nlargest(
+        _TOP, ((s, r["nodeid"]) for r in reports for s in r["stalls"]), key=lambda x: x[0]["duration_ns"]
+    )
     if worst:
         lines.append("Worst stalls:")
         for stall, nodeid in worst:
-            lines.append(f"  {format_ns(stall['duration_ns']):>10}  {stall.get('where') or '?'}{_ctx(stall)}  ({nodeid})")
+            lines.append(
+                f"  {format_ns(stall['duration_ns']):>10}  {stall.get('where') or '?'}{_ctx(stall)}  ({nodeid})"
+            )
     leaked = [(leak, r["nodeid"]) for r in reports for leak in r["leaks"]][:_TOP]
     if leaked:
         lines.append("Leaks:")
@@ -865,4 +890,3 @@ def pytest_configure(config: pytest.Config) -> None:
         "record this test in an asynclens session and fail it on stalls, leaks or scheduling delay",
     )
     config.pluginmanager.register(AsyncLensPlugin(config, Settings.from_config(config)), "asynclens-plugin")
-

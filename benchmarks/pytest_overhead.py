@@ -23,14 +23,14 @@ import tempfile
 import textwrap
 import time
 
-TEST_TEMPLATE = '''
+TEST_TEMPLATE = """
 @pytest.mark.asyncio
 async def test_{i}():
     for _ in range(3):
         assert await work({i}) == {i}
-'''
+"""
 
-HEADER = '''
+HEADER = """
 import asyncio
 import pytest
 import asynclens
@@ -39,7 +39,7 @@ import asynclens
 async def work(n):
     await asyncio.sleep(0)
     return n
-'''
+"""
 
 INI = """
 [pytest]
@@ -67,7 +67,7 @@ def run(root: str, extra: list[str]) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, check=False, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -93,11 +93,17 @@ def main() -> None:
                 wall[name].append(w)
                 cpu[name].append(c)
     bare_wall, bare_min, bare_cpu = statistics.median(wall["bare"]), min(wall["bare"]), statistics.median(cpu["bare"])
-    print(f"pytest suite of {args.tests} async tests, {args.rounds} interleaved rounds, Python {sys.version.split()[0]}")
-    print(f"{'variant':<13} {'wall med s':>10} {'ratio':>6} {'wall min s':>10} {'ratio':>6} {'cpu med s':>9} {'ratio':>6}")
+    print(
+        f"pytest suite of {args.tests} async tests, {args.rounds} interleaved rounds, Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'variant':<13} {'wall med s':>10} {'ratio':>6} {'wall min s':>10} {'ratio':>6} {'cpu med s':>9} {'ratio':>6}"
+    )
     for name in VARIANTS:
         w, m, c = statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name])
-        print(f"{name:<13} {w:>10.3f} {w / bare_wall:>6.3f} {m:>10.3f} {m / bare_min:>6.3f} {c:>9.3f} {c / bare_cpu:>6.3f}")
+        print(
+            f"{name:<13} {w:>10.3f} {w / bare_wall:>6.3f} {m:>10.3f} {m / bare_min:>6.3f} {c:>9.3f} {c / bare_cpu:>6.3f}"
+        )
     pairs = [lens / plain for lens, plain in zip(wall["--asynclens"], wall["bare"])]
     print("per-round wall ratio --asynclens/bare: " + " ".join(f"{r:.3f}" for r in pairs))
     print(f"median of per-round ratios: {statistics.median(pairs):.3f} (budget: <= 1.15)")

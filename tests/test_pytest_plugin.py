@@ -83,14 +83,22 @@ def test_only_the_plugin_module_imports_pytest() -> None:
     importers = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if any(line.startswith(("import pytest", "from pytest", "from _pytest")) for line in path.read_text().splitlines())
+        if any(
+            line.startswith(("import pytest", "from pytest", "from _pytest")) for line in path.read_text().splitlines()
+        )
     )
     assert importers == ["pytest_plugin.py"]
 
 
 def test_options_appear_in_help(inner: pytest.Pytester) -> None:
     result = inner.runpytest("--help")
-    for option in ("--asynclens ", "--asynclens-max-stall", "--asynclens-leaks", "--asynclens-trace-dir", "--asynclens-allow"):
+    for option in (
+        "--asynclens ",
+        "--asynclens-max-stall",
+        "--asynclens-leaks",
+        "--asynclens-trace-dir",
+        "--asynclens-allow",
+    ):
         assert option in result.stdout.str()
 
 
@@ -134,7 +142,9 @@ def test_ini_turns_on_every_test(inner: pytest.Pytester) -> None:
     inner.makepyfile(test_clean=CLEAN)
     result = inner.runpytest("-v")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["asynclens: 2 tests recorded: no stalls*", "Slowest spans:", "*work*test_clean.py::test_*"])
+    result.stdout.fnmatch_lines(
+        ["asynclens: 2 tests recorded: no stalls*", "Slowest spans:", "*work*test_clean.py::test_*"]
+    )
 
 
 # -------------------------------------------------------------- the lens fixture
@@ -168,6 +178,41 @@ def test_lens_fixture_gives_spans_and_statistics(inner: pytest.Pytester) -> None
     )
     result = inner.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=3)
+    assert asynclens.current_session() is None
+    result = inner.runpytest("-p", "no:randomly", "--asynclens")  # one session for the run, a window per test
+    result.assert_outcomes(passed=3)
+    assert asynclens.current_session() is None
+
+
+def test_asynclens_records_the_run_in_one_session_closed_around_disabled_tests(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import asynclens, pytest
+
+        seen = []
+
+        def test_first():
+            seen.append(asynclens.current_session())
+
+        def test_second():
+            seen.append(asynclens.current_session())
+            assert seen[0] is seen[1] and seen[0].state == "active"
+
+        @pytest.mark.asynclens(enabled=False)
+        def test_own_session():
+            assert asynclens.current_session() is None
+            with asynclens.session(name="mine") as mine:
+                pass
+            assert seen[0].state == "closed"
+
+        def test_after():
+            session = asynclens.current_session()
+            assert session is not None and session is not seen[0]
+        """
+    )
+    result = inner.runpytest("--asynclens", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["asynclens: 3 tests recorded: no stalls, leaks or scheduling delays"])
     assert asynclens.current_session() is None
 
 
@@ -262,7 +307,9 @@ def test_a_session_already_active_is_left_alone(inner: pytest.Pytester) -> None:
     )
     result = inner.runpytest("--asynclens")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*lens fixture has no asynclens session: another asynclens session is already active*"])
+    result.stdout.fnmatch_lines(
+        ["*lens fixture has no asynclens session: another asynclens session is already active*"]
+    )
 
 
 # ------------------------------------------------------------------------ stalls
@@ -461,7 +508,9 @@ def test_known_leak():
     planting.leak()
 """
     )
-    result = inner.runpytest("--asynclens", "--asynclens-max-stall=10ms", "--asynclens-leaks=fail", "--asynclens-allow=warm")
+    result = inner.runpytest(
+        "--asynclens", "--asynclens-max-stall=10ms", "--asynclens-leaks=fail", "--asynclens-allow=warm"
+    )
     result.assert_outcomes(passed=3, warnings=2)
     result.stdout.fnmatch_lines_random(
         [
@@ -500,13 +549,11 @@ def test_trace_dir_gets_a_recording_of_each_failing_test(inner: pytest.Pytester)
     fails = traces / "test_trace_dir_gets_a_recording_of_each_failing_test.py_test_fails.jsonl"
     leaks = traces / "test_trace_dir_gets_a_recording_of_each_failing_test.py_test_leaks.jsonl"
     assert sorted(p.name for p in traces.glob("*.jsonl")) == sorted([fails.name, leaks.name])
-    result.stdout.fnmatch_lines_random([f"trace of this test: {fails}", f"asynclens trace: {leaks}", "Traces of failing tests:"])
+    result.stdout.fnmatch_lines_random(
+        [f"trace of this test: {fails}", f"asynclens trace: {leaks}", "Traces of failing tests:"]
+    )
     recorded = asynclens.read_jsonl(fails)
     assert [r.name for r in recorded.records if isinstance(r, asynclens.Span)] == ["doomed"]
-
-
-def _names(recorded: object) -> list[str]:
-    return []
 
 
 # ---------------------------------------------------------------- usage errors
@@ -521,7 +568,9 @@ def _names(recorded: object) -> list[str]:
         (["--asynclens-allow=leak:"], "--asynclens-allow: allow rule 'leak:' has no pattern"),
     ],
 )
-def test_bad_option_values_are_usage_errors_naming_the_option(inner: pytest.Pytester, args: list[str], message: str) -> None:
+def test_bad_option_values_are_usage_errors_naming_the_option(
+    inner: pytest.Pytester, args: list[str], message: str
+) -> None:
     inner.makepyfile("def test_x(): pass")
     result = inner.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -545,7 +594,9 @@ def test_bad_ini_value_is_a_usage_error_naming_the_key(inner: pytest.Pytester) -
         ("allow=[3]", "*on test_bad.py::test_x: allow=[[]3[]]: *must be a string*"),
     ],
 )
-def test_bad_marker_arguments_are_usage_errors_naming_the_test(inner: pytest.Pytester, marker: str, message: str) -> None:
+def test_bad_marker_arguments_are_usage_errors_naming_the_test(
+    inner: pytest.Pytester, marker: str, message: str
+) -> None:
     inner.makepyfile(test_bad=f"import pytest\n\n@pytest.mark.asynclens({marker})\ndef test_x(): pass\n")
     result = inner.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -668,7 +719,9 @@ def test_xdist_workers_report_to_the_controller(inner: pytest.Pytester) -> None:
 # ------------------------------------------------------------- with real probes
 
 
-needs_lag = pytest.mark.skipif(not _default_session_has("lag"), reason="the lag/stall probe (asynclens.lag) has not landed")
+needs_lag = pytest.mark.skipif(
+    not _default_session_has("lag"), reason="the lag/stall probe (asynclens.lag) has not landed"
+)
 needs_handles = pytest.mark.skipif(
     not _default_session_has("handles"), reason="the handle registry (asynclens.handles) has not landed"
 )
@@ -703,7 +756,11 @@ def test_real_blocking_call_fails_naming_the_blocking_line(inner: pytest.Pyteste
     result = inner.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["asynclens: 1 event-loop stall over the 100.0 ms limit (max_stall):", "*for * ms at *test_blocking.py:6 in handler", "*span 'handler'*"]
+        [
+            "asynclens: 1 event-loop stall over the 100.0 ms limit (max_stall):",
+            "*for * ms at *test_blocking.py:6 in handler",
+            "*span 'handler'*",
+        ]
     )
 
 
@@ -729,7 +786,9 @@ def test_real_leaked_socket_fails_naming_where_it_was_opened(inner: pytest.Pytes
     )
     result = inner.runpytest()
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*leaked socket*test_sockets.py:9 in test_leaky*", "*span 'connect'*"])
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_leaky*", "*leaked socket*test_sockets.py:9 in test_leaky*", "*span 'connect'*"]
+    )
     for sock in sys.modules.get("test_sockets", type("m", (), {"KEEP": []})).KEEP:  # type: ignore[attr-defined]
         sock.close()
 

@@ -25,36 +25,36 @@ MS = 1_000_000
 
 
 def stall(duration_ms: float = 120, start_ns: int = 1_000 * MS, **fields: object) -> SimpleNamespace:
-    base: dict[str, object] = dict(
-        kind="stall",
-        loop_id=1,
-        start_ns=start_ns,
-        end_ns=start_ns + int(duration_ms * MS),
-        file="app/db.py",
-        line=41,
-        function="query",
-        stack=("tests/test_app.py:20 in test_search", "app/search.py:7 in handle_search", "app/db.py:41 in query"),
-        task="Task-3",
-        span_name="db.query",
-        cause="blocking",
-    )
+    base: dict[str, object] = {
+        "kind": "stall",
+        "loop_id": 1,
+        "start_ns": start_ns,
+        "end_ns": start_ns + int(duration_ms * MS),
+        "file": "app/db.py",
+        "line": 41,
+        "function": "query",
+        "stack": ("tests/test_app.py:20 in test_search", "app/search.py:7 in handle_search", "app/db.py:41 in query"),
+        "task": "Task-3",
+        "span_name": "db.query",
+        "cause": "blocking",
+    }
     base.update(fields)
     return SimpleNamespace(**base)
 
 
 def leak(**fields: object) -> SimpleNamespace:
-    base: dict[str, object] = dict(
-        kind="leak",
-        handle_id=7,
-        handle_kind="socket",
-        description="<socket laddr=127.0.0.1:40000 raddr=127.0.0.1:5432>",
-        open_ns=1_000 * MS,
-        close_ns=None,
-        closed_by=None,
-        site="app/pool.py:12 in connect",
-        stack=("tests/test_app.py:30 in test_pool", "app/pool.py:12 in connect"),
-        span_name="pool.connect",
-    )
+    base: dict[str, object] = {
+        "kind": "leak",
+        "handle_id": 7,
+        "handle_kind": "socket",
+        "description": "<socket laddr=127.0.0.1:40000 raddr=127.0.0.1:5432>",
+        "open_ns": 1_000 * MS,
+        "close_ns": None,
+        "closed_by": None,
+        "site": "app/pool.py:12 in connect",
+        "stack": ("tests/test_app.py:30 in test_pool", "app/pool.py:12 in connect"),
+        "span_name": "pool.connect",
+    }
     base.update(fields)
     return SimpleNamespace(**base)
 
@@ -160,7 +160,13 @@ def test_allow_rule_matches_modules_and_module_function(tmp_path: object, monkey
     module_of.cache_clear()
     record = stall(file=os.path.join(root, "legacy", "db.py"), stack=(f"{root}/legacy/db.py:9 in connect",))
     (finding,) = findings_from([record], end_ns=0)
-    for text, expected in [("legacy", True), ("legacy.db", True), ("legacy.db:connect", True), ("legacy.db:other", False), ("leg", False)]:
+    for text, expected in [
+        ("legacy", True),
+        ("legacy.db", True),
+        ("legacy.db:connect", True),
+        ("legacy.db:other", False),
+        ("leg", False),
+    ]:
         assert AllowRule.parse(text, "t").matches(finding) is expected, text
     module_of.cache_clear()
 
