@@ -183,7 +183,7 @@ def policy_for(item: pytest.Item, defaults: Policy) -> tuple[Policy, bool]:
     try:
         policy = Policy(
             max_stall_ns=_limit(values, "max_stall", defaults.max_stall_ns, where),
-            leaks=str(values.get("leaks", defaults.leaks)),
+            leaks=str(values.get("leaks", defaults.leaks)).lower(),
             max_sched_delay_ns=_limit(values, "max_sched_delay", defaults.max_sched_delay_ns, where),
             allow=defaults.allow + tuple(rules),
             enabled=bool(values.get("enabled", True)),
@@ -635,7 +635,7 @@ class AsyncLensPlugin:
             options = self.recorder.options if self.recorder.long_lived else _session_options([(policy, uses_lens)])
             try:
                 run.begin(self.recorder, options)
-            except Exception as exc:  # asynclens must not break the test run
+            except Exception as exc:  # noqa: BLE001 - asynclens must not break the test run
                 run.note = f"asynclens could not start a session: {type(exc).__name__}: {exc}"
             self.current = run if run.session is not None else None
         yield
@@ -667,7 +667,7 @@ class AsyncLensPlugin:
                     run.trace_base = self._trace_base(item)
                 if run.trace_base is not None:
                     self._write_traces(run)
-        except Exception as exc:  # pragma: no cover - a bug here must not fail the user's test
+        except Exception as exc:  # noqa: BLE001 - a bug here must not fail the user's test
             run.note = f"asynclens failed while judging this test: {type(exc).__name__}: {exc}"
 
     @pytest.hookimpl(hookwrapper=True)
@@ -679,7 +679,7 @@ class AsyncLensPlugin:
         report: pytest.TestReport = outcome.get_result()
         try:
             self._judge_report(item, run, report, call.when)
-        except Exception as exc:  # a bug in asynclens must not turn into the user's failure
+        except Exception as exc:  # noqa: BLE001 - a bug in asynclens must not turn into the user's failure
             report.sections.append(("asynclens", f"asynclens failed while judging: {type(exc).__name__}: {exc}"))
 
     def _judge_report(self, item: pytest.Item, run: _TestRun, report: pytest.TestReport, when: str) -> None:
@@ -733,7 +733,7 @@ class AsyncLensPlugin:
                     sink.write(records)
                 finally:
                     sink.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any sink may fail; the others still get written
                 warnings.warn(
                     AsyncLensWarning(f"asynclens: could not write {path}: {type(exc).__name__}: {exc}"), stacklevel=1
                 )
