@@ -39,8 +39,9 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_
 
 
 def encode_record(record: Record) -> str:
-    """One record as one line of JSON (no newline). Unserialisable values become their repr."""
-    data = record.to_dict()
+    """One record as one line of JSON (no newline), empty defaults left out.
+    Unserialisable values become their repr."""
+    data = record.to_dict(compact=True)
     try:
         return _encoder.encode(data)
     except (TypeError, ValueError):

@@ -11,6 +11,7 @@ asynclens does raises into the program it observes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import sys
@@ -28,7 +29,7 @@ from ._clock import Clock, SystemClock
 from ._executor import ExecutorContext
 from ._loops import LoopWatcher
 from ._summary import SpanAggregates, render_summary
-from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent
+from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent, fast_constructor
 from .sinks import Sink, SinkLike, resolve_sinks
 
 __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
@@ -36,6 +37,13 @@ __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
 logger = logging.getLogger("asynclens")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+#: The most records one sink.write() call receives.
+FLUSH_BATCH = 2048
+_NO_ERROR = ("ok", None, None)
+# Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
+_EXTRA_FIELDS = ("links", "remote_parent", "error_stack", "cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
+_NO_EXTRA = ((), False, None, None, None, None, None, None)
+_make_span = fast_constructor(Span)
 
 
 class SessionError(RuntimeError):
@@ -198,6 +206,7 @@ class Session:
         self._guard("executor context", self._executor_context.start)
         self._flusher = threading.Thread(target=self._flush_loop, name="asynclens-flusher", daemon=True)
         self._flusher.start()
+        atexit.register(self.close)  # a session left open still writes its sinks at exit
         return self
 
     def close(self) -> None:
@@ -205,6 +214,7 @@ class Session:
         if self.state != "active":
             return
         self.state = "closing"
+        atexit.unregister(self.close)
         self._guard("loop watcher", self._watcher.stop)
         self._guard("executor context", self._executor_context.stop)
         for probe in reversed(self._probes):
@@ -272,52 +282,59 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
-        """Hand everything buffered so far to the sinks (any thread; serialised)."""
+        """Hand everything buffered so far to the sinks (any thread; serialised).
+
+        Works in batches of at most ``FLUSH_BATCH`` records, so a flush never holds
+        more than one small batch of frozen records beside the buffer.
+        """
         with self._flush_lock:
-            buffer = self._buffer
-            count = len(buffer)
-            if not count:
-                return
-            popleft = buffer.popleft
-            batch: list[Record] = []
-            append = batch.append
-            for _ in range(count):
-                item = popleft()
-                if not isinstance(item, Record):
-                    try:
-                        item = self._freeze_span(item)
-                    except Exception as exc:
-                        self.internal_error("freezing a span", exc)
-                        continue
-                append(item)
-            self._drain_count += count
-            self._flushes += 1
-            self._guard("aggregating spans", self.aggregates.add_batch, batch)
-            for sink in self._sinks:
-                if id(sink) not in self._disabled:
-                    self._call_sink(sink, "write", batch)
+            remaining = len(self._buffer)
+            while remaining > 0:
+                count = min(remaining, FLUSH_BATCH)
+                remaining -= count
+                self._flush_batch(count)
+
+    def _flush_batch(self, count: int) -> None:
+        popleft = self._buffer.popleft
+        batch: list[Record] = []
+        append = batch.append
+        for _ in range(count):
+            item = popleft()
+            if not isinstance(item, Record):
+                try:
+                    item = self._freeze_span(item)
+                except Exception as exc:
+                    self.internal_error("freezing a span", exc)
+                    continue
+            append(item)
+        self._drain_count += count
+        self._flushes += 1
+        self._guard("aggregating spans", self.aggregates.add_batch, batch)
+        for sink in self._sinks:
+            if id(sink) not in self._disabled:
+                self._call_sink(sink, "write", batch)
 
     def _freeze_span(self, live: Any) -> Span:
         self._spans += 1
         task = live.task
         events = live.events
-        error = live.error
+        error = live.error or _NO_ERROR
         extra = live.extra
-        return Span(
+        return _make_span(
             live.name,
             live.trace_id,
             live.span_id,
             live.parent_id,
             live.start_ns,
             live.end_ns,
-            live.status,
-            error[0] if error else None,
-            error[1] if error else None,
+            error[0],
+            error[1],
+            error[2],
             MappingProxyType(live.attrs) if live.attrs else _EMPTY,
             tuple(SpanEvent(n, t, MappingProxyType(a)) for n, t, a in events) if events else (),
             task.get_name() if task is not None else None,
             live.thread_id,
-            **(extra or {}),
+            *(_NO_EXTRA if not extra else [extra.get(k, d) for k, d in zip(_EXTRA_FIELDS, _NO_EXTRA)]),
         )
 
     # ------------------------------------------------------ failure isolation

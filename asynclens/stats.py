@@ -109,8 +109,8 @@ class Histogram:
         return math.sqrt(max(variance, 0.0))
 
     def percentile(self, p: float) -> int:
-        """The value at percentile ``p`` (0–100): the highest value of the bucket
-        holding that rank, clamped to the exact min/max."""
+        """The value at percentile ``p`` (0–100): the middle of the bucket holding
+        that rank, clamped to the exact min/max."""
         if not 0 <= p <= 100:
             raise ValueError(f"percentile must be between 0 and 100, got {p}")
         if not self.count:
@@ -120,7 +120,8 @@ class Histogram:
         for index in sorted(self._counts):
             seen += self._counts[index]
             if seen >= rank:
-                return max(self.min, min(self.max, self._bounds(index)[1]))
+                low, high = self._bounds(index)
+                return max(self.min, min(self.max, (low + high) // 2))
         return self.max
 
     def count_at_most(self, value: int) -> int:

@@ -42,9 +42,7 @@ except ImportError:  # pragma: no cover
     from asyncio.events import _get_running_loop
 
 
-def _task_or_none() -> Any:
-    loop = _get_running_loop()
-    return None if loop is None else _current_task(loop)
+_thread_ids: dict[int, int] = {}
 
 
 class LiveSpan:
@@ -61,7 +59,6 @@ class LiveSpan:
         "parent_id",
         "start_ns",
         "end_ns",
-        "status",
         "error",
         "attrs",
         "events",
@@ -83,13 +80,19 @@ class LiveSpan:
             self.parent_id = parent.span_id
         self.attrs = attrs
         self.events: list[tuple[str, int, dict[str, Any]]] | None = None
-        self.status = "ok"
-        self.error: tuple[str, str] | None = None
+        self.error: tuple[str, str, str] | None = None  # (status, type, message)
         self.end_ns = 0
         self.extra: Any = None
-        self.task = _task_or_none()
-        self.thread_id = get_ident()
+        loop = _get_running_loop()
+        self.task = None if loop is None else _current_task(loop)
+        ident = get_ident()
+        self.thread_id = _thread_ids.setdefault(ident, ident)  # one int object per thread, not per span
         self.start_ns = session.now()
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"error"`` or ``"cancelled"`` (so far)."""
+        return "ok" if self.error is None else self.error[0]
 
     @property
     def ended(self) -> bool:
@@ -120,20 +123,19 @@ class LiveSpan:
             self.events.append(entry)
 
     def _fail(self, exc: BaseException) -> None:
-        if isinstance(exc, _EXIT_EXCEPTIONS):
-            self.status = "cancelled"
-            self.error = (type(exc).__qualname__, "")
-        elif isinstance(exc, Exception):
-            self.status = "error"
-            self.error = (type(exc).__qualname__, _safe_str(exc))
-        else:  # other BaseExceptions are exits too
-            self.status = "cancelled"
-            self.error = (type(exc).__qualname__, "")
+        if isinstance(exc, Exception) and not isinstance(exc, _EXIT_EXCEPTIONS):
+            self.error = ("error", type(exc).__qualname__, _safe_str(exc))
+        else:  # cancellation and every other BaseException end the span as exited
+            self.error = ("cancelled", type(exc).__qualname__, "")
 
     def _end(self) -> None:
         session = self.session
         self.end_ns = session.now()
-        session.record_span(self)
+        buffer = session._buffer  # Session.record_span, inlined: this runs for every span
+        if len(buffer) < session._limit:
+            buffer.append(self)
+        else:
+            session._note_drop()
 
     def __repr__(self) -> str:
         state = "ended" if self.end_ns else "running"
@@ -144,7 +146,7 @@ def _safe_str(exc: BaseException) -> str:
     try:
         return str(exc)
     except Exception:  # a broken __str__ must not break the host program
-        return f"<unprintable {type(exc).__qualname__}>"
+        return f"<unprintable {type(exc).__name__}>"
 
 
 class _NoopSpan:
