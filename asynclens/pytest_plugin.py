@@ -481,6 +481,8 @@ class _TestRun:
         self.end_ns = 0
         self.collected: list[Record] = []
         self.leak_records: list[Any] = []
+        self.pending_tasks: list[Any] = []
+        self.call_start_ns = 0
         self.ended = False
         self.excluded: list[tuple[int, int]] = []
         self.judged: set[int] = set()
@@ -512,12 +514,28 @@ class _TestRun:
         self.records()
         self.ended = True
         self.end_ns = session.now()
+        leaks = list(self.pending_tasks)
         if recorder.long_lived:
-            self.leak_records = [_AsLeak(h) for h in self.open_handles()]
+            leaks += [_AsLeak(h) for h in self.open_handles()]
         else:
             recorder.close()
             self.collected.extend(sink.take())
+        seen = {getattr(r, "handle_id", None) for r in self.collected if getattr(r, "kind", None) == "leak"}
+        for leak in leaks:
+            handle_id = getattr(leak, "handle_id", None)
+            if handle_id is None or handle_id not in seen:
+                seen.add(handle_id)
+                self.leak_records.append(leak)
         self.dropped, self.internal_errors = recorder.new_problems()
+
+    def call_ended(self) -> None:
+        """Tasks the test body started and left pending are leaks even if the loop's
+        shutdown cancels them during teardown (fixtures' tasks were started in setup)."""
+        self.pending_tasks = [
+            _AsLeak(h)
+            for h in self.open_handles(since=self.call_start_ns)
+            if getattr(h, "handle_kind", None) == "task" and getattr(h, "handle_id", None) != _current_task_id()
+        ]
 
     def records(self) -> list[Record]:
         session, sink = self.session, self.sink
@@ -529,13 +547,14 @@ class _TestRun:
     def probe(self, name: str) -> Any:
         return None if self.session is None else self.session.probe(name)
 
-    def open_handles(self) -> list[Any]:
-        """Handles open now that this test's window opened (the registry's live view)."""
+    def open_handles(self, since: int | None = None) -> list[Any]:
+        """Handles open now that this test's window (or what came ``since``) opened,
+        from the handle registry's live view."""
         probe = self.probe("handles")
         for method in ("open_handles", "snapshot"):
             getter = getattr(probe, method, None)
             if callable(getter):
-                start = self.start_ns
+                start = self.start_ns if since is None else since
                 return [h for h in getter() if (getattr(h, "open_ns", None) or 0) >= start]
         return []
 
@@ -639,6 +658,18 @@ class AsyncLensPlugin:
                 run.note = f"asynclens could not start a session: {type(exc).__name__}: {exc}"
             self.current = run if run.session is not None else None
         yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
+        run = item.stash.get(_RUN_KEY, None)
+        if run is not None and run.session is not None:
+            run.call_start_ns = run.session.now()
+        yield
+        if run is not None and run.session is not None:
+            try:
+                run.call_ended()
+            except Exception as exc:  # noqa: BLE001 - a bug here must not fail the user's test
+                run.note = f"asynclens failed while looking for pending tasks: {type(exc).__name__}: {exc}"
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, None]:

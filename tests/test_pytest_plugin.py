@@ -812,3 +812,122 @@ def test_real_sched_delay_fails_naming_the_task(inner: pytest.Pytester) -> None:
     result = inner.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["asynclens: scheduling delay over the 30.0 ms limit (max_sched_delay):", "*starved*"])
+
+
+# ------------------------------------------- leaks through a stand-in handle registry
+
+FAKE_HANDLES = '''
+import importlib
+import types
+import pytest
+
+session_module = importlib.import_module("asynclens.session")  # (asynclens.session is also a function)
+
+class FakeHandles:
+    """Stands in for the handle registry: a live view of open handles, leaks at stop()."""
+
+    name = "handles"
+    current = None
+
+    def start(self, session):
+        self.session = session
+        self.open = {}
+        FakeHandles.current = self
+
+    def attach_loop(self, loop):
+        pass
+
+    def stop(self):
+        leaks = [types.SimpleNamespace(**{**vars(h), "kind": "leak"}) for h in self.open.values()]
+        self.session.sinks[0].write(leaks)
+
+    def statistics(self):
+        return {"open": len(self.open)}
+
+    def summary_lines(self):
+        return []
+
+    def open_handles(self):
+        return list(self.open.values())
+
+
+def opened(name, kind="socket"):
+    registry = FakeHandles.current
+    handle = types.SimpleNamespace(
+        kind="handle", handle_id=len(registry.open) + 1000, handle_kind=kind, description=f"<{kind} {name}>",
+        open_ns=registry.session.now(), close_ns=None, closed_by=None, site=f"app/io.py:5 in open_{name}",
+        stack=(), span_name=None,
+    )
+    registry.open[name] = handle
+
+def closed(name):
+    del FakeHandles.current.open[name]
+
+def pytest_configure(config):
+    original = session_module._default_probes
+    session_module._default_probes = lambda options: [*original(options), FakeHandles()]
+    config._restore_probes = original
+
+def pytest_unconfigure(config):
+    session_module._default_probes = config._restore_probes
+'''
+
+LEAKS_BY_PHASE = """
+import asyncio, pytest
+from conftest import opened, closed
+
+@pytest.fixture(scope="module")
+def server():
+    opened("server")      # lives across tests: the module fixture's, not the test's
+    yield
+
+@pytest.fixture
+def client():
+    opened("client")
+    yield
+    closed("client")
+
+@pytest.fixture
+def reaper():
+    yield
+    closed("worker")      # like the loop's shutdown cancelling a task the test left pending
+
+def test_clean(server, client):
+    opened("tmp")
+    closed("tmp")
+
+def test_leaks_a_socket(server):
+    opened("conn")
+
+def test_leaves_a_task_pending(reaper):
+    opened("worker", kind="task")
+
+def test_opened_last(lens):
+    opened("late", kind="file")
+    assert [h.description for h in lens.leaks] == ["<file late>"]
+    with pytest.raises(AssertionError, match="leaked file <file late>"):
+        lens.assert_no_leaks(kinds="file")
+    lens.assert_no_leaks(kinds=["socket"])
+    closed("late")
+    lens.assert_no_leaks()
+"""
+
+
+@pytest.mark.parametrize("every_test", [True, False], ids=["--asynclens", "marker"])
+def test_leaks_are_the_tests_own_handles_still_open_after_teardown(inner: pytest.Pytester, every_test: bool) -> None:
+    inner.makeconftest(FAKE_HANDLES)
+    source = LEAKS_BY_PHASE if every_test else "import pytest\npytestmark = pytest.mark.asynclens\n" + LEAKS_BY_PHASE
+    inner.makepyfile(test_phases=source)
+    args = ["--asynclens"] if every_test else []
+    result = inner.runpytest("-p", "no:randomly", "--asynclens-leaks=fail", *args)
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaks_a_socket*",
+            "asynclens: 1 leaked handle (leaks='fail'):",
+            "  leaked socket <socket conn>, open for * at app/io.py:5 in open_conn",
+            "*ERROR at teardown of test_leaves_a_task_pending*",
+            "  leaked task <task worker>, open for * at app/io.py:5 in open_worker",
+        ]
+    )
+    assert "<socket server>" not in result.stdout.str() and "<socket client>" not in result.stdout.str()
