@@ -38,6 +38,17 @@ def stall(ms, file="app/db.py", line=41, function="query", span="db.query", task
         function=function, stack=(f"{file}:{line} in {function}",), task=task, span_name=span, cause="blocking",
     )])
 
+def waited(ms, task="worker-1", span_name="handle_request"):
+    session, sink = _sink()
+    span_id = 4242
+    sink.write([
+        types.SimpleNamespace(kind="span", span_id=span_id, name=span_name, start_ns=0, end_ns=0),
+        types.SimpleNamespace(
+            kind="task", task_id=1, name=task, loop_id=1, created_ns=session.now(), done_ns=session.now(),
+            steps=3, cpu_ns=0, sched_wait_ns=int(ms * MS), max_sched_wait_ns=int(ms * MS), span_id=span_id,
+        ),
+    ])
+
 def leak(description="<socket raddr=127.0.0.1:5432>", site="app/pool.py:12 in connect", kind="socket"):
     session, sink = _sink()
     sink.write([types.SimpleNamespace(
@@ -439,6 +450,32 @@ def test_stalls_while_a_module_fixture_is_set_up_are_not_the_tests(inner: pytest
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED *test_function_fixture*"])
     assert "slow_server" not in result.stdout.str()
+
+
+def test_scheduling_delay_over_the_limit_fails_naming_task_and_span(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest, planting
+
+        def test_starved():
+            planting.waited(45)
+
+        @pytest.mark.asynclens(max_sched_delay="100ms")
+        def test_lenient():
+            planting.waited(45, task="other")
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-max-sched-delay=20ms", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_starved _*",
+            "asynclens: scheduling delay over the 20.0 ms limit (max_sched_delay):",
+            "  task 'worker-1' waited (ready, not running) for 45.0 ms",
+            "    in span 'handle_request', task 'worker-1'",
+            "asynclens: 2 tests recorded: 0 stalls, 0 leaks, max scheduling delay 45.0 ms, 1 test over budget",
+        ]
+    )
 
 
 # ------------------------------------------------------------------------- leaks
