@@ -345,6 +345,10 @@ class _AsLeak:
         return getattr(self._handle, name)
 
 
+def _key(handle: Any) -> tuple[Any, Any]:
+    return getattr(handle, "handle_kind", None), getattr(handle, "handle_id", None)
+
+
 def _kinds(kinds: Iterable[str] | str | None) -> frozenset[str] | None:
     if kinds is None:
         return None
@@ -482,7 +486,8 @@ class _TestRun:
         self.collected: list[Record] = []
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
-        self.call_start_ns = 0
+        self.open_before: frozenset[tuple[Any, Any]] = frozenset()
+        self.open_before_call: frozenset[tuple[Any, Any]] = frozenset()
         self.ended = False
         self.excluded: list[tuple[int, int]] = []
         self.judged: set[int] = set()
@@ -505,6 +510,7 @@ class _TestRun:
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
+        self.open_before = self.handle_keys()
 
     def end(self, recorder: _Recorder) -> None:
         """After teardown: collect the last records and the leaks, leave the session."""
@@ -531,11 +537,15 @@ class _TestRun:
     def call_ended(self) -> None:
         """Tasks the test body started and left pending are leaks even if the loop's
         shutdown cancels them during teardown (fixtures' tasks were started in setup)."""
+        current = _current_task_id()
         self.pending_tasks = [
             _AsLeak(h)
-            for h in self.open_handles(since=self.call_start_ns)
-            if getattr(h, "handle_kind", None) == "task" and getattr(h, "handle_id", None) != _current_task_id()
+            for h in self.open_handles(before=self.open_before_call)
+            if getattr(h, "handle_kind", None) == "task" and getattr(h, "handle_id", None) != current
         ]
+
+    def call_started(self) -> None:
+        self.open_before_call = self.handle_keys()
 
     def records(self) -> list[Record]:
         session, sink = self.session, self.sink
@@ -547,16 +557,22 @@ class _TestRun:
     def probe(self, name: str) -> Any:
         return None if self.session is None else self.session.probe(name)
 
-    def open_handles(self, since: int | None = None) -> list[Any]:
-        """Handles open now that this test's window (or what came ``since``) opened,
-        from the handle registry's live view."""
+    def _all_open(self) -> list[Any]:
+        """The handle registry's live view: every handle open now (none without it)."""
         probe = self.probe("handles")
-        for method in ("open_handles", "snapshot"):
-            getter = getattr(probe, method, None)
-            if callable(getter):
-                start = self.start_ns if since is None else since
-                return [h for h in getter() if (getattr(h, "open_ns", None) or 0) >= start]
-        return []
+        getter = getattr(probe, "open_handles", None)
+        return list(getter()) if callable(getter) else []
+
+    def handle_keys(self) -> frozenset[tuple[Any, Any]]:
+        return frozenset(_key(h) for h in self._all_open())
+
+    def open_handles(self, before: frozenset[tuple[Any, Any]] | None = None) -> list[Any]:
+        """Handles open now that were not open when the test's window began (or at ``before``).
+
+        Compared by identity rather than by ``open_ns``: the registry may not
+        know when a task was created."""
+        known = self.open_before if before is None else before
+        return [h for h in self._all_open() if _key(h) not in known]
 
     def findings(self) -> list[Finding]:
         end = self.end_ns or (self.session.now() if self.session is not None else 0)
@@ -663,7 +679,7 @@ class AsyncLensPlugin:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
         run = item.stash.get(_RUN_KEY, None)
         if run is not None and run.session is not None:
-            run.call_start_ns = run.session.now()
+            run.call_started()
         yield
         if run is not None and run.session is not None:
             try:
