@@ -575,8 +575,12 @@ class _TestRun:
         return [h for h in self._all_open() if _key(h) not in known]
 
     def findings(self) -> list[Finding]:
+        """This test's stalls, leaks and delays. A stall that began before the window
+        (a loop notices a stall only when it next runs) belongs to an earlier test."""
         end = self.end_ns or (self.session.now() if self.session is not None else 0)
-        return findings_from(self.records() + self.leak_records, end)
+        start = self.start_ns
+        found = findings_from(self.records() + self.leak_records, end)
+        return [f for f in found if f.kind == "leak" or f.start_ns >= start]
 
     def judge(self, findings: Sequence[Finding], policy: Policy) -> Verdict:
         verdict = evaluate(findings, policy, excluded=self.excluded)

@@ -30,9 +30,9 @@ def _sink():
     assert session is not None, "no asynclens session is active"
     return session, session.sinks[0]
 
-def stall(ms, file="app/db.py", line=41, function="query", span="db.query", task="Task-1"):
+def stall(ms, file="app/db.py", line=41, function="query", span="db.query", task="Task-1", began_ms_ago=0):
     session, sink = _sink()
-    start = session.now()
+    start = session.now() - int(began_ms_ago * MS)
     sink.write([types.SimpleNamespace(
         kind="stall", loop_id=1, start_ns=start, end_ns=start + int(ms * MS), file=file, line=line,
         function=function, stack=(f"{file}:{line} in {function}",), task=task, span_name=span, cause="blocking",
@@ -476,6 +476,20 @@ def test_scheduling_delay_over_the_limit_fails_naming_task_and_span(inner: pytes
             "asynclens: 2 tests recorded: 0 stalls, 0 leaks, max scheduling delay 45.0 ms, 1 test over budget",
         ]
     )
+
+
+def test_a_stall_noticed_late_that_began_before_the_test_is_not_the_tests(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import planting
+
+        def test_previous_tests_stall():
+            planting.stall(300, began_ms_ago=60_000)  # e.g. a shared loop noticing it on its next run
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-max-stall=50ms")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asynclens: 1 test recorded: no stalls, leaks or scheduling delays"])
 
 
 # ------------------------------------------------------------------------- leaks
