@@ -114,10 +114,12 @@ class Finding:
     def lines(self) -> list[str]:
         """The finding as indented text lines (headline, span/task, stack)."""
         out = [f"  {self.headline()}", f"    in {self.context()}"]
-        frames = self.frames[-_STACK_LINES:]
+        own = [frame for frame in self.frames if not _is_machinery(frame)]
+        frames = own[-_STACK_LINES:]
         if frames:
             more = len(self.frames) - len(frames)
-            out.append("    stack (most recent call last):" + (f" ({more} outer frames not shown)" if more else ""))
+            hidden = f" ({more} frames of pytest, asyncio or outer calls not shown)" if more else ""
+            out.append("    stack (most recent call last):" + hidden)
             out.extend(f"      {frame}" for frame in frames)
         return out
 
@@ -131,6 +133,24 @@ class Finding:
             "span": self.span,
             "task": self.task,
         }
+
+
+#: Frames of the machinery between pytest and the test, left out of failure messages.
+_MACHINERY = (
+    "/_pytest/",
+    "/pluggy/",
+    "/pytest_asyncio/",
+    "/asyncio/",
+    "/asynclens/",
+    "/xdist/",
+    "/execnet/",
+    "<frozen ",
+)
+
+
+def _is_machinery(frame: str) -> bool:
+    path = frame.replace("\\", "/")
+    return any(part in path for part in _MACHINERY)
 
 
 def _text(value: Any) -> str | None:

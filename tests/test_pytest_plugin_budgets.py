@@ -268,7 +268,7 @@ def test_failure_message_for_leaks_names_site_span_and_open_time() -> None:
 def test_long_stacks_are_cut_to_the_innermost_frames() -> None:
     frames = tuple(f"app/m.py:{i} in f{i}" for i in range(20))
     message = render_findings(findings_from([stall(stack=frames)], end_ns=0), Policy())
-    assert "(12 outer frames not shown)" in message
+    assert "(12 frames of pytest, asyncio or outer calls not shown)" in message
     assert "app/m.py:19 in f19" in message and "app/m.py:11 in f11" not in message
 
 
@@ -276,3 +276,16 @@ def test_records_missing_optional_fields_still_render() -> None:
     bare = SimpleNamespace(kind="stall", start_ns=0, end_ns=60 * MS)
     message = render_findings(findings_from([bare, SimpleNamespace(kind="leak")], end_ns=0), Policy(max_stall_ns=1))
     assert "event loop blocked for 60.0 ms" in message and "no span" in message and "leaked handle" in message
+
+
+def test_pytest_and_asyncio_frames_are_left_out_of_messages() -> None:
+    frames = (
+        "/venv/lib/python3.11/site-packages/pluggy/_execution.py:147 in _multicall",
+        "/venv/lib/python3.11/site-packages/_pytest/python.py:187 in pytest_pyfunc_call",
+        "/usr/lib/python3.11/asyncio/base_events.py:1922 in _run_once",
+        "tests/test_app.py:8 in test_leaky",
+    )
+    message = render_findings(findings_from([stall(stack=frames)], end_ns=0), Policy())
+    assert "tests/test_app.py:8 in test_leaky" in message
+    assert "pluggy" not in message and "_pytest" not in message and "base_events" not in message
+    assert "(3 frames of pytest, asyncio or outer calls not shown)" in message
