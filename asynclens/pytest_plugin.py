@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
+import inspect
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -345,6 +347,16 @@ class _AsLeak:
         return getattr(self._handle, name)
 
 
+def _is_async_fixture(func: Any) -> bool:
+    """An ``async def`` fixture, also once pytest-asyncio has wrapped it."""
+    func = getattr(func, "__func__", func)
+    return (
+        inspect.iscoroutinefunction(func)
+        or inspect.isasyncgenfunction(func)
+        or bool(getattr(func, "_force_asyncio_fixture", False))
+    )
+
+
 def _key(handle: Any) -> tuple[Any, Any]:
     return getattr(handle, "handle_kind", None), getattr(handle, "handle_id", None)
 
@@ -428,6 +440,8 @@ class _Recorder:
         self.options: dict[str, Any] = {}
         self._problems = (0, 0)
         self._last: Session | None = None
+        self._checked_s = 0.0
+        self.open_keys: frozenset[tuple[Any, Any]] | None = None
 
     def acquire(self, name: str, options: dict[str, Any]) -> tuple[Session | None, str | None]:
         current = self.session
@@ -441,13 +455,20 @@ class _Recorder:
         session.start()
         self.session = session
         self._problems = (0, 0)
+        self._checked_s = time.monotonic()
+        self.open_keys = None
         return session, None
 
-    def new_problems(self) -> tuple[int, int]:
-        """Records dropped and internal errors since the last call (for one test's report)."""
+    def new_problems(self, force: bool = False) -> tuple[int, int]:
+        """Records dropped and internal errors since the last look (for one test's report).
+
+        A long-lived session is looked at about once a second: its statistics ask
+        every probe, which costs more than a small test."""
         session = self.session or self._last
-        if session is None:
+        now_s = time.monotonic()
+        if session is None or (not force and self.session is not None and now_s - self._checked_s < 1.0):
             return 0, 0
+        self._checked_s = now_s
         stats = session.statistics()
         now = (stats.records_dropped + self.sink.dropped, stats.internal_errors)
         before, self._problems = self._problems, now
@@ -486,6 +507,7 @@ class _TestRun:
         self.collected: list[Record] = []
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
+        self.async_setup = False
         self.open_before: frozenset[tuple[Any, Any]] = frozenset()
         self.open_before_call: frozenset[tuple[Any, Any]] = frozenset()
         self.ended = False
@@ -510,7 +532,8 @@ class _TestRun:
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
-        self.open_before = self.handle_keys()
+        # the handles open when the last window of this session ended are the ones open now
+        self.open_before = recorder.open_keys if recorder.open_keys is not None else self.handle_keys()
 
     def end(self, recorder: _Recorder) -> None:
         """After teardown: collect the last records and the leaks, leave the session."""
@@ -522,7 +545,9 @@ class _TestRun:
         self.end_ns = session.now()
         leaks = list(self.pending_tasks)
         if recorder.long_lived:
-            leaks += [_AsLeak(h) for h in self.open_handles()]
+            open_now = self._all_open()
+            leaks += [_AsLeak(h) for h in open_now if _key(h) not in self.open_before]
+            recorder.open_keys = frozenset(_key(h) for h in open_now)
         else:
             recorder.close()
             self.collected.extend(sink.take())
@@ -545,7 +570,8 @@ class _TestRun:
         ]
 
     def call_started(self) -> None:
-        self.open_before_call = self.handle_keys()
+        # without an async fixture nothing ran on a loop since the window began
+        self.open_before_call = self.handle_keys() if self.async_setup else self.open_before
 
     def records(self) -> list[Record]:
         session, sink = self.session, self.sink
@@ -682,10 +708,12 @@ class AsyncLensPlugin:
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
         run = item.stash.get(_RUN_KEY, None)
-        if run is not None and run.session is not None:
+        if run is not None and (run.session is None or not inspect.iscoroutinefunction(getattr(item, "obj", None))):
+            run = None  # only an async test body can leave tasks pending on its loop
+        if run is not None:
             run.call_started()
         yield
-        if run is not None and run.session is not None:
+        if run is not None:
             try:
                 run.call_ended()
             except Exception as exc:  # noqa: BLE001 - a bug here must not fail the user's test
@@ -694,7 +722,12 @@ class AsyncLensPlugin:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, None]:
         run = self.current
-        if run is None or run.session is None or getattr(fixturedef, "scope", "function") == "function":
+        if run is None or run.session is None:
+            yield
+            return
+        if not run.async_setup and _is_async_fixture(getattr(fixturedef, "func", None)):
+            run.async_setup = True
+        if getattr(fixturedef, "scope", "function") == "function":
             yield
             return
         start = run.session.now()
@@ -814,11 +847,38 @@ class AsyncLensPlugin:
 
     def pytest_sessionfinish(self) -> None:
         self.current = None
+        if self.recorder.session is not None:
+            dropped, errors = self.recorder.new_problems(force=True)
+            if dropped or errors:
+                self.reports.append(_problems_report(dropped, errors))
         self.recorder.close()
 
     def pytest_unconfigure(self) -> None:
         self.current = None
         self.recorder.close()
+
+
+def _problems_report(dropped: int, errors: int) -> dict[str, Any]:
+    """A pseudo test report carrying the run's last recording problems into the summary."""
+    return {
+        "nodeid": "(end of run)",
+        "instrumented": True,
+        "note": None,
+        "spans": 0,
+        "slowest_spans": [],
+        "stall_count": 0,
+        "stall_ns": 0,
+        "stalls": [],
+        "leak_count": 0,
+        "leaks": [],
+        "sched_max_ns": None,
+        "failed": False,
+        "allowed": 0,
+        "rules": [],
+        "traces": [],
+        "dropped": dropped,
+        "internal_errors": errors,
+    }
 
 
 def _trace_paths(base: str) -> list[str]:

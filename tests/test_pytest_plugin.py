@@ -926,7 +926,7 @@ def pytest_unconfigure(config):
 '''
 
 LEAKS_BY_PHASE = """
-import asyncio, pytest
+import asyncio, pytest, pytest_asyncio
 from conftest import opened, closed
 
 @pytest.fixture(scope="module")
@@ -945,14 +945,25 @@ def reaper():
     yield
     closed("worker")      # like the loop's shutdown cancelling a task the test left pending
 
+@pytest_asyncio.fixture
+async def background():
+    opened("bg", kind="task")  # a fixture's task, pending while the test runs
+    yield
+    closed("bg")
+
 def test_clean(server, client):
     opened("tmp")
     closed("tmp")
 
+@pytest.mark.asyncio
+async def test_with_a_background_task(background):
+    pass
+
 def test_leaks_a_socket(server):
     opened("conn")
 
-def test_leaves_a_task_pending(reaper):
+@pytest.mark.asyncio
+async def test_leaves_a_task_pending(reaper):
     opened("worker", kind="task")
 
 def test_opened_last(lens):
@@ -973,7 +984,7 @@ def test_leaks_are_the_tests_own_handles_still_open_after_teardown(inner: pytest
     inner.makepyfile(test_phases=source)
     args = ["--asynclens"] if every_test else []
     result = inner.runpytest("-p", "no:randomly", "--asynclens-leaks=fail", *args)
-    result.assert_outcomes(passed=4, errors=2)
+    result.assert_outcomes(passed=5, errors=2)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks_a_socket*",
