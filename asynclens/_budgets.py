@@ -97,11 +97,13 @@ class Finding:
     frames: tuple[str, ...] = ()
     description: str = ""
     handle_kind: str | None = None
+    note: str = ""
     record: Any = field(default=None, compare=False, repr=False)
 
     def headline(self) -> str:
         at = f" at {self.where}" if self.where else ""
-        return f"{self.what} {format_ns(self.duration_ns)}{at}"
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.what} {format_ns(self.duration_ns)}{at}{note}"
 
     def context(self) -> str:
         parts = []
@@ -175,6 +177,9 @@ def _stall(record: Any) -> Finding:
     frames = tuple(getattr(record, "stack", ()) or ())
     if not frames:
         frames = tuple(getattr(record, "async_stack", ()) or ())
+    note = ""
+    if where is None and getattr(record, "sampled", None) is False:
+        note = "no stack could be sampled while it was blocked, so the line is unknown"
     return Finding(
         kind="stall",
         duration_ns=end - start,
@@ -184,6 +189,7 @@ def _stall(record: Any) -> Finding:
         span=_text(getattr(record, "span_name", None)),
         task=_text(getattr(record, "task", None)),
         frames=frames,
+        note=note,
         record=record,
     )
 
@@ -194,7 +200,8 @@ def _leak(record: Any, end_ns: int) -> Finding:
     handle_kind = _text(getattr(record, "handle_kind", None)) or "handle"
     description = _text(getattr(record, "description", None)) or ""
     by_gc = getattr(record, "closed_by", None) == "gc"
-    label = f"{handle_kind} {description}".strip()
+    # descriptions may start with the kind already ("task 'x' (coro) pending")
+    label = description if description.startswith(handle_kind) else f"{handle_kind} {description}".strip()
     what = f"leaked {label}" + (" (closed only by the garbage collector)" if by_gc else "") + ", open for"
     return Finding(
         kind="leak",

@@ -59,6 +59,7 @@ HANDLE_KINDS = ("socket", "file", "subprocess", "transport", "task", "thread")
 _DEFAULT_STALL_THRESHOLD = 0.05
 _MIN_STALL_THRESHOLD = 0.001
 _TOP = 10
+_SETTLE_TIMEOUT_S = 0.2
 
 
 class AsyncLensWarning(pytest.PytestWarning):
@@ -540,6 +541,7 @@ class _TestRun:
         session, sink = self.session, self.sink
         if session is None or sink is None or self.ended:
             return
+        self.settle()
         self.records()
         self.ended = True
         self.end_ns = session.now()
@@ -572,6 +574,23 @@ class _TestRun:
     def call_started(self) -> None:
         # without an async fixture nothing ran on a loop since the window began
         self.open_before_call = self.handle_keys() if self.async_setup else self.open_before
+
+    def settle(self) -> None:
+        """Let the lag probe turn the stalls its loops already timed into records.
+
+        A loop times a stall when it next runs; the probe's watchdog thread makes
+        the record on its next poll (at most ~25 ms later). Only when a loop has
+        such a stall pending does this wait, and for one poll at most."""
+        probe = self.probe("lag")
+        monitors, watchdog = getattr(probe, "monitors", None), getattr(probe, "watchdog", None)
+        if not monitors or watchdog is None or not any(getattr(m, "gaps", None) for m in list(monitors)):
+            return
+        deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+        polls = getattr(watchdog, "polls", 0)
+        while time.monotonic() < deadline and (
+            any(getattr(m, "gaps", None) for m in list(monitors)) or getattr(watchdog, "polls", 0) < polls + 2
+        ):
+            time.sleep(0.001)
 
     def records(self) -> list[Record]:
         session, sink = self.session, self.sink
@@ -768,6 +787,7 @@ class AsyncLensPlugin:
 
     def _judge_report(self, item: pytest.Item, run: _TestRun, report: pytest.TestReport, when: str) -> None:
         if when == "call" and run.session is not None:
+            run.settle()
             found = run.judge_new(("stall", "sched"))  # leaks are judged after teardown
             if found.failures:
                 self._fail(report, found.failure_message())

@@ -289,3 +289,15 @@ def test_pytest_and_asyncio_frames_are_left_out_of_messages() -> None:
     assert "tests/test_app.py:8 in test_leaky" in message
     assert "pluggy" not in message and "_pytest" not in message and "base_events" not in message
     assert "(3 frames of pytest, asyncio or outer calls not shown)" in message
+
+
+def test_unsampled_stalls_say_the_line_is_unknown() -> None:
+    bare = SimpleNamespace(kind="stall", start_ns=0, end_ns=60 * MS, sampled=False)
+    message = render_findings(findings_from([bare], end_ns=0), Policy())
+    assert "event loop blocked for 60.0 ms (no stack could be sampled while it was blocked" in message
+
+
+def test_leak_descriptions_that_name_their_kind_are_not_repeated() -> None:
+    record = leak(handle_kind="task", description="task 'orphan' (forever) pending")
+    (finding,) = findings_from([record], end_ns=2_000 * MS)
+    assert finding.what.startswith("leaked task 'orphan' (forever) pending, open for")
