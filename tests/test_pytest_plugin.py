@@ -995,3 +995,56 @@ def test_leaks_are_the_tests_own_handles_still_open_after_teardown(inner: pytest
         ]
     )
     assert "<socket server>" not in result.stdout.str() and "<socket client>" not in result.stdout.str()
+
+
+@needs_lag
+def test_real_stall_in_a_tests_last_step_is_that_tests_own(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        test_last_step="""
+        import asyncio, time, pytest
+
+        @pytest.mark.asyncio
+        async def test_blocks_last():
+            await asyncio.sleep(0.02)
+            time.sleep(0.2)
+
+        @pytest.mark.asyncio
+        async def test_next():
+            await asyncio.sleep(0.02)
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-max-stall=100ms", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_last_step.py::test_blocks_last - asynclens: 1 event-loop stall*"])
+
+
+def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import collections
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from asynclens.pytest_plugin import Policy, _TestRun
+
+    monitor = SimpleNamespace(gaps=collections.deque([(1, 2, 3, 4)]))
+    watchdog = SimpleNamespace(polls=0)
+    probe = SimpleNamespace(monitors=[monitor], watchdog=watchdog)
+    run = _TestRun("t", Policy())
+    run.session = SimpleNamespace(probe=lambda name: probe if name == "lag" else None)  # type: ignore[assignment]
+    waited = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # the watchdog polls while settle() waits
+        waited.set()
+        watchdog.polls += 1
+        monitor.gaps.clear()
+        real_sleep(0)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    run.settle()
+    assert waited.is_set() and not monitor.gaps and watchdog.polls >= 2
+    waited.clear()
+    run.settle()  # nothing pending: no waiting at all
+    assert not waited.is_set()
