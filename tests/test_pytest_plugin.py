@@ -605,6 +605,23 @@ def test_trace_dir_gets_a_recording_of_each_failing_test(inner: pytest.Pytester)
     )
     recorded = asynclens.read_jsonl(fails)
     assert [r.name for r in recorded.records if isinstance(r, asynclens.Span)] == ["doomed"]
+    richer = [suffix for suffix in (".html", ".perfetto.json") if _sink_known(suffix)]
+    for suffix in richer:  # the HTML report and the Perfetto trace, once their sinks exist
+        for base in (fails, leaks):
+            written = base.with_name(base.name.replace(".jsonl", suffix))
+            assert written.stat().st_size > 0
+            result.stdout.fnmatch_lines_random([f"  {written}"])
+    assert len(list(traces.iterdir())) == 2 * (1 + len(richer))
+
+
+def _sink_known(suffix: str) -> bool:
+    from asynclens.sinks import sink_for
+
+    try:
+        sink_for("x" + suffix)
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- usage errors
