@@ -255,7 +255,7 @@ class Lens:
     def leaks(self) -> list[Any]:
         """Handles open now (while the test runs) or ``Leak`` records (after the session ended)."""
         if not self._run.ended:
-            return self._run.open_handles()
+            return self._run.open_handles(before=self._run.open_before_call)
         return self._of_kind("leak") + list(self._run.leak_records)
 
     @property
@@ -508,9 +508,10 @@ class _TestRun:
         self.collected: list[Record] = []
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
+        self.tasks_before_call: set[int] | None = None
         self.async_setup = False
         self.open_before: frozenset[tuple[Any, Any]] = frozenset()
-        self.open_before_call: frozenset[tuple[Any, Any]] = frozenset()
+        self.open_before_call: frozenset[tuple[Any, Any]] | None = None
         self.ended = False
         self.excluded: list[tuple[int, int]] = []
         self.judged: set[int] = set()
@@ -565,15 +566,46 @@ class _TestRun:
         """Tasks the test body started and left pending are leaks even if the loop's
         shutdown cancels them during teardown (fixtures' tasks were started in setup)."""
         current = _current_task_id()
+        if self.tasks_before_call is not None:
+            # the cheap look first: the loops' own task lists; the registry only if needed
+            now = self._pending_task_ids()
+            new = (now or set()) - self.tasks_before_call - {current}
+            if not new:
+                self.pending_tasks = []
+                return
+            handles = [h for h in self._all_open() if getattr(h, "handle_id", None) in new]
+        else:
+            handles = self.open_handles(before=self.open_before_call)
         self.pending_tasks = [
             _AsLeak(h)
-            for h in self.open_handles(before=self.open_before_call)
+            for h in handles
             if getattr(h, "handle_kind", None) == "task" and getattr(h, "handle_id", None) != current
         ]
 
-    def call_started(self) -> None:
-        # without an async fixture nothing ran on a loop since the window began
-        self.open_before_call = self.handle_keys() if self.async_setup else self.open_before
+    def call_started(self, is_async: bool, uses_lens: bool) -> None:
+        if is_async:
+            self.tasks_before_call = self._pending_task_ids()
+        if uses_lens:  # lens.leaks during the test: what its body opened
+            self.open_before_call = self.handle_keys()
+        elif is_async and self.tasks_before_call is None:
+            # without an async fixture nothing ran on a loop since the window began
+            self.open_before_call = self.handle_keys() if self.async_setup else self.open_before
+
+    def _pending_task_ids(self) -> set[int] | None:
+        """Ids of the pending tasks of every open loop the lag probe watches (None
+        when it watches none: then the handle registry's view is used)."""
+        if self.probe("handles") is None:
+            return set()
+        monitors = getattr(self.probe("lag"), "monitors", None)
+        if monitors is None:
+            return None
+        ids: set[int] = set()
+        for monitor in list(monitors):
+            loop = getattr(monitor, "loop", None)
+            if loop is None or loop.is_closed():
+                continue
+            ids.update(id(task) for task in asyncio.all_tasks(loop))
+        return ids
 
     def settle(self) -> None:
         """Let the lag probe turn the stalls its loops already timed into records.
@@ -727,12 +759,16 @@ class AsyncLensPlugin:
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
         run = item.stash.get(_RUN_KEY, None)
-        if run is not None and (run.session is None or not inspect.iscoroutinefunction(getattr(item, "obj", None))):
-            run = None  # only an async test body can leave tasks pending on its loop
-        if run is not None:
-            run.call_started()
+        if run is None or run.session is None:
+            yield
+            return
+        # only an async test body can leave tasks pending on its loop
+        is_async = inspect.iscoroutinefunction(getattr(item, "obj", None))
+        uses_lens = "lens" in getattr(item, "fixturenames", ())
+        if is_async or uses_lens:
+            run.call_started(is_async, uses_lens)
         yield
-        if run is not None:
+        if is_async:
             try:
                 run.call_ended()
             except Exception as exc:  # noqa: BLE001 - a bug here must not fail the user's test

@@ -919,10 +919,10 @@ class FakeHandles:
         return list(self.open.values())
 
 
-def opened(name, kind="socket"):
+def opened(name, kind="socket", handle_id=None):
     registry = FakeHandles.current
     handle = types.SimpleNamespace(
-        kind="handle", handle_id=len(registry.open) + 1000, handle_kind=kind, description=f"<{kind} {name}>",
+        kind="handle", handle_id=handle_id or len(registry.open) + 1000, handle_kind=kind, description=f"<{kind} {name}>",
         open_ns=registry.session.now(), close_ns=None, closed_by=None, site=f"app/io.py:5 in open_{name}",
         stack=(), span_name=None,
     )
@@ -964,8 +964,10 @@ def reaper():
 
 @pytest_asyncio.fixture
 async def background():
-    opened("bg", kind="task")  # a fixture's task, pending while the test runs
+    task = asyncio.create_task(asyncio.sleep(3600))  # a fixture's task, pending while the test runs
+    opened("bg", kind="task", handle_id=id(task))
     yield
+    task.cancel()
     closed("bg")
 
 def test_clean(server, client):
@@ -981,7 +983,8 @@ def test_leaks_a_socket(server):
 
 @pytest.mark.asyncio
 async def test_leaves_a_task_pending(reaper):
-    opened("worker", kind="task")
+    task = asyncio.create_task(asyncio.sleep(3600), name="worker")
+    opened("worker", kind="task", handle_id=id(task))
 
 def test_opened_last(lens):
     opened("late", kind="file")
