@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ _DEFAULT_STALL_THRESHOLD = 0.05
 _MIN_STALL_THRESHOLD = 0.001
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
+_KEEP_WINDOWS = 1000
 
 
 class AsyncLensWarning(pytest.PytestWarning):
@@ -443,6 +445,16 @@ class _Recorder:
         self._last: Session | None = None
         self._checked_s = 0.0
         self.open_keys: frozenset[tuple[Any, Any]] | None = None
+        self.windows: deque[tuple[int, int, str]] = deque(maxlen=_KEEP_WINDOWS)
+
+    def owner_of(self, t: int) -> str | None:
+        """The test whose window (in this session) contains time ``t``, if any."""
+        for start, end, nodeid in reversed(self.windows):
+            if start <= t <= end:
+                return nodeid
+            if end < t:
+                return None
+        return None
 
     def acquire(self, name: str, options: dict[str, Any]) -> tuple[Session | None, str | None]:
         current = self.session
@@ -508,6 +520,8 @@ class _TestRun:
         self.collected: list[Record] = []
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
+        self.recorder: _Recorder | None = None
+        self.late: dict[int, tuple[str, Finding]] = {}
         self.tasks_before_call: set[int] | None = None
         self.async_setup = False
         self.open_before: frozenset[tuple[Any, Any]] = frozenset()
@@ -530,7 +544,7 @@ class _TestRun:
         session, self.note = recorder.acquire(self.nodeid if not recorder.long_lived else "pytest run", options)
         if session is None:
             return
-        self.session, self.sink = session, recorder.sink
+        self.session, self.sink, self.recorder = session, recorder.sink, recorder
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
@@ -546,6 +560,7 @@ class _TestRun:
         self.records()
         self.ended = True
         self.end_ns = session.now()
+        recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
         leaks = list(self.pending_tasks)
         if recorder.long_lived:
             open_now = self._all_open()
@@ -657,6 +672,10 @@ class _TestRun:
         end = self.end_ns or (self.session.now() if self.session is not None else 0)
         start = self.start_ns
         found = findings_from(self.records() + self.leak_records, end)
+        for finding in found:
+            if finding.kind == "stall" and finding.start_ns < start and id(finding.record) not in self.late:
+                owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
+                self.late[id(finding.record)] = (owner or "(between tests)", finding)
         return [f for f in found if f.kind == "leak" or f.start_ns >= start]
 
     def judge(self, findings: Sequence[Finding], policy: Policy) -> Verdict:
@@ -692,6 +711,7 @@ class _TestRun:
             "stall_count": len(stalls),
             "stall_ns": sum(f.duration_ns for f in stalls),
             "stalls": [f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5]],
+            "late": [[owner, f.summary()] for owner, f in self.late.values()][:_TOP],
             "leak_count": len(leaks),
             "leaks": [f.summary() for f in leaks[:_TOP]],
             "sched_max_ns": max(sched) if sched else None,
@@ -721,6 +741,7 @@ class AsyncLensPlugin:
         self.reports: list[dict[str, Any]] = []
         self.is_worker = hasattr(config, "workerinput")
         self.recorder = _Recorder(long_lived=settings.every_test)
+        self.last_problems = (0, 0)  # seen after the last test's report (not under xdist)
 
     # -- which tests, with which policy
 
@@ -895,7 +916,7 @@ class AsyncLensPlugin:
             return
         for text in _unused_rules(reports, self.settings.defaults.allow):
             warnings.warn(AsyncLensWarning(text), stacklevel=1)
-        lines = render_suite(reports, verbose=self.config.getoption("verbose") > 0)
+        lines = render_suite(reports, verbose=self.config.getoption("verbose") > 0, problems=self.last_problems)
         if len(lines) > 1:
             terminalreporter.write_sep("=", "asynclens")
         for line in lines:
@@ -904,37 +925,12 @@ class AsyncLensPlugin:
     def pytest_sessionfinish(self) -> None:
         self.current = None
         if self.recorder.session is not None:
-            dropped, errors = self.recorder.new_problems(force=True)
-            if dropped or errors:
-                self.reports.append(_problems_report(dropped, errors))
+            self.last_problems = self.recorder.new_problems(force=True)
         self.recorder.close()
 
     def pytest_unconfigure(self) -> None:
         self.current = None
         self.recorder.close()
-
-
-def _problems_report(dropped: int, errors: int) -> dict[str, Any]:
-    """A pseudo test report carrying the run's last recording problems into the summary."""
-    return {
-        "nodeid": "(end of run)",
-        "instrumented": True,
-        "note": None,
-        "spans": 0,
-        "slowest_spans": [],
-        "stall_count": 0,
-        "stall_ns": 0,
-        "stalls": [],
-        "leak_count": 0,
-        "leaks": [],
-        "sched_max_ns": None,
-        "failed": False,
-        "allowed": 0,
-        "rules": [],
-        "traces": [],
-        "dropped": dropped,
-        "internal_errors": errors,
-    }
 
 
 def _trace_paths(base: str) -> list[str]:
@@ -971,17 +967,21 @@ def _unused_rules(reports: Sequence[dict[str, Any]], config_rules: Sequence[Allo
     return out
 
 
-def render_suite(reports: Sequence[dict[str, Any]], verbose: bool = False) -> list[str]:
+def render_suite(
+    reports: Sequence[dict[str, Any]], verbose: bool = False, problems: tuple[int, int] = (0, 0)
+) -> list[str]:
     """The terminal summary: one line when nothing was found, else worst stalls, leaks,
     slowest spans and per-test totals."""
+    reports = _with_late_stalls(reports)
     stalls = sum(r["stall_count"] for r in reports)
     leaks = sum(r["leak_count"] for r in reports)
     sched = [r["sched_max_ns"] for r in reports if r.get("sched_max_ns")]
     failed = sum(1 for r in reports if r["failed"])
     allowed = sum(r["allowed"] for r in reports)
-    problems = sum(r["dropped"] + r["internal_errors"] for r in reports)
+    dropped = problems[0] + sum(r["dropped"] for r in reports)
+    errors = problems[1] + sum(r["internal_errors"] for r in reports)
     head = f"asynclens: {len(reports)} test{'s' if len(reports) != 1 else ''} recorded"
-    if not (stalls or leaks or sched or failed or problems):
+    if not (stalls or leaks or sched or failed or dropped or errors):
         extra = f", {allowed} allowed finding{'s' if allowed != 1 else ''}" if allowed else ""
         lines = [f"{head}: no stalls, leaks or scheduling delays{extra}"]
         return lines + (_span_lines(reports) if verbose else [])
@@ -1026,11 +1026,26 @@ def render_suite(reports: Sequence[dict[str, Any]], verbose: bool = False) -> li
     if traces:
         lines.append("Traces of failing tests:")
         lines.extend(f"  {path}" for path in traces)
-    if problems:
-        dropped = sum(r["dropped"] for r in reports)
-        errors = sum(r["internal_errors"] for r in reports)
+    if dropped or errors:
         lines.append(f"Recording problems: {dropped} records dropped, {errors} internal errors")
     return lines
+
+
+def _with_late_stalls(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stalls a loop noticed only in a later test (a module- or session-scoped loop
+    blocked in a test's last step) counted for the test they happened in."""
+    late = [(owner, stall, r["nodeid"]) for r in reports for owner, stall in r.get("late", ())]
+    if not late:
+        return list(reports)
+    by_id = {r["nodeid"]: dict(r, stalls=list(r["stalls"])) for r in reports}
+    for owner, stall, seen_in in late:
+        target = by_id.get(owner)
+        if target is None:
+            continue
+        target["stall_count"] += 1
+        target["stall_ns"] += stall["duration_ns"]
+        target["stalls"].append(dict(stall, where=f"{stall.get('where') or '?'} (noticed during {seen_in})"))
+    return list(by_id.values())
 
 
 def _ctx(finding: dict[str, Any]) -> str:

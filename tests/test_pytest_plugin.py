@@ -492,6 +492,31 @@ def test_a_stall_noticed_late_that_began_before_the_test_is_not_the_tests(inner:
     result.stdout.fnmatch_lines(["asynclens: 1 test recorded: no stalls, leaks or scheduling delays"])
 
 
+def test_a_stall_noticed_in_the_next_test_is_summarised_for_the_test_it_happened_in(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        test_late="""
+        import asynclens, planting
+
+        seen = {}
+
+        def test_blocks_at_its_end():
+            seen["t"] = asynclens.current_session().now()
+
+        def test_next():
+            now = asynclens.current_session().now()
+            planting.stall(120, began_ms_ago=(now - seen["t"]) / planting.MS)
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-max-stall=50ms", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "asynclens: 2 tests recorded: 1 stall, 0 leaks",
+            "*120.0 ms  app/db.py:41 in query (noticed during test_late.py::test_next)*(test_late.py::test_blocks_at_its_end)",
+        ]
+    )
+
+
 # ------------------------------------------------------------------------- leaks
 
 
