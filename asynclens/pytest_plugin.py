@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ _MIN_STALL_THRESHOLD = 0.001
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 _KEEP_WINDOWS = 1000
+_KEEP_CLOSING_LEAKS = 100
 
 
 class AsyncLensWarning(pytest.PytestWarning):
@@ -446,6 +447,8 @@ class _Recorder:
         self._checked_s = 0.0
         self.open_keys: frozenset[tuple[Any, Any]] | None = None
         self.windows: deque[tuple[int, int, str]] = deque(maxlen=_KEEP_WINDOWS)
+        self.closing_leaks: list[Any] = []
+        self.reported: set[Any] = set()  # handle ids some test's report named already
 
     def owner_of(self, t: int) -> str | None:
         """The test whose window (in this session) contains time ``t``, if any."""
@@ -492,6 +495,14 @@ class _Recorder:
         if session is not None and session.state == "active":
             self._last = session
             session.close()
+            if self.long_lived:  # what the session's end reports belongs to no test
+                taken = self.sink.take()
+                leaks = [
+                    r
+                    for r in taken
+                    if getattr(r, "kind", None) == "leak" and getattr(r, "handle_id", None) not in self.reported
+                ]
+                self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
 def _session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
@@ -821,6 +832,9 @@ class AsyncLensPlugin:
             run.end(self.recorder)
             if run.session is not None:
                 run.teardown_verdict = run.judge_new()
+                self.recorder.reported.update(
+                    getattr(f.record, "handle_id", None) for f in run.teardown_verdict.findings if f.kind == "leak"
+                )
                 if run.teardown_verdict.warnings:
                     warnings.warn(AsyncLensWarning(run.teardown_verdict.warning_message()), stacklevel=1)
                 if run.teardown_verdict.failures and self.settings.trace_dir and run.trace_base is None:
@@ -914,9 +928,21 @@ class AsyncLensPlugin:
         reports = [r for r in self.reports if r.get("instrumented")]
         if not reports:
             return
-        for text in _unused_rules(reports, self.settings.defaults.allow):
+        closing = evaluate(findings_from(self.recorder.closing_leaks, 0), Policy(allow=self.settings.defaults.allow))
+        for text in _unused_rules(reports, self.settings.defaults.allow, closing.rule_hits):
             warnings.warn(AsyncLensWarning(text), stacklevel=1)
         lines = render_suite(reports, verbose=self.config.getoption("verbose") > 0, problems=self.last_problems)
+        if closing.warnings:
+            if len(lines) == 1:
+                lines.insert(0, "")
+                lines[1] = lines[1].replace(
+                    ": no stalls, leaks or scheduling delays", ": no stalls, leaks or delays in tests"
+                )
+            lines.append("Still open when the run's session closed (the handle registry's end report; no test's):")
+            for finding in closing.warnings[:_TOP]:
+                lines.append(
+                    f"  {finding.what.removeprefix('leaked ').split(', open for')[0]}, opened at {finding.where or '?'}"
+                )
         if len(lines) > 1:
             terminalreporter.write_sep("=", "asynclens")
         for line in lines:
@@ -947,8 +973,10 @@ def _trace_paths(base: str) -> list[str]:
     return paths
 
 
-def _unused_rules(reports: Sequence[dict[str, Any]], config_rules: Sequence[AllowRule]) -> list[str]:
-    hits: dict[tuple[str, str], int] = {(r.origin, r.text): 0 for r in config_rules}
+def _unused_rules(
+    reports: Sequence[dict[str, Any]], config_rules: Sequence[AllowRule], other_hits: Mapping[AllowRule, int] = {}
+) -> list[str]:
+    hits: dict[tuple[str, str], int] = {(r.origin, r.text): other_hits.get(r, 0) for r in config_rules}
     tests: dict[tuple[str, str], list[str]] = {}
     for report in reports:
         for origin, text, count in report.get("rules", ()):
