@@ -630,7 +630,10 @@ class _TestRun:
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
-            ids.update(id(task) for task in asyncio.all_tasks(loop))
+            try:
+                ids.update(id(task) for task in asyncio.all_tasks(loop))
+            except RuntimeError:  # a loop of another thread changed its tasks meanwhile
+                return None
         return ids
 
     def settle(self) -> None:
