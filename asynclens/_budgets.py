@@ -101,7 +101,7 @@ class Finding:
     record: Any = field(default=None, compare=False, repr=False)
 
     def headline(self) -> str:
-        at = f" at {self.where}" if self.where else ""
+        at = f" at {short_frame(self.where)}" if self.where else ""
         note = f" ({self.note})" if self.note else ""
         return f"{self.what} {format_ns(self.duration_ns)}{at}{note}"
 
@@ -122,7 +122,7 @@ class Finding:
             more = len(self.frames) - len(frames)
             hidden = f" ({more} frames of pytest, asyncio or outer calls not shown)" if more else ""
             out.append("    stack (most recent call last):" + hidden)
-            out.extend(f"      {frame}" for frame in frames)
+            out.extend(f"      {short_frame(frame)}" for frame in frames)
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class Finding:
             "kind": self.kind,
             "duration_ns": self.duration_ns,
             "what": self.what,
-            "where": self.where,
+            "where": short_frame(self.where) if self.where else None,
             "span": self.span,
             "task": self.task,
         }
@@ -148,6 +148,12 @@ _MACHINERY = (
     "/execnet/",
     "<frozen ",
 )
+
+
+def short_frame(frame: str) -> str:
+    """A frame with its path relative to the working directory when it lies below it."""
+    cwd = os.getcwd() + os.sep
+    return frame[len(cwd) :] if frame.startswith(cwd) else frame
 
 
 def _is_machinery(frame: str) -> bool:

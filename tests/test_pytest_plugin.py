@@ -1107,3 +1107,33 @@ def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
     waited.clear()
     run.settle()  # nothing pending: no waiting at all
     assert not waited.is_set()
+
+
+DOCS_EXAMPLE = """
+import asyncio, time, pytest, asynclens
+
+@asynclens.trace
+async def search(q):
+    time.sleep(0.2)                     # a blocking call in async code
+    await asyncio.sleep(0)
+
+@pytest.mark.asynclens(max_stall="50ms", leaks="fail")
+@pytest.mark.asyncio
+async def test_search():
+    await search("cats")
+"""
+
+
+@needs_lag
+def test_the_docs_example_fails_naming_line_span_and_duration(inner: pytest.Pytester) -> None:
+    """docs/pytest.md's first example, as written there."""
+    inner.makepyfile(test_search=DOCS_EXAMPLE)
+    result = inner.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "asynclens: 1 event-loop stall over the 50.0 ms limit (max_stall):",
+            "  event loop blocked * for 2*.* ms at test_search.py:5 in search",
+            "    in span 'search', task '*'",
+        ]
+    )

@@ -301,3 +301,11 @@ def test_leak_descriptions_that_name_their_kind_are_not_repeated() -> None:
     record = leak(handle_kind="task", description="task 'orphan' (forever) pending")
     (finding,) = findings_from([record], end_ns=2_000 * MS)
     assert finding.what.startswith("leaked task 'orphan' (forever) pending, open for")
+
+
+def test_paths_below_the_working_directory_are_shown_relative() -> None:
+    here = os.path.join(os.getcwd(), "app", "db.py")
+    record = stall(file=here, stack=(f"{here}:41 in query", "/elsewhere/lib.py:3 in call"))
+    message = render_findings(findings_from([record], end_ns=0), Policy())
+    assert f"at {os.path.join('app', 'db.py')}:41 in query" in message
+    assert "      /elsewhere/lib.py:3 in call" in message and here not in message
