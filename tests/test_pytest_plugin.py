@@ -1085,12 +1085,13 @@ def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
     import time
     from types import SimpleNamespace
 
-    from asynclens.pytest_plugin import Policy, _TestRun
+    from asynclens._budgets import Policy
+    from asynclens._testrun import Window
 
     monitor = SimpleNamespace(gaps=collections.deque([(1, 2, 3, 4)]))
     watchdog = SimpleNamespace(polls=0)
     probe = SimpleNamespace(monitors=[monitor], watchdog=watchdog)
-    run = _TestRun("t", Policy())
+    run = Window("t", Policy())
     run.session = SimpleNamespace(probe=lambda name: probe if name == "lag" else None)  # type: ignore[assignment]
     waited = threading.Event()
     real_sleep = time.sleep
