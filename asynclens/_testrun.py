@@ -120,9 +120,13 @@ class Lens:
 
     def assert_no_stalls(self, longer_than: object = None) -> None:
         """Fail if the event loop was blocked longer than ``longer_than`` (default: the
-        test's ``max_stall``, else every stall the session recorded)."""
+        test's ``max_stall``, else every stall the session recorded).
+
+        A loop times a stall when it runs again: a block in the current step of
+        the calling coroutine is seen only after its next ``await``."""
         if self._run.probe("lag") is None:
             raise AssertionError("asynclens: cannot check for stalls: the lag monitor is not running in this session")
+        self._run.settle()
         limit = parse_duration(longer_than, "assert_no_stalls(longer_than=...)") if longer_than is not None else None
         if limit is None:
             limit = self.policy.max_stall_ns if self.policy.max_stall_ns is not None else 0
