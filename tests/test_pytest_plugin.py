@@ -844,10 +844,18 @@ def test_real_blocking_call_fails_naming_the_blocking_line(inner: pytest.Pyteste
         async def test_clean(lens):
             await asyncio.sleep(0.05)
             lens.assert_no_stalls()
+
+        @pytest.mark.asyncio
+        async def test_lens_sees_it(lens):
+            await asyncio.sleep(0.02)
+            time.sleep(0.15)
+            await asyncio.sleep(0)
+            with pytest.raises(AssertionError, match="blocked .*for 1[0-9][0-9].[0-9] ms at .*test_lens_sees_it"):
+                lens.assert_no_stalls(longer_than="50ms")
         """
     )
     result = inner.runpytest()
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
             "asynclens: 1 event-loop stall over the 100.0 ms limit (max_stall):",
