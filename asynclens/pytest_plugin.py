@@ -43,6 +43,7 @@ from ._durations import DurationError, parse_duration
 from ._testrun import Lens, Recorder, Window, session_options
 from ._testsummary import render_suite, unused_rules
 from .records import Record
+from .session import SessionError
 from .sinks import sink_for
 
 __all__ = ["AsyncLensWarning", "Lens"]
@@ -50,6 +51,10 @@ __all__ = ["AsyncLensWarning", "Lens"]
 _MARKER = "asynclens"
 _MARKER_KEYS = ("max_stall", "leaks", "max_sched_delay", "allow", "enabled")
 _TOP = 10
+_OWN_SESSION_HINT = (
+    "this test opened an asynclens session while the plugin's was recording it: mark it "
+    "@pytest.mark.asynclens(enabled=False) to record it yourself, or use the lens fixture"
+)
 
 
 class AsyncLensWarning(pytest.PytestWarning):
@@ -332,6 +337,8 @@ class AsyncLensPlugin:
         if run is None:
             return
         report: pytest.TestReport = outcome.get_result()
+        if call.excinfo is not None and call.excinfo.errisinstance(SessionError) and run.session is not None:
+            report.sections.append(("asynclens", _OWN_SESSION_HINT))
         try:
             self._judge_report(item, run, report, call.when)
         except Exception as exc:  # noqa: BLE001 - a bug in asynclens must not turn into the user's failure

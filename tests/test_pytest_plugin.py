@@ -195,6 +195,26 @@ def test_lens_fixture_gives_spans_and_statistics(inner: pytest.Pytester) -> None
     assert asynclens.current_session() is None
 
 
+def test_a_test_opening_its_own_session_is_told_how_to_coexist(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import asynclens.testing
+
+        def test_captures():
+            with asynclens.testing.capture():
+                pass
+        """
+    )
+    result = inner.runpytest("--asynclens")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*SessionError: another asynclens session is already active*",
+            "*mark it @pytest.mark.asynclens(enabled=False)*",
+        ]
+    )
+
+
 def test_asynclens_records_the_run_in_one_session_closed_around_disabled_tests(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
