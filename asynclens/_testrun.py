@@ -336,6 +336,7 @@ class Window:
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
         self.recorder: Recorder | None = None
+        self._probes: dict[str, Any] = {}
         self.late: dict[int, tuple[str, Finding]] = {}
         self.tasks_before_call: set[int] | None = None
         self.async_setup = False
@@ -360,6 +361,7 @@ class Window:
         if session is None:
             return
         self.session, self.sink, self.recorder = session, recorder.sink, recorder
+        self._probes = {probe.name: probe for probe in session.probes}
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
@@ -465,7 +467,8 @@ class Window:
         return list(self.collected)
 
     def probe(self, name: str) -> Any:
-        return None if self.session is None else self.session.probe(name)
+        """The session's probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
+        return self._probes.get(name)
 
     def _all_open(self) -> list[Any]:
         """The handle registry's live view: every handle open now (none without it)."""
