@@ -474,7 +474,14 @@ class Window:
         """The handle registry's live view: every handle open now (none without it)."""
         probe = self.probe("handles")
         getter = getattr(probe, "open_handles", None)
-        return list(getter()) if callable(getter) else []
+        if not callable(getter):
+            return []
+        try:
+            return list(getter())
+        except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
+            if self.session is not None:
+                self.session.internal_error("listing open handles for a test", exc)
+            return []
 
     def handle_keys(self) -> frozenset[tuple[Any, Any]]:
         return frozenset(handle_key(h) for h in self._all_open())

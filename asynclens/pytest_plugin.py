@@ -284,7 +284,10 @@ class AsyncLensPlugin:
         is_async = inspect.iscoroutinefunction(getattr(item, "obj", None))
         uses_lens = "lens" in getattr(item, "fixturenames", ())
         if is_async or uses_lens:
-            run.call_started(is_async, uses_lens)
+            try:
+                run.call_started(is_async, uses_lens)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not fail the user's test
+                run.note = f"asynclens failed while noting the open handles: {type(exc).__name__}: {exc}"
         yield
         if is_async:
             try:
