@@ -970,7 +970,12 @@ class FakeHandles:
         return []
 
     def open_handles(self):
+        if BROKEN:
+            raise RuntimeError("the registry is broken")
         return list(self.open.values())
+
+
+BROKEN = False
 
 
 IDS = itertools.count(1000)
@@ -1166,3 +1171,23 @@ def test_the_docs_example_fails_naming_line_span_and_duration(inner: pytest.Pyte
             "    in span 'search', task '*'",
         ]
     )
+
+
+def test_a_failing_probe_never_fails_a_test_and_is_reported(inner: pytest.Pytester) -> None:
+    inner.makeconftest(FAKE_HANDLES.replace("BROKEN = False", "BROKEN = True"))
+    inner.makepyfile(
+        test_broken="""
+        import asyncio, pytest
+
+        @pytest.mark.asyncio
+        async def test_async(lens):
+            await asyncio.sleep(0)
+            assert lens.leaks == []
+
+        def test_sync():
+            pass
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-leaks=fail")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["Recording problems: 0 records dropped, * internal errors"])
