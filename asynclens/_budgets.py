@@ -140,6 +140,8 @@ class Finding:
 #: Frames of the machinery between pytest and the test, left out of failure messages.
 _MACHINERY = (
     "/_pytest/",
+    "/pytest/__main__.py",
+    "/runpy.py",
     "/pluggy/",
     "/pytest_asyncio/",
     "/asyncio/",
