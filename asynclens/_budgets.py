@@ -155,7 +155,7 @@ _MACHINERY = (
 def short_frame(frame: str) -> str:
     """A frame with its path relative to the working directory when it lies below it."""
     cwd = os.getcwd() + os.sep
-    return frame[len(cwd) :] if frame.startswith(cwd) else frame
+    return frame.removeprefix(cwd)
 
 
 def _is_machinery(frame: str) -> bool:
