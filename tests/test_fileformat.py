@@ -46,7 +46,9 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
 
 
 def test_every_record_type_round_trips_through_dicts() -> None:
-    span = Span("x", 2**127 + 5, 2**63 + 1, 7, 1, 2, "error", "E", "m", {"a": 1}, (SpanEvent("e", 1),), "Task-1", 9, (3, 4))
+    span = Span(
+        "x", 2**127 + 5, 2**63 + 1, 7, 1, 2, "error", "E", "m", {"a": 1}, (SpanEvent("e", 1),), "Task-1", 9, (3, 4)
+    )
     again = record_from_dict(json.loads(encode_record(span)))
     assert again == span
     assert set(record_types()) >= {"session", "session_end", "span", "span_event"}

@@ -60,7 +60,13 @@ def test_a_session_cannot_be_restarted() -> None:
 
 @pytest.mark.parametrize(
     "option, value",
-    [("buffer_limit", 0), ("buffer_limit", -5), ("flush_interval", 0), ("lag_interval", "fast"), ("buffer_limit", True)],
+    [
+        ("buffer_limit", 0),
+        ("buffer_limit", -5),
+        ("flush_interval", 0),
+        ("lag_interval", "fast"),
+        ("buffer_limit", True),
+    ],
 )
 def test_bad_options_are_clear_errors(option: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"session\\({option}="):

@@ -49,7 +49,7 @@ def test_negative_values_count_as_zero_and_memory_is_bounded() -> None:
     for v in range(0, 10**12, 10**12 // 100_000):
         h.record(v)
     assert h.min == 0
-    assert len(list(h.buckets())) < 64 * 2 ** h.sub_bits
+    assert len(list(h.buckets())) < 64 * 2**h.sub_bits
 
 
 def test_count_at_most_and_round_trip() -> None:
