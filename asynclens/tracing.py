@@ -244,6 +244,8 @@ class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
             except ValueError:
                 pass
             self._remote_token = None
+        if live.end_ns:  # already ended by its owner (e.g. at an HTTP response's last byte)
+            return
         if exc is not None:
             live._fail(exc)
         live._end()
