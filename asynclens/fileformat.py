@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import SCHEMA_VERSION, Record, RecordError, SessionEnd, SessionInfo, record_from_dict
+from .records import SCHEMA_VERSION, Record, RecordError, SessionEnd, SessionInfo, record_from_dict, record_types
 
 __all__ = ["Run", "TraceFileError", "encode_record", "iter_jsonl", "read_jsonl"]
 
@@ -59,11 +59,17 @@ class Run:
     end: SessionEnd | None = None
 
 
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
+def iter_jsonl(
+    path: str | os.PathLike[str], *, on_unknown: Callable[[int, str], None] | None = None
+) -> Iterator[tuple[int, Record]]:
     """Yield ``(line_number, record)`` for every line, the header first.
 
     Raises :class:`TraceFileError` naming the file and line for the first problem.
+    A line whose ``kind`` this version does not know (written by a newer
+    asynclens) is an error too, unless ``on_unknown(line_number, kind)`` is given:
+    then it is reported there and skipped.
     """
+    known = record_types()
     name = os.fspath(path)
     try:
         handle = open(name, encoding="utf-8")
@@ -79,6 +85,15 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
                     data = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TraceFileError(f"{name}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                if (
+                    on_unknown is not None
+                    and lineno > 1
+                    and isinstance(data, dict)
+                    and isinstance(data.get("kind"), str)
+                    and data["kind"] not in known
+                ):
+                    on_unknown(lineno, data["kind"])
+                    continue
                 try:
                     record = record_from_dict(data)
                 except RecordError as exc:

@@ -406,8 +406,9 @@ class Session:
             probes=probes,
         )
 
-    def summary(self) -> str:
-        """The text report: slowest spans, errors, probe sections, counters."""
+    def summary(self, *, color: bool = False) -> str:
+        """The text report: slowest spans, errors, probe sections, counters
+        (``color=True`` adds ANSI colours, for terminals)."""
         if self.state == "active":
             self.flush()
         sections: list[str] = []
@@ -416,7 +417,8 @@ class Session:
             if lines:
                 sections.extend(lines)
         end = self.end_ns or self.now()
-        return render_summary(self.aggregates, self.statistics(), (end - self.start_ns) if self.start_ns else 0, sections)
+        wall = (end - self.start_ns) if self.start_ns else 0
+        return render_summary(self.aggregates, self.statistics(), wall, sections, color=color)
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""

@@ -7,20 +7,65 @@ paths, resolved by suffix (``run.jsonl`` → :class:`JsonLinesSink`), and the na
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable
-from typing import Union
+from typing import Any, Union
 
 from .base import Sink
 from .jsonl import JsonLinesSink
 from .memory import MemorySink
 
-__all__ = ["JsonLinesSink", "MemorySink", "Sink", "SinkLike", "register_suffix", "resolve_sinks", "sink_for"]
+__all__ = [
+    "ChromeTraceSink",
+    "FoldedSink",
+    "HtmlSink",
+    "JsonLinesSink",
+    "MemorySink",
+    "Sink",
+    "SinkLike",
+    "SpeedscopeSink",
+    "register_suffix",
+    "resolve_sinks",
+    "sink_for",
+]
 
 SinkLike = Union[Sink, str, "os.PathLike[str]"]
 
+# The rendering sinks import lazily (they pull in the renderers only when used).
+_LAZY = {
+    "ChromeTraceSink": "chrome",
+    "FoldedSink": "folded",
+    "HtmlSink": "html",
+    "SpeedscopeSink": "speedscope",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def _lazy(name: str) -> Callable[[str], Sink]:
+    def make(path: str) -> Sink:
+        return __getattr__(name)(path)  # type: ignore[no-any-return]
+
+    make.__name__ = name
+    return make
+
+
 #: Path suffixes (longest match wins) and the sink class each one makes.
-_SUFFIXES: dict[str, Callable[[str], Sink]] = {".jsonl": JsonLinesSink}
+_SUFFIXES: dict[str, Callable[[str], Sink]] = {
+    ".jsonl": JsonLinesSink,
+    ".html": _lazy("HtmlSink"),
+    ".htm": _lazy("HtmlSink"),
+    ".json": _lazy("ChromeTraceSink"),
+    ".trace.json": _lazy("ChromeTraceSink"),
+    ".speedscope.json": _lazy("SpeedscopeSink"),
+    ".folded": _lazy("FoldedSink"),
+}
 _NAMES: dict[str, Callable[[], Sink]] = {"memory": MemorySink}
 
 

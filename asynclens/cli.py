@@ -1,0 +1,534 @@
+"""``python -m asynclens``: run a program under a session, or convert recorded runs.
+
+::
+
+    python -m asynclens run [-o FILE ...] [--format FMT] script.py [args ...]
+    python -m asynclens run [-o FILE ...] -m package.module [args ...]
+    python -m asynclens report RUN.jsonl [RUN2.jsonl ...] [--format FMT] [-o FILE]
+    python -m asynclens demo [-o report.html]
+
+``run`` gives the program its own ``sys.argv`` (``[script, *args]``), runs it
+as ``__main__``, and exits with the program's exit status: ``sys.exit(n)``
+keeps ``n``, an uncaught exception prints its traceback (asynclens's own frames
+left out) and exits 1, Ctrl-C and SIGTERM end the process by that signal once
+the outputs are written. The text summary goes to **stderr**, so the program's
+stdout stays what it was. Status and errors of asynclens itself are one line on
+stderr each; bad input exits 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+__all__ = ["FORMATS", "main"]
+
+#: Output formats and the file suffix each one gets by default.
+FORMATS = {
+    "text": ".txt",
+    "html": ".html",
+    "chrome": ".trace.json",
+    "speedscope": ".speedscope.json",
+    "folded": ".folded",
+    "jsonl": ".jsonl",
+}
+_SUFFIX_FORMATS = [  # longest first
+    (".speedscope.json", "speedscope"),
+    (".trace.json", "chrome"),
+    (".jsonl", "jsonl"),
+    (".json", "chrome"),
+    (".html", "html"),
+    (".htm", "html"),
+    (".folded", "folded"),
+    (".txt", "text"),
+]
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RUNPY = os.path.abspath(runpy.__file__).rsplit(".", 1)[0]
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _format_of(path: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    lowered = path.lower()
+    for suffix, fmt in _SUFFIX_FORMATS:
+        if lowered.endswith(suffix):
+            return fmt
+    known = ", ".join(s for s, _ in _SUFFIX_FORMATS)
+    raise UsageError(f"cannot tell the format of {path!r} from its name: use one of {known}, or --format")
+
+
+def _status(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"asynclens: {message}", file=sys.stderr, flush=True)
+
+
+def _use_color(args: argparse.Namespace, stream: Any) -> bool:
+    mode = getattr(args, "color", "auto")
+    if mode == "always":
+        return True
+    if mode == "never" or os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _size(path: str) -> str:
+    try:
+        n = os.path.getsize(path)
+    except OSError:
+        return "?"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+# ----------------------------------------------------------------- rendering
+
+
+def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) -> str:
+    """Render a :class:`~asynclens._rundata.RunData` in ``fmt`` (one of :data:`FORMATS` but jsonl)."""
+    if fmt == "text":
+        from ._summary import SpanAggregates, render_summary
+
+        aggregates = SpanAggregates()
+        for part in data.parts:
+            aggregates.add_batch(part.spans)
+            for records in part.other.values():
+                aggregates.add_batch(records)
+        first, last = data.extent()
+        return render_summary(aggregates, None, max(0, last - first), data.problems(), color=color) + "\n"
+    if fmt == "html":
+        from .sinks.html import render_html
+
+        return render_html(data)
+    if fmt == "chrome":
+        from .sinks.chrome import _encode, render_chrome
+
+        return "".join(_encode(render_chrome(data)))
+    if fmt == "speedscope":
+        import json
+
+        from .sinks.speedscope import render_speedscope
+
+        return json.dumps(render_speedscope(data), ensure_ascii=False, separators=(",", ":"))
+    if fmt == "folded":
+        from .sinks.folded import render_folded
+
+        return render_folded(data, weight)
+    raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(f for f in FORMATS if f != 'jsonl')}")
+
+
+# ----------------------------------------------------------------------- run
+
+
+class _Signalled(BaseException):
+    """SIGTERM arrived while the program ran (raised from our handler)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Signalled(signum)
+
+
+def _internal(filename: str) -> bool:
+    if filename.startswith("<frozen runpy"):
+        return True
+    name = os.path.abspath(filename)
+    return name.startswith(_HERE + os.sep) or name.rsplit(".", 1)[0] == _RUNPY
+
+
+def _print_user_traceback(exc: BaseException) -> None:
+    tb = exc.__traceback__
+    while tb is not None and _internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
+    sys.stderr.flush()
+
+
+def _sink_for(path: str, fmt: str, weight: str) -> Any:
+    if fmt == "jsonl":
+        from .sinks import JsonLinesSink
+
+        return JsonLinesSink(path)
+    if fmt == "html":
+        from .sinks.html import HtmlSink
+
+        return HtmlSink(path)
+    if fmt == "chrome":
+        from .sinks.chrome import ChromeTraceSink
+
+        return ChromeTraceSink(path)
+    if fmt == "speedscope":
+        from .sinks.speedscope import SpeedscopeSink
+
+        return SpeedscopeSink(path)
+    if fmt == "folded":
+        from .sinks.folded import FoldedSink
+
+        return FoldedSink(path, weight=weight)
+    return _TextSink(path)
+
+
+class _TextSink:
+    """``-o report.txt``: the text summary written to a file."""
+
+    def __init__(self, path: str) -> None:
+        from ._rundata import RunData
+
+        self.path = path
+        self.data = RunData()
+
+    def open(self, info: Any) -> None:
+        self.data.begin(info)
+
+    def write(self, records: Any) -> None:
+        self.data.add(records)
+
+    def close(self) -> None:
+        from .sinks._rendering import write_text_atomically
+
+        write_text_atomically(self.path, render(self.data, "text"))
+
+
+def _session_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.no_lag:
+        options["lag"] = False
+    if args.no_handles:
+        options["track_handles"] = False
+    if args.no_scheduler:
+        options["scheduler"] = False
+    if args.stall_threshold is not None:
+        options["stall_threshold"] = args.stall_threshold
+    return options
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .session import Session
+
+    if args.module is None and not args.target:
+        raise UsageError("run: give a script (run app.py) or a module (run -m package.module)")
+    outputs = list(args.output or [])
+    if args.format and not outputs:
+        outputs = [f"asynclens-report{FORMATS[args.format]}"]
+    for path in outputs:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UsageError(f"cannot write {path!r}: no such directory {folder!r}")
+    sinks = [_sink_for(path, _format_of(path, args.format), args.weight) for path in outputs]
+    if args.module is not None:
+        argv = [args.module, *args.target]
+        target = args.module
+    else:
+        script = args.target[0]
+        if not os.path.exists(script):
+            raise UsageError(f"run: no such script {script!r}")
+        argv = list(args.target)
+        target = script
+    session = Session(sinks, name=args.name, **_session_options(args))
+
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = argv
+    if args.module is None:  # as `python script.py`: the script's directory first (for -m, the cwd already is)
+        script_dir = os.path.dirname(os.path.abspath(target))
+        if sys.path:
+            sys.path[0] = script_dir
+        else:
+            sys.path.insert(0, script_dir)
+    previous_term = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        try:
+            previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread
+            previous_term = None
+    code: int = 0
+    interrupted: int | None = None
+    try:
+        session.start()
+        try:
+            if args.module is not None:
+                runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(target, run_name="__main__")
+        finally:
+            session.close()
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except KeyboardInterrupt as exc:
+        _print_user_traceback(exc)
+        interrupted = signal.SIGINT
+    except _Signalled as exc:
+        interrupted = exc.signum
+    except BaseException as exc:  # noqa: BLE001 - the program's exception: report it as Python would
+        _print_user_traceback(exc)
+        code = 1
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not args.no_summary:
+        print(session.summary(color=_use_color(args, sys.stderr)), file=sys.stderr, flush=True)
+    disabled = session.statistics().sinks_disabled
+    for path, sink in zip(outputs, sinks):
+        if os.path.exists(path) and not (disabled and id(sink) in session._disabled):
+            _status(args, f"wrote {path} ({_size(path)})")
+        else:
+            print(f"asynclens: error: could not write {path} (see the warning above)", file=sys.stderr)
+    if interrupted is not None:
+        _die_by(interrupted)
+        return 128 + int(interrupted)
+    return code
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _die_by(signum: int) -> None:
+    """End the process by ``signum`` (default action), as the program would have died."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        time.sleep(1)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# -------------------------------------------------------------------- report
+
+
+def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
+    """Read JSON lines traces (one run each, merged onto one timeline) into a RunData."""
+    from ._rundata import RunData
+    from .fileformat import iter_jsonl
+    from .records import SessionInfo
+
+    data = RunData()
+    for path in paths:
+        unknown: Counter[str] = Counter()
+        part = None
+        batch: list[Any] = []
+        count = 0
+        started = last = time.monotonic()
+
+        def note(lineno: int, kind: str, unknown: Counter[str] = unknown) -> None:
+            unknown[kind] += 1
+
+        for _, record in iter_jsonl(path, on_unknown=note):
+            if isinstance(record, SessionInfo):
+                part = data.begin(record, path)
+                continue
+            batch.append(record)
+            count += 1
+            if len(batch) >= 20_000:
+                data.add(batch, part)
+                batch = []
+                now = time.monotonic()
+                if args is not None and now - last > 2:
+                    last = now
+                    _status(args, f"reading {path}: {count} records so far")
+        data.add(batch, part)
+        if args is not None:
+            extra = ""
+            if unknown:
+                extra = "; skipped records of kinds this version does not know: " + ", ".join(
+                    f"{k} ×{n}" for k, n in sorted(unknown.items())
+                )
+            took = time.monotonic() - started
+            _status(args, f"read {path}: {count} records{f' in {took:.1f} s' if took > 1 else ''}{extra}")
+    return data
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .fileformat import TraceFileError
+
+    fmt = args.format or (_format_of(args.output, None) if args.output else "text")
+    if fmt == "jsonl":
+        raise UsageError("report: jsonl is the input format; choose text, html, chrome, speedscope or folded")
+    try:
+        data = load(args.files, args)
+    except TraceFileError as exc:
+        print(f"asynclens: error: {exc}", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    if data.count > 200_000:
+        _status(args, f"rendering {data.count} records as {fmt}…")
+    text = render(
+        data, fmt, weight=args.weight, color=fmt == "text" and not args.output and _use_color(args, sys.stdout)
+    )
+    if args.output:
+        from .sinks._rendering import write_text_atomically
+
+        try:
+            write_text_atomically(args.output, text)
+        except OSError as exc:
+            print(f"asynclens: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        took = time.monotonic() - started
+        _status(args, f"wrote {args.output} ({fmt}, {_size(args.output)}{f', {took:.1f} s' if took > 1 else ''})")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def _find_example() -> str | None:
+    for base in (os.getcwd(), os.path.dirname(_HERE)):
+        candidate = os.path.join(base, "examples", "service.py")
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    example = _find_example()
+    if example is None:
+        raise UsageError("demo: examples/service.py not found (run it from a source checkout of asynclens)")
+    run_args = _parser().parse_args(["run", "-o", args.output, example])
+    run_args.quiet = args.quiet
+    return _run(run_args)
+
+
+# -------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m asynclens",
+        description="See where an asyncio program's time goes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{run,report,demo}", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run a program under a session and write reports",
+        description="Run a Python script or module under an asynclens session, write the chosen outputs "
+        "and print the text summary to stderr.",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        metavar="FILE",
+        help="write a report; the suffix picks the format "
+        "(.html, .json/.trace.json: Chrome/Perfetto, .speedscope.json, .folded, .jsonl, .txt); repeatable",
+    )
+    run.add_argument("--format", choices=list(FORMATS), help="format of every -o file (default: from its suffix)")
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, like python -m (the last option)")
+    run.add_argument("--name", help="a label for the run")
+    run.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
+    run.add_argument(
+        "--stall-threshold", type=float, metavar="SECONDS", help="report event-loop stalls longer than this"
+    )
+    run.add_argument("--no-lag", action="store_true", help="turn the lag monitor off")
+    run.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
+    run.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
+    run.add_argument("--no-summary", action="store_true", help="do not print the text summary")
+    run.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the summary (auto: when stderr is a terminal)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    run.add_argument("target", nargs="*", metavar="script.py [args ...]")
+    run.set_defaults(func=_run)
+
+    report = sub.add_parser(
+        "report",
+        help="convert recorded JSON lines runs",
+        description="Convert one or more JSON lines traces (several processes merge into one timeline).",
+    )
+    report.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    report.add_argument(
+        "--format", choices=[f for f in FORMATS if f != "jsonl"], help="output format (default: from -o, else text)"
+    )
+    report.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
+    report.add_argument(
+        "--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)"
+    )
+    report.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour the text report")
+    report.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    report.set_defaults(func=_report)
+
+    demo = sub.add_parser("demo", help="run examples/service.py and write an HTML report")
+    demo.add_argument("-o", "--output", default="asynclens-demo.html", metavar="FILE")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+_RUN_VALUE_OPTIONS = {"-o", "--output", "--format", "--name", "--weight", "--stall-threshold", "--color"}
+
+
+def _split_run(argv: list[str]) -> tuple[list[str], tuple[str | None, list[str]] | None]:
+    """Split ``run [options] (script | -m module) [program args]``: everything after the
+    script or module belongs to the program, options included (as ``python`` does)."""
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return argv[:i], (None, argv[i + 1 :])
+        if token == "-m" or (token.startswith("-m") and not token.startswith("--")):
+            module = token[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            rest = argv[i + (1 if token[2:] else 2) :]
+            if not module:
+                raise UsageError("run: -m needs a module name")
+            return argv[:i], (module, rest)
+        if not token.startswith("-") or token == "-":
+            return argv[:i], (None, argv[i:])
+        if token in _RUN_VALUE_OPTIONS:
+            i += 2
+        else:
+            i += 1
+    return argv, None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m asynclens``; returns the exit status."""
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        program: tuple[str | None, list[str]] | None = None
+        if argv and argv[0] == "run":
+            argv, program = _split_run(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        if program is not None:
+            args.module, args.target = program
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"asynclens: error: {exc}", file=sys.stderr)
+        return 2
