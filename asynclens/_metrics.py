@@ -14,11 +14,10 @@ Records other than :class:`~asynclens.records.Span` are read by ``kind`` with
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from .stats import Histogram
 
 __all__ = ["DEFAULT_BUCKETS", "Family", "HistogramPoint", "MetricsState", "Point", "SummaryPoint"]
 
@@ -95,6 +94,38 @@ class _Series:
         return item
 
 
+class _Buckets:
+    """Counts per fixed upper bound (ns) plus count, sum, min and max: one bisect per value."""
+
+    __slots__ = ("bounds", "counts", "count", "total", "min", "max")
+
+    def __init__(self, bounds: tuple[int, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.total = 0
+        self.min = 0
+        self.max = 0
+
+    def record(self, value: int) -> None:
+        if value < 0:
+            value = 0
+        self.counts[bisect_left(self.bounds, value)] += 1  # first bound >= value: Prometheus "le"
+        if not self.count or value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        self.count += 1
+        self.total += value
+
+    def cumulative(self) -> tuple[int, ...]:
+        out, running = [], 0
+        for n in self.counts[:-1]:
+            running += n
+            out.append(running)
+        return tuple(out)
+
+
 class _Summary:
     __slots__ = ("count", "sum_ns", "quantiles")
 
@@ -119,8 +150,13 @@ class MetricsState:
         self.buckets = tuple(float(b) for b in buckets)
         self._bounds_ns = tuple(int(b * 1e9) for b in self.buckets)
         self._lock = threading.Lock()
-        new_hist = Histogram
+        bounds_ns = self._bounds_ns
+
+        def new_hist() -> _Buckets:
+            return _Buckets(bounds_ns)
+
         self._span = _Series(max_series, new_hist)
+        self._span_by_name: dict[str, _Buckets] = {}
         self._gc = _Series(16, new_hist)
         self._executor_wait = _Series(max_series, new_hist)
         self._stall_duration = _Series(16, new_hist)
@@ -143,10 +179,16 @@ class MetricsState:
     def add(self, records: Iterable[Any]) -> None:
         """Fold a batch of records into the metrics (records of unknown kinds are skipped)."""
         with self._lock:
+            by_name = self._span_by_name
             for record in records:
                 kind = getattr(record, "kind", None)
                 if kind == "span":
-                    self._span.get((("span", record.name),)).record(record.end_ns - record.start_ns)
+                    buckets = by_name.get(record.name)
+                    if buckets is None:
+                        buckets = self._span.get((("span", str(record.name)),))
+                        if len(by_name) < 10_000:  # a cache only: names past the series limit share "(other)"
+                            by_name[record.name] = buckets
+                    buckets.record(record.end_ns - record.start_ns)
                 elif kind == "lag":
                     self._add_summary(self._lag.get(self._loop_label(getattr(record, "loop_id", 0))), record, "_ns")
                     elu = getattr(record, "elu", None)
@@ -191,7 +233,7 @@ class MetricsState:
                     HistogramPoint(
                         labels,
                         self.buckets,
-                        tuple(hist.count_at_most(b) for b in self._bounds_ns),
+                        hist.cumulative(),
                         hist.count,
                         hist.total / 1e9,
                         hist.min / 1e9,

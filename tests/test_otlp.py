@@ -12,7 +12,9 @@ import pytest
 
 import asynclens
 from asynclens._metrics import MetricsState
-from asynclens._otlp_encode import any_value, encode_metrics, encode_spans, resource, to_unix_offset
+import json
+
+from asynclens._otlp_encode import any_value, encode_metrics, encode_spans, encode_spans_json, resource, to_unix_offset
 from asynclens.propagation import SpanContext
 from asynclens.records import Span, SpanEvent
 from asynclens.sinks.otlp import OtlpExportError, OtlpSink
@@ -138,6 +140,25 @@ def test_gc_executor_and_leak_records_become_child_spans_and_unknown_kinds_are_s
     assert ex["status"] == {"code": 2, "message": "OSError"}
     assert attrs_of(out["asynclens.leak socket"])["asynclens.site"] == "app.py:9 in connect"
     assert encode_spans([odd], resource=RES) == {"resourceSpans": []}
+
+
+def test_the_json_text_path_says_exactly_what_the_dict_encoder_says() -> None:
+    varied = [
+        span(),
+        span("child", span_id=2, parent_id=1, remote_parent=True, task="Task-9", thread_id=77, cpu_ns=5, steps=2,
+             attrs=MappingProxyType({"s": 'quote " and \\ and ü', "n": 2**70, "f": 0.5, "b": True, "l": (1, "x"), "none": None})),
+        span("cancelled", span_id=3, status="cancelled", error_type="CancelledError"),
+        span("error", span_id=4, status="error", error_type="E", error_message="m"),
+        span("events", span_id=5, events=(SpanEvent("e", 150),), links=(1,)),
+        span("server", span_id=6, attrs=MappingProxyType({"span.kind": "server"})),
+        SimpleNamespace(kind="gc", start_ns=1, end_ns=2, generation=0, trace_id=T, span_id=1),
+        SimpleNamespace(kind="lag", loop_id=1),
+    ]
+    for batch in (varied, [*varied, stall()]):
+        text = encode_spans_json(batch, resource=RES, offset_ns=OFFSET, session_id="s", trace_of={1: T})
+        assert text is not None
+        assert json.loads(text) == encode_spans(batch, resource=RES, offset_ns=OFFSET, session_id="s", trace_of={1: T})
+    assert encode_spans_json([SimpleNamespace(kind="lag")], resource=RES) is None
 
 
 def test_unix_offset_comes_from_the_header_anchors() -> None:

@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import _context
 from .._metrics import MetricsState
-from .._otlp_encode import encode_metrics, encode_spans, resource, to_unix_offset
+from .._otlp_encode import encode_metrics, encode_spans_json, resource, to_unix_offset
 from ..records import Record, SessionInfo
 from .base import Sink
 
@@ -132,7 +132,7 @@ class OtlpSink(Sink):
         service_name: str | None = None,
         resource_attributes: Mapping[str, Any] | None = None,
         max_queue: int = 20_000,
-        max_batch: int = 512,
+        max_batch: int = 4096,
         schedule_delay: float = 1.0,
         max_retries: int = 6,
         backoff: float = 0.5,
@@ -212,7 +212,8 @@ class OtlpSink(Sink):
         self._thread.start()
 
     def write(self, records: Sequence[Record]) -> None:
-        self.metrics.add(records)
+        if self.metrics_interval is not None:
+            self.metrics.add(records)
         queue = self._queue
         room = self.max_queue - len(queue)
         added = 0
@@ -296,7 +297,12 @@ class OtlpSink(Sink):
                 return  # close() now owns the deadline: finish in the final drain
             count = min(len(queue), self.max_batch)
             batch = [queue.popleft() for _ in range(count)]
-            if self._send_spans(batch):
+            try:
+                sent = self._send_spans(batch)
+            except Exception as exc:  # an encoding bug loses this batch, not the exporter
+                self.last_error = f"encoding spans: {type(exc).__name__}: {exc}"
+                sent = False
+            if sent:
                 self._stats["exported"] += count
             else:
                 self._stats["dropped_shutdown" if self._past_deadline() else "dropped_failed"] += count
@@ -311,13 +317,13 @@ class OtlpSink(Sink):
 
     def _send_spans(self, batch: list[Any]) -> bool:
         self._remember_traces(batch)
-        payload = encode_spans(
+        text = encode_spans_json(
             batch, resource=self._resource, offset_ns=self._offset,
             session_id=self._info.session_id if self._info else "", trace_of=self._trace_of,
         )
-        if not payload["resourceSpans"]:
+        if text is None:
             return True
-        return self._post(self.traces_url, self._trace_headers, payload, "spans")
+        return self._post(self.traces_url, self._trace_headers, text, "spans")
 
     def _export_metrics(self) -> None:
         try:
@@ -334,18 +340,19 @@ class OtlpSink(Sink):
             return
         if not payload["resourceMetrics"]:
             return
-        if self._post(self.metrics_url, self._metric_headers, payload, "metrics"):
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        if self._post(self.metrics_url, self._metric_headers, text, "metrics"):
             self._stats["metric_exports"] += 1
         else:
             self._stats["metric_failures"] += 1
 
     # ------------------------------------------------------------ HTTP
 
-    def _post(self, url: str, headers: Mapping[str, str], payload: dict[str, Any], what: str) -> bool:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    def _post(self, url: str, headers: Mapping[str, str], text: str, what: str) -> bool:
+        body = text.encode("utf-8", "replace")  # a lone surrogate in an attribute must not lose the batch
         send_headers = {"Content-Type": "application/json", "User-Agent": "asynclens-otlp", **headers}
         if self.compression == "gzip":
-            body = gzip.compress(body, compresslevel=5)
+            body = gzip.compress(body, compresslevel=1)  # JSON spans shrink ~15x even at level 1
             send_headers["Content-Encoding"] = "gzip"
         attempt = 0
         while True:
