@@ -244,7 +244,7 @@ class MetricsState:
 
     def _open_handles(self) -> tuple[Point, ...]:
         source = self.open_handles
-        if source is not None:
+        if source is not None and not self._leaks.items:  # leaks arrive at session end: then they are the truth
             try:
                 counts: dict[str, int] = {}
                 for handle in source():

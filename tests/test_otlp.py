@@ -408,3 +408,14 @@ def test_write_returns_quickly_while_the_collector_stalls() -> None:
                     pass
             s.flush()  # the flusher hands records to write(): only a queue append
             assert time.monotonic() - started < 2.0
+
+
+def test_a_span_with_unencodable_text_is_still_delivered() -> None:
+    with running_collector() as (collector, url):
+        sink = fast_sink(url)
+        with asynclens.session([sink], lag=False, track_handles=False, scheduler=False):
+            with asynclens.span("bad \ud800 name") as live:
+                live.set("odd", object())
+        (span,) = collector.spans()
+        assert span["name"] == "bad ? name" and attrs_of(span)["odd"].startswith("<object")
+    assert sink.dropped == 0

@@ -23,7 +23,12 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from aiohttp import TraceConfig, web
+try:
+    from aiohttp import TraceConfig, web
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "asynclens.integrations.aiohttp needs aiohttp: pip install aiohttp (or asyncio-lens[integration])"
+    ) from exc
 
 from .. import _context
 from ..propagation import extract, inject
