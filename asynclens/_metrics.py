@@ -97,7 +97,7 @@ class _Series:
 class _Buckets:
     """Counts per fixed upper bound (ns) plus count, sum, min and max: one bisect per value."""
 
-    __slots__ = ("bounds", "counts", "count", "total", "min", "max")
+    __slots__ = ("bounds", "count", "counts", "max", "min", "total")
 
     def __init__(self, bounds: tuple[int, ...]) -> None:
         self.bounds = bounds
@@ -108,13 +108,11 @@ class _Buckets:
         self.max = 0
 
     def record(self, value: int) -> None:
-        if value < 0:
-            value = 0
+        value = max(value, 0)
         self.counts[bisect_left(self.bounds, value)] += 1  # first bound >= value: Prometheus "le"
         if not self.count or value < self.min:
             self.min = value
-        if value > self.max:
-            self.max = value
+        self.max = max(self.max, value)
         self.count += 1
         self.total += value
 
@@ -127,7 +125,7 @@ class _Buckets:
 
 
 class _Summary:
-    __slots__ = ("count", "sum_ns", "quantiles")
+    __slots__ = ("count", "quantiles", "sum_ns")
 
     def __init__(self) -> None:
         self.count = 0

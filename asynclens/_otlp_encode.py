@@ -217,6 +217,7 @@ _LEAK_FIELDS = ("handle_kind", "description", "site", "closed_by", "stack", "spa
 def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | None:
     """Stalls, GC pauses, executor jobs and leaks as spans under the span that ran."""
     kind = getattr(record, "kind", None)
+    fields: tuple[str, ...]
     if kind == "stall":
         name, start, end, fields = "asynclens.stall", record.start_ns, record.end_ns, _STALL_FIELDS
         extra: list[tuple[str, Any]] = [("asynclens.duration_ns", record.end_ns - record.start_ns)]
@@ -301,7 +302,7 @@ def _metric(family: Family, start: int, now: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": family.otel_name, "description": family.help, "unit": family.unit}
     points = []
     for point in family.points:
-        base = {"attributes": _labels(point.labels), "startTimeUnixNano": str(start), "timeUnixNano": str(now)}
+        base: dict[str, Any] = {"attributes": _labels(point.labels), "startTimeUnixNano": str(start), "timeUnixNano": str(now)}
         if isinstance(point, HistogramPoint):
             counts, previous = [], 0
             for cumulative in point.cumulative:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CrossProcessLink", "MergedRuns", "TIME_FIELDS", "align_offsets", "cross_process_links", "merge_runs", "shift_record"]
+__all__ = ["TIME_FIELDS", "CrossProcessLink", "MergedRuns", "align_offsets", "cross_process_links", "merge_runs", "shift_record"]
 
 #: Record fields that are points on the session clock (shifted when merging);
 #: every other ``*_ns`` field is a duration and stays as it is.
@@ -106,7 +106,7 @@ def shift_record(record: Any, offset: int) -> Any:
             changes[f.name] = value + offset
         elif f.name == "events" and value:
             changes[f.name] = tuple(shift_record(e, offset) for e in value)
-    return dataclasses.replace(record, **changes) if changes else record
+    return dataclasses.replace(record, **changes) if changes else record  # type: ignore[type-var]
 
 
 def cross_process_links(runs_spans: Sequence[Iterable[Any]]) -> list[CrossProcessLink]:

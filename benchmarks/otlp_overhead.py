@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from echo_service import Variant, compare, print_table  # noqa: E402
+from echo_service import Variant, compare, print_table
 
 NO_PROBES = {"lag": False, "track_handles": False, "scheduler": False}
 
@@ -71,7 +71,7 @@ class _Collector(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 aiohttp = pytest.importorskip("aiohttp", reason="aiohttp (the 'integration' extra) is not installed")
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-import asynclens  # noqa: E402
-from asynclens.integrations.aiohttp import client_trace_config, middleware  # noqa: E402
-from asynclens.testing import capture  # noqa: E402
+import asynclens
+from asynclens.integrations.aiohttp import client_trace_config, middleware
+from asynclens.testing import capture
 
 STATE: Any = web.AppKey("state", dict) if hasattr(web, "AppKey") else "state"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -80,19 +80,18 @@ async def server(**options: Any) -> AsyncIterator[str]:
 @pytest.mark.asyncio
 async def test_requests_become_root_spans_named_by_route() -> None:
     with capture() as cap:
-        async with server(record_client=True) as base:
-            async with aiohttp.ClientSession() as client:
-                headers = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
-                async with client.get(f"{base}/users/42", headers=headers) as r:
-                    assert await r.text() == "user 42"
-                async with client.get(f"{base}/missing") as r:
-                    assert r.status == 404
-                async with client.get(f"{base}/fail") as r:
-                    assert r.status == 500
-                async with client.get(f"{base}/nowhere") as r:
-                    assert r.status == 404
-                async with client.get(f"{base}/stream") as r:
-                    assert await r.read() == b"part0\npart1\npart2\n"
+        async with server(record_client=True) as base, aiohttp.ClientSession() as client:
+            headers = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
+            async with client.get(f"{base}/users/42", headers=headers) as r:
+                assert await r.text() == "user 42"
+            async with client.get(f"{base}/missing") as r:
+                assert r.status == 404
+            async with client.get(f"{base}/fail") as r:
+                assert r.status == 500
+            async with client.get(f"{base}/nowhere") as r:
+                assert r.status == 404
+            async with client.get(f"{base}/stream") as r:
+                assert await r.read() == b"part0\npart1\npart2\n"
     by_name = {s.name: s for s in cap.spans}
     assert set(by_name) == {"GET /users/{id}", "db.load", "GET /missing", "GET /fail", "GET /nowhere", "GET /stream"}
     users = by_name["GET /users/{id}"]
@@ -109,10 +108,8 @@ async def test_requests_become_root_spans_named_by_route() -> None:
 @pytest.mark.asyncio
 async def test_client_requests_inject_traceparent_so_the_callee_joins_the_trace() -> None:
     with capture() as cap:
-        async with server() as base:
-            async with aiohttp.ClientSession() as client:
-                async with client.get(f"{base}/forward") as r:
-                    assert await r.text() == "user 7"
+        async with server() as base, aiohttp.ClientSession() as client, client.get(f"{base}/forward") as r:
+            assert await r.text() == "user 7"
     by_name = {s.name: s for s in cap.spans}
     outer, client_span, inner = by_name["GET /forward"], by_name["GET 127.0.0.1"], by_name["GET /users/{id}"]
     assert client_span.parent_id == outer.span_id and client_span.attrs["span.kind"] == "client"
@@ -134,7 +131,5 @@ async def test_client_failure_ends_its_span_and_reaches_the_caller_unchanged() -
 
 @pytest.mark.asyncio
 async def test_without_a_session_nothing_is_added() -> None:
-    async with server() as base:
-        async with aiohttp.ClientSession() as client:
-            async with client.get(f"{base}/forward") as r:
-                assert await r.text() == "user 7"
+    async with server() as base, aiohttp.ClientSession() as client, client.get(f"{base}/forward") as r:
+        assert await r.text() == "user 7"

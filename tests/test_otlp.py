@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
+from otlp_collector import running_collector, wait_for
 
 import asynclens
 from asynclens._metrics import MetricsState
-import json
-
 from asynclens._otlp_encode import any_value, encode_metrics, encode_spans, encode_spans_json, resource, to_unix_offset
 from asynclens.propagation import SpanContext
 from asynclens.records import Span, SpanEvent
 from asynclens.sinks.otlp import OtlpExportError, OtlpSink
 from asynclens.testing import capture
-
-from otlp_collector import running_collector, wait_for
 
 RES = resource("svc")
 T = 0xABC
@@ -216,14 +214,13 @@ def test_traces_parse_with_the_official_protobuf_definitions() -> None:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    with capture() as cap:
-        with asynclens.span("GET /", parent=SpanContext(T, 0x42)) as live:
-            live.set("span.kind", "server")
-            live.set("big", 2**80)
-            live.set("tags", ("a", "b"))
-            live.event("started", n=1.5)
-            with pytest.raises(ValueError), asynclens.span("inner"):
-                raise ValueError("boom")
+    with capture() as cap, asynclens.span("GET /", parent=SpanContext(T, 0x42)) as live:
+        live.set("span.kind", "server")
+        live.set("big", 2**80)
+        live.set("tags", ("a", "b"))
+        live.event("started", n=1.5)
+        with pytest.raises(ValueError), asynclens.span("inner"):
+            raise ValueError("boom")
     records = [*cap.spans, stall(span_id=cap.spans[1].span_id), SimpleNamespace(kind="gc", start_ns=1, end_ns=2, generation=0)]
     offset = to_unix_offset(cap.session.info)
     payload = encode_spans(records, resource=resource("svc", cap.session.info), offset_ns=offset, session_id="s")
@@ -367,9 +364,8 @@ def test_unreachable_collector_never_reaches_user_code(caplog: pytest.LogCapture
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: connections are refused
     sink = fast_sink(f"http://127.0.0.1:{port}", max_retries=1, shutdown_timeout=1.0)
-    with asynclens.session([sink], lag=False, track_handles=False, scheduler=False) as s:
-        with asynclens.span("op"):
-            pass
+    with asynclens.session([sink], lag=False, track_handles=False, scheduler=False) as s, asynclens.span("op"):
+        pass
     assert s.statistics().sinks_disabled == 0 and sink.dropped == 1
     assert "dropped 1 record" in caplog.text
 

@@ -110,9 +110,8 @@ def test_serves_metrics_on_loopback_during_the_session() -> None:
 def test_writes_a_textfile_collector_file(tmp_path: Any) -> None:
     path = tmp_path / "asynclens.prom"
     sink = PrometheusSink(port=None, textfile=path, textfile_interval=3600)
-    with asynclens.session([sink], lag=False, track_handles=False, scheduler=False):
-        with asynclens.span("job"):
-            pass
+    with asynclens.session([sink], lag=False, track_handles=False, scheduler=False), asynclens.span("job"):
+        pass
     families = parse(path.read_text())
     assert [s.value for s in families["asynclens_span_duration_seconds"].samples if s.name.endswith("_count")] == [1]
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []

@@ -85,10 +85,9 @@ def test_span_with_remote_parent_continues_the_trace_and_inject_passes_tracestat
     assert ctx is not None
     out: dict[str, str] = {}
     with capture() as cap:
-        with asynclens.span("request", parent=ctx):
-            with asynclens.span("db"):
-                inject(out)
-                inner = asynclens.current_span()
+        with asynclens.span("request", parent=ctx), asynclens.span("db"):
+            inject(out)
+            inner = asynclens.current_span()
         assert inject({}) == {}  # outside any span: nothing to propagate
     request, = [s for s in cap.spans if s.name == "request"]
     db, = [s for s in cap.spans if s.name == "db"]
@@ -102,12 +101,11 @@ def test_span_with_remote_parent_continues_the_trace_and_inject_passes_tracestat
 def test_tracestate_is_not_passed_into_an_unrelated_trace() -> None:
     ctx = SpanContext(int(TRACE, 16), int(SPAN, 16), tracestate="a=1")
     out: dict[str, str] = {}
-    with capture():
-        with asynclens.span("request", parent=ctx):
-            unrelated = asynclens.current_span()
-            assert unrelated is not None
-            with asynclens.span("other", parent=SpanContext(5, 6, remote=False)):
-                inject(out)
+    with capture(), asynclens.span("request", parent=ctx):
+        unrelated = asynclens.current_span()
+        assert unrelated is not None
+        with asynclens.span("other", parent=SpanContext(5, 6, remote=False)):
+            inject(out)
     assert "tracestate" not in out and out["traceparent"].startswith(f"00-{5:032x}-")
 
 

@@ -110,7 +110,7 @@ def client_trace_config(*, spans: bool = True) -> TraceConfig:
     With ``spans=True`` each request also gets a client span (``"METHOD host"``)
     whose id is the one sent; with ``spans=False`` the current span's is sent.
     """
-    config = TraceConfig(trace_config_ctx_factory=lambda trace_request_ctx=None: SimpleNamespace(block=None, live=None))
+    config = TraceConfig(trace_config_ctx_factory=_ClientContext)
 
     async def on_request_start(session: Any, ctx: Any, params: Any) -> None:
         try:
@@ -139,6 +139,13 @@ def client_trace_config(*, spans: bool = True) -> TraceConfig:
     config.on_request_end.append(on_request_end)
     config.on_request_exception.append(on_request_exception)
     return config
+
+
+class _ClientContext(SimpleNamespace):
+    """Per-request state of the client trace config: the client span, if any."""
+
+    def __init__(self, trace_request_ctx: Any = None) -> None:
+        super().__init__(block=None, live=None, trace_request_ctx=trace_request_ctx)
 
 
 def _end_client(ctx: Any, status: int | None = None, exc: BaseException | None = None) -> None:

@@ -89,7 +89,7 @@ class AsgiMiddleware:
 class _Request:
     """What the middleware knows about one request while it runs."""
 
-    __slots__ = ("middleware", "scope", "method", "path", "status", "live", "named")
+    __slots__ = ("live", "method", "middleware", "named", "path", "scope", "status")
 
     def __init__(self, middleware: AsgiMiddleware, scope: Scope) -> None:
         self.middleware = middleware
