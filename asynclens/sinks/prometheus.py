@@ -142,10 +142,15 @@ class PrometheusSink(Sink):
             self._server = ThreadingHTTPServer((self.host, self._requested_port), _handler(self))
             self._server.daemon_threads = True
             self.port = self._server.server_address[1]
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="asynclens-prometheus", daemon=True
-            )
+            self._thread = threading.Thread(target=self._serve, name="asynclens-prometheus", daemon=True)
             self._thread.start()
+
+    def _serve(self) -> None:
+        # Runs serve_forever under a frame of asynclens, so the handle registry knows the
+        # sockets it accepts are asynclens's own, not the program's.
+        server = self._server
+        if server is not None:
+            server.serve_forever(poll_interval=0.2)
 
     def write(self, records: Sequence[Record]) -> None:
         self.metrics.add(records)
