@@ -415,3 +415,12 @@ def test_a_span_with_unencodable_text_is_still_delivered() -> None:
         (span,) = collector.spans()
         assert span["name"] == "bad ? name" and attrs_of(span)["odd"].startswith("<object")
     assert sink.dropped == 0
+
+
+def test_span_to_trace_memory_for_links_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asynclens.sinks.otlp as otlp
+
+    monkeypatch.setattr(otlp, "_MAX_TRACE_MAP", 3)
+    sink = fast_sink("http://127.0.0.1:9")
+    sink._remember_traces([span(span_id=i) for i in range(1, 6)])
+    assert sink._trace_of == {3: T, 4: T, 5: T}  # the oldest forgotten first

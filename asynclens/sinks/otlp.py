@@ -33,8 +33,9 @@ import random
 import threading
 import time
 import urllib.parse
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from .. import _context
@@ -186,7 +187,7 @@ class OtlpSink(Sink):
         self._resource: dict[str, Any] = {}
         self._offset = 0
         self._start_unix = 0
-        self._trace_of: OrderedDict[int, int] = OrderedDict()
+        self._trace_of: dict[int, int] = {}
         self._connections: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
         self._stats = {
             "exported": 0,  # records delivered
@@ -312,8 +313,10 @@ class OtlpSink(Sink):
         for record in batch:
             if record.kind == "span":
                 trace_of[record.span_id] = record.trace_id
-        while len(trace_of) > _MAX_TRACE_MAP:
-            trace_of.popitem(last=False)
+        excess = len(trace_of) - _MAX_TRACE_MAP
+        if excess > 0:  # forget the oldest (dicts keep insertion order)
+            for key in list(islice(trace_of, excess)):
+                del trace_of[key]
 
     def _send_spans(self, batch: list[Any]) -> bool:
         self._remember_traces(batch)
