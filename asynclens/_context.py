@@ -19,12 +19,17 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .propagation import SpanContext
     from .session import Session
     from .tracing import LiveSpan
 
 active: Session | None = None
 
 current_span: ContextVar[LiveSpan | None] = ContextVar("asynclens.current_span", default=None)
+
+#: The remote parent (W3C ``traceparent``) the current trace continues, set by
+#: ``span(name, parent=ctx)``; ``propagation.inject`` passes its ``tracestate`` on.
+remote_parent: ContextVar[SpanContext | None] = ContextVar("asynclens.remote_parent", default=None)
 
 
 def set_active(session: Session | None) -> None:

@@ -195,20 +195,29 @@ class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
 
     Works as ``with`` and ``async with``; yields a :class:`LiveSpan` (or a no-op
     stand-in when no session is recording). Exceptions are recorded and
-    re-raised unchanged.
+    re-raised unchanged. ``parent=`` overrides the current span as parent: pass
+    a :class:`~asynclens.propagation.SpanContext` from
+    :func:`~asynclens.propagation.extract` to continue a trace from another
+    process (the span gets ``remote_parent=True``).
 
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_name", "_attrs", "_live", "_token")
+    __slots__ = ("_name", "_attrs", "_live", "_token", "_parent", "_remote_token")
 
-    def __init__(self, name: str, /, **attrs: Any) -> None:
+    def __init__(self, name: str, /, *, parent: Any = None, **attrs: Any) -> None:
         if not isinstance(name, str):
             raise TypeError(f"span() takes the span's name as a string first, got {type(name).__name__}")
+        if parent is not None and not (isinstance(getattr(parent, "trace_id", None), int) and isinstance(getattr(parent, "span_id", None), int)):
+            raise TypeError(
+                f"span(parent=...) takes a LiveSpan or a propagation.SpanContext, got {type(parent).__name__}"
+            )
         self._name = name
         self._attrs = attrs
+        self._parent = parent
         self._live: LiveSpan | None = None
         self._token: Any = None
+        self._remote_token: Any = None
 
     def __enter__(self) -> LiveSpan:
         session = _context.active
@@ -216,10 +225,22 @@ class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
             return _NOOP  # type: ignore[return-value]
         if self._live is not None:
             raise RuntimeError(f"span({self._name!r}) is already entered; create a new span() for each block")
-        live = LiveSpan(session, self._name, _span_var.get(), self._attrs or None)
+        parent = self._parent
+        live = LiveSpan(session, self._name, _span_var.get() if parent is None else parent, self._attrs or None)
+        if parent is not None and getattr(parent, "remote", False):
+            self._continue_remote(live, parent)
         self._live = live
         self._token = _span_var.set(live)
         return live
+
+    def _continue_remote(self, live: LiveSpan, parent: Any) -> None:
+        # Span.remote_parent travels in LiveSpan.extra, which a probe may already hold (a dict).
+        extra = live.extra
+        if isinstance(extra, dict):
+            extra["remote_parent"] = True
+        elif extra is None:
+            live.extra = {"remote_parent": True}
+        self._remote_token = _context.remote_parent.set(parent)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -232,6 +253,14 @@ class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
             _span_var.reset(self._token)
         except ValueError:  # exited in another context than entered: nothing to undo there
             pass
+        if self._remote_token is not None:
+            try:
+                _context.remote_parent.reset(self._remote_token)
+            except ValueError:
+                pass
+            self._remote_token = None
+        if live.end_ns:  # already ended by its owner (e.g. at an HTTP response's last byte)
+            return
         if exc is not None:
             live._fail(exc)
         live._end()

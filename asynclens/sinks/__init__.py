@@ -22,6 +22,8 @@ __all__ = [
     "HtmlSink",
     "JsonLinesSink",
     "MemorySink",
+    "OtlpSink",
+    "PrometheusSink",
     "Sink",
     "SinkLike",
     "SpeedscopeSink",
@@ -37,6 +39,8 @@ _LAZY = {
     "ChromeTraceSink": "chrome",
     "FoldedSink": "folded",
     "HtmlSink": "html",
+    "OtlpSink": "otlp",
+    "PrometheusSink": "prometheus",
     "SpeedscopeSink": "speedscope",
 }
 
