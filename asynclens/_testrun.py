@@ -524,29 +524,49 @@ class Window:
         return verdict
 
     def summary(self) -> dict[str, Any]:
-        """What the terminal summary needs of this test, JSON-ready (crosses xdist)."""
+        """What the terminal summary needs of this test, JSON-ready (crosses xdist).
+
+        Sequences are tuples: the reports of a whole run stay alive until its end,
+        and tuples of plain values drop out of the garbage collector's sight."""
         spans = [r for r in self.collected if isinstance(r, Span)]
-        slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns)
-        stalls = [f for f in self.all_findings if f.kind == "stall"]
-        leaks = [f for f in self.all_findings if f.kind == "leak"]
-        sched = [f.duration_ns for f in self.all_findings if f.kind == "sched"]
+        slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns) if spans else ()
+        findings = self.all_findings
+        stalls = [f for f in findings if f.kind == "stall"] if findings else ()
+        leaks = [f for f in findings if f.kind == "leak"] if findings else ()
+        sched = [f.duration_ns for f in findings if f.kind == "sched"] if findings else ()
         return {
             "nodeid": self.nodeid,
             "instrumented": self.session is not None,
             "note": self.note,
             "spans": len(spans),
-            "slowest_spans": [[s.end_ns - s.start_ns, s.name] for s in slowest],
+            "slowest_spans": tuple((s.end_ns - s.start_ns, s.name) for s in slowest),
             "stall_count": len(stalls),
             "stall_ns": sum(f.duration_ns for f in stalls),
-            "stalls": [f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5]],
-            "late": [[owner, f.summary()] for owner, f in self.late.values()][:_TOP],
+            "stalls": tuple(f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5]),
+            "late": tuple((owner, f.summary()) for owner, f in self.late.values())[:_TOP],
             "leak_count": len(leaks),
-            "leaks": [f.summary() for f in leaks[:_TOP]],
+            "leaks": tuple(f.summary() for f in leaks[:_TOP]),
             "sched_max_ns": max(sched) if sched else None,
             "failed": bool(self.failures),
             "allowed": self.allowed,
-            "rules": [[rule.origin, rule.text, hits] for rule, hits in self.rule_hits.items()],
-            "traces": list(self.traces),
+            "rules": tuple((rule.origin, rule.text, hits) for rule, hits in self.rule_hits.items()),
+            "traces": tuple(self.traces),
             "dropped": max(0, self.dropped),
             "internal_errors": max(0, self.internal_errors),
         }
+
+    def release(self) -> None:
+        """Drop what only the test's own hooks needed (records, findings, the lens):
+        pytest keeps every item, and with it this window, until the run ends."""
+        self.collected = []
+        self.leak_records = []
+        self.pending_tasks = []
+        self.late = {}
+        self.judged = set()
+        self.all_findings = []
+        self.failures = []
+        self.excluded = []
+        self.teardown_verdict = None
+        self._probes = {}
+        self.open_before = self.open_before_call = frozenset()
+        self.tasks_before_call = None

@@ -346,6 +346,10 @@ class AsyncLensPlugin:
             self._judge_report(item, run, report, call.when)
         except Exception as exc:  # noqa: BLE001 - a bug in asynclens must not turn into the user's failure
             report.sections.append(("asynclens", f"asynclens failed while judging: {type(exc).__name__}: {exc}"))
+        if call.when == "teardown":
+            # the item outlives its test until the run ends; its window's records need not
+            del item.stash[_RUN_KEY]
+            run.release()
 
     def _judge_report(self, item: pytest.Item, run: Window, report: pytest.TestReport, when: str) -> None:
         if when == "call" and run.session is not None:
