@@ -33,6 +33,8 @@ _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 _KEEP_WINDOWS = 1000
 _KEEP_CLOSING_LEAKS = 100
+#: record kinds a test's findings come from (``task`` records also need the spans)
+_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
 
 
 class Lens:
@@ -246,6 +248,7 @@ class Recorder:
         self.session: Session | None = None
         self.sink = WindowSink()
         self.options: dict[str, Any] = {}
+        self.probes: dict[str, Any] = {}  # the session's probes by name
         self._problems = (0, 0)
         self._last: Session | None = None
         self._checked_s = 0.0
@@ -274,6 +277,7 @@ class Recorder:
         session = Session([self.sink], flush_interval=0.5, name=name, **options)
         session.start()
         self.session = session
+        self.probes = {probe.name: probe for probe in session.probes}
         self._problems = (0, 0)
         self._checked_s = time.monotonic()
         self.open_keys = None
@@ -333,6 +337,9 @@ class Window:
         self.start_ns = 0
         self.end_ns = 0
         self.collected: list[Record] = []
+        self._spans: list[Span] = []  # of collected, in order
+        self._judged_records: list[Any] = []  # of collected, those of _JUDGED_KINDS
+        self._has_tasks = False
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
         self.recorder: Recorder | None = None
@@ -361,7 +368,7 @@ class Window:
         if session is None:
             return
         self.session, self.sink, self.recorder = session, recorder.sink, recorder
-        self._probes = {probe.name: probe for probe in session.probes}
+        self._probes = recorder.probes
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
@@ -374,7 +381,7 @@ class Window:
         if session is None or sink is None or self.ended:
             return
         self.settle()
-        self.records()
+        self._sync()
         self.ended = True
         self.end_ns = session.now()
         recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
@@ -385,8 +392,8 @@ class Window:
             recorder.open_keys = frozenset(handle_key(h) for h in open_now)
         else:
             recorder.close()
-            self.collected.extend(sink.take())
-        seen = {getattr(r, "handle_id", None) for r in self.collected if getattr(r, "kind", None) == "leak"}
+            self._add(sink.take())
+        seen = {getattr(r, "handle_id", None) for r in self._judged_records if getattr(r, "kind", None) == "leak"}
         for leak in leaks:
             handle_id = getattr(leak, "handle_id", None)
             if handle_id is None or handle_id not in seen:
@@ -460,11 +467,30 @@ class Window:
             time.sleep(0.001)
 
     def records(self) -> list[Record]:
+        return list(self._sync())
+
+    def _sync(self) -> list[Record]:
+        """Take what the session recorded so far into ``collected`` (not a copy)."""
         session, sink = self.session, self.sink
         if session is not None and sink is not None and not self.ended and session.state == "active":
             session.flush()
-            self.collected.extend(sink.take())
-        return list(self.collected)
+            self._add(sink.take())
+        return self.collected
+
+    def _add(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        self.collected.extend(records)
+        spans, judged = self._spans, self._judged_records
+        for record in records:
+            kind = getattr(record, "kind", None)
+            if kind == "span":
+                if isinstance(record, Span):
+                    spans.append(record)
+            elif kind in _JUDGED_KINDS:
+                judged.append(record)
+                if kind == "task":
+                    self._has_tasks = True
 
     def probe(self, name: str) -> Any:
         """The session's probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
@@ -499,7 +525,11 @@ class Window:
         (a loop notices a stall only when it next runs) belongs to an earlier test."""
         end = self.end_ns or (self.session.now() if self.session is not None else 0)
         start = self.start_ns
-        found = findings_from(self.records() + self.leak_records, end)
+        records = self._sync()
+        source = records if self._has_tasks else self._judged_records  # task findings name their span
+        if not source and not self.leak_records:
+            return []
+        found = findings_from([*source, *self.leak_records], end)
         for finding in found:
             if finding.kind == "stall" and finding.start_ns < start and id(finding.record) not in self.late:
                 owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
@@ -528,7 +558,7 @@ class Window:
 
         Sequences are tuples: the reports of a whole run stay alive until its end,
         and tuples of plain values drop out of the garbage collector's sight."""
-        spans = [r for r in self.collected if isinstance(r, Span)]
+        spans = self._spans
         slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns) if spans else ()
         findings = self.all_findings
         stalls = [f for f in findings if f.kind == "stall"] if findings else ()
@@ -559,6 +589,8 @@ class Window:
         """Drop what only the test's own hooks needed (records, findings, the lens):
         pytest keeps every item, and with it this window, until the run ends."""
         self.collected = []
+        self._spans = []
+        self._judged_records = []
         self.leak_records = []
         self.pending_tasks = []
         self.late = {}

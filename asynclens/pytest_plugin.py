@@ -239,6 +239,7 @@ class AsyncLensPlugin:
         self.is_worker = hasattr(config, "workerinput")
         self.recorder = Recorder(long_lived=settings.every_test)
         self.last_problems = (0, 0)  # seen after the last test's report (not under xdist)
+        self._async_fixtures: dict[int, bool] = {}  # by id of the fixture function (they live all run)
 
     # -- which tests, with which policy
 
@@ -301,8 +302,12 @@ class AsyncLensPlugin:
         if run is None or run.session is None:
             yield
             return
-        if not run.async_setup and _is_async_fixture(getattr(fixturedef, "func", None)):
-            run.async_setup = True
+        if not run.async_setup:
+            func = getattr(fixturedef, "func", None)
+            is_async = self._async_fixtures.get(id(func))
+            if is_async is None:
+                is_async = self._async_fixtures[id(func)] = _is_async_fixture(func)
+            run.async_setup = is_async
         if getattr(fixturedef, "scope", "function") == "function":
             yield
             return
