@@ -313,6 +313,14 @@ class Recorder:
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
+def _any_gaps(monitors: list[Any]) -> bool:
+    """Whether a loop timed a stall the watchdog has not turned into a record yet."""
+    for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
+        if getattr(monitor, "gaps", None):
+            return True
+    return False
+
+
 def session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
     """Stall threshold low enough for the strictest ``max_stall``; the scheduler
     probe only where a test asks about scheduling delay."""
@@ -433,20 +441,23 @@ class Window:
     def _pending_task_ids(self) -> set[int] | None:
         """Ids of the pending tasks of every open loop the lag probe watches (None
         when it watches none: then the handle registry's view is used)."""
-        if self.probe("handles") is None:
+        probes = self._probes
+        if probes.get("handles") is None:
             return set()
-        monitors = getattr(self.probe("lag"), "monitors", None)
+        monitors = getattr(probes.get("lag"), "monitors", None)
         if monitors is None:
             return None
         ids: set[int] = set()
-        for monitor in list(monitors):
+        for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
             try:
-                ids.update(id(task) for task in asyncio.all_tasks(loop))
+                tasks = asyncio.all_tasks(loop)
             except RuntimeError:  # a loop of another thread changed its tasks meanwhile
                 return None
+            if tasks:
+                ids.update(map(id, tasks))
         return ids
 
     def settle(self) -> None:
@@ -455,15 +466,13 @@ class Window:
         A loop times a stall when it next runs; the probe's watchdog thread makes
         the record on its next poll (at most ~25 ms later). Only when a loop has
         such a stall pending does this wait, and for one poll at most."""
-        probe = self.probe("lag")
+        probe = self._probes.get("lag")
         monitors, watchdog = getattr(probe, "monitors", None), getattr(probe, "watchdog", None)
-        if not monitors or watchdog is None or not any(getattr(m, "gaps", None) for m in list(monitors)):
+        if not monitors or watchdog is None or not _any_gaps(monitors):
             return
         deadline = time.monotonic() + _SETTLE_TIMEOUT_S
         polls = getattr(watchdog, "polls", 0)
-        while time.monotonic() < deadline and (
-            any(getattr(m, "gaps", None) for m in list(monitors)) or getattr(watchdog, "polls", 0) < polls + 2
-        ):
+        while time.monotonic() < deadline and (_any_gaps(monitors) or getattr(watchdog, "polls", 0) < polls + 2):
             time.sleep(0.001)
 
     def records(self) -> list[Record]:
@@ -545,6 +554,8 @@ class Window:
     def judge_new(self, kinds: Sequence[str] = ("stall", "leak", "sched")) -> Verdict:
         """Judge the findings of ``kinds`` not judged before (each counts once)."""
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]
+        if not fresh:
+            return Verdict(policy=self.policy)
         self.judged.update(id(f.record) for f in fresh)
         verdict = self.judge(fresh, self.policy)
         allowed = {id(f) for f in verdict.allowed}
