@@ -369,7 +369,6 @@ class Window:
         self.traces: list[str] = []
         self.dropped = 0
         self.internal_errors = 0
-        self.lens = Lens(self)
 
     def begin(self, recorder: Recorder, options: dict[str, Any]) -> None:
         session, self.note = recorder.acquire(self.nodeid if not recorder.long_lived else "pytest run", options)

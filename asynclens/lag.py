@@ -169,6 +169,10 @@ class LagProbe:
         session = self.session
         if session is None or self.watchdog is None:
             return
+        # A monitor holds its loop (and the loop its sockets) until retired: do it now rather
+        # than at the watchdog's next poll, so that a loop per test (pytest) leaves one or two
+        # loops alive, not dozens for the garbage collector to walk.
+        self._retire_closed()
         monitor = LoopMonitor(
             loop,
             now=session.now,

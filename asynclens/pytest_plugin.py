@@ -218,7 +218,7 @@ def lens(request: pytest.FixtureRequest) -> Lens:
     if run is None or run.session is None:
         reason = run.note if run is not None and run.note else "asynclens is disabled for this test (enabled=False)"
         pytest.fail(f"the lens fixture has no asynclens session: {reason}", pytrace=False)
-    return run.lens
+    return Lens(run)  # made here, not kept by the window: no reference cycle for the collector
 
 
 _RUN_KEY = pytest.StashKey[Window]()
