@@ -400,13 +400,11 @@ def test_readiness_event_hooks_of_closed_loops_are_folded_not_kept() -> None:
     with make_session(MemorySink()) as session:
         probe = session.probe("handles")
         for _ in range(300):
-            with asyncio.Runner() as runner:
-                runner.run(tick())
+            asyncio.run(tick())
         assert len(probe._event_hooks) <= 64
         events = probe.statistics().events
         assert events is not None and events >= 300  # a self-pipe wake-up per loop at least
-        with asyncio.Runner() as runner:
-            runner.run(tick())
+        asyncio.run(tick())
         assert probe.statistics().events >= events
 
 
