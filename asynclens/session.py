@@ -279,7 +279,10 @@ class Session:
 
     def _flush_loop(self) -> None:
         while not self._stop_flusher.wait(self.flush_interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # keep flushing: a dead flusher would silently drop everything
+                self.internal_error("flushing", exc)
 
     def flush(self) -> None:
         """Hand everything buffered so far to the sinks (any thread; serialised).
