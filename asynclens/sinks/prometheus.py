@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 from .. import _context
 from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point, SummaryPoint
 from ..records import Record, SessionInfo
+from ._rendering import write_text_atomically
 from .base import Sink
 
 __all__ = ["CONTENT_TYPE", "PrometheusSink", "render"]
@@ -172,18 +172,7 @@ class PrometheusSink(Sink):
     def _write_textfile(self) -> None:
         assert self.textfile is not None
         self._last_textfile = time.monotonic()
-        directory = os.path.dirname(os.path.abspath(self.textfile))
-        fd, tmp = tempfile.mkstemp(prefix=".asynclens-", suffix=".prom.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.render())
-            os.replace(tmp, self.textfile)  # the collector never reads a half-written file
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_text_atomically(self.textfile, self.render())  # the collector never reads half a file
 
     def __repr__(self) -> str:
         where = self.url or self.textfile or f"{self.host}:{self._requested_port}"
