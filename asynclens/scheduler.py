@@ -497,6 +497,7 @@ class SchedulerProbe:
                     executor_busy_max=busy,
                     steps=steps,
                     tasks=tasks,
+                    ready_histogram=MappingProxyType(ready.to_dict()) if ready.count else None,
                 )
             )
         except Exception as exc:

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .. import _context
-from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point, SummaryPoint
+from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point
 from ..records import Record, SessionInfo
 from ._rendering import write_text_atomically
 from .base import Sink
@@ -71,11 +71,6 @@ def render(families: Sequence[Family]) -> str:
                 for bound, count in zip(point.bounds, point.cumulative):
                     lines.append(f"{name}_bucket{_labels(point.labels, ('le', _number(bound)))} {count}")
                 lines.append(f"{name}_bucket{_labels(point.labels, ('le', '+Inf'))} {point.count}")
-                lines.append(f"{name}_sum{_labels(point.labels)} {_number(point.sum)}")
-                lines.append(f"{name}_count{_labels(point.labels)} {point.count}")
-            elif isinstance(point, SummaryPoint):
-                for quantile, value in point.quantiles:
-                    lines.append(f"{name}{_labels(point.labels, ('quantile', _number(quantile)))} {_number(value)}")
                 lines.append(f"{name}_sum{_labels(point.labels)} {_number(point.sum)}")
                 lines.append(f"{name}_count{_labels(point.labels)} {point.count}")
             elif isinstance(point, Point):
