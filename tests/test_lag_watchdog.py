@@ -296,3 +296,14 @@ def test_watchdog_parks_only_while_every_loop_idles_with_its_tick_parked() -> No
     uv = FakeMonitor(exact=False)
     h.w.add(uv)
     assert h.w._wake.is_set() and not h.w._all_idle()  # tick-only loops need polling
+
+
+def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
+    import os
+
+    from asynclens import _frames
+
+    own = os.path.join(os.path.dirname(os.path.abspath(_frames.__file__)), "tracing.py")
+    stack = [("app.py", 3, "main"), (own, 300, "traced"), ("app.py", 9, "handler")]
+    assert _frames.format_stack(stack) == ("app.py:3 in main", "app.py:9 in handler")
+    assert _frames.format_stack([(own, 300, "traced")]) == (f"{own}:300 in traced",)  # nothing else: keep it
