@@ -309,3 +309,14 @@ def test_adding_a_loop_wakes_only_a_parked_watchdog() -> None:
     h.w.parked = True
     h.w.add(FakeMonitor(exact=False))
     assert h.w._wake.is_set()
+
+
+def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
+    import os
+
+    from asynclens import _frames
+
+    own = os.path.join(os.path.dirname(os.path.abspath(_frames.__file__)), "tracing.py")
+    stack = [("app.py", 3, "main"), (own, 300, "traced"), ("app.py", 9, "handler")]
+    assert _frames.format_stack(stack) == ("app.py:3 in main", "app.py:9 in handler")
+    assert _frames.format_stack([(own, 300, "traced")]) == (f"{own}:300 in traced",)  # nothing else: keep it
