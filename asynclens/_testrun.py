@@ -313,6 +313,10 @@ class Recorder:
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
+def _duration(span: Span) -> int:
+    return span.end_ns - span.start_ns
+
+
 def _any_gaps(monitors: list[Any]) -> bool:
     """Whether a loop timed a stall the watchdog has not turned into a record yet."""
     for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
@@ -569,31 +573,44 @@ class Window:
         Sequences are tuples: the reports of a whole run stay alive until its end,
         and tuples of plain values drop out of the garbage collector's sight."""
         spans = self._spans
-        slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns) if spans else ()
-        findings = self.all_findings
-        stalls = [f for f in findings if f.kind == "stall"] if findings else ()
-        leaks = [f for f in findings if f.kind == "leak"] if findings else ()
-        sched = [f.duration_ns for f in findings if f.kind == "sched"] if findings else ()
-        return {
+        out: dict[str, Any] = {
             "nodeid": self.nodeid,
             "instrumented": self.session is not None,
             "note": self.note,
             "spans": len(spans),
-            "slowest_spans": tuple((s.end_ns - s.start_ns, s.name) for s in slowest),
-            "stall_count": len(stalls),
-            "stall_ns": sum(f.duration_ns for f in stalls),
-            "stalls": tuple(f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5]),
-            "late": tuple((owner, f.summary()) for owner, f in self.late.values())[:_TOP],
-            "leak_count": len(leaks),
-            "leaks": tuple(f.summary() for f in leaks[:_TOP]),
-            "sched_max_ns": max(sched) if sched else None,
+            "slowest_spans": tuple((s.end_ns - s.start_ns, s.name) for s in heapq.nlargest(5, spans, key=_duration))
+            if spans
+            else (),
+            "stall_count": 0,
+            "stall_ns": 0,
+            "stalls": (),
+            "late": (),
+            "leak_count": 0,
+            "leaks": (),
+            "sched_max_ns": None,
             "failed": bool(self.failures),
             "allowed": self.allowed,
-            "rules": tuple((rule.origin, rule.text, hits) for rule, hits in self.rule_hits.items()),
+            "rules": tuple((rule.origin, rule.text, hits) for rule, hits in self.rule_hits.items())
+            if self.rule_hits
+            else (),
             "traces": tuple(self.traces),
             "dropped": max(0, self.dropped),
             "internal_errors": max(0, self.internal_errors),
         }
+        findings = self.all_findings
+        if findings:
+            stalls = [f for f in findings if f.kind == "stall"]
+            leaks = [f for f in findings if f.kind == "leak"]
+            sched = [f.duration_ns for f in findings if f.kind == "sched"]
+            out["stall_count"] = len(stalls)
+            out["stall_ns"] = sum(f.duration_ns for f in stalls)
+            out["stalls"] = tuple(f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5])
+            out["leak_count"] = len(leaks)
+            out["leaks"] = tuple(f.summary() for f in leaks[:_TOP])
+            out["sched_max_ns"] = max(sched) if sched else None
+        if self.late:
+            out["late"] = tuple((owner, f.summary()) for owner, f in self.late.values())[:_TOP]
+        return out
 
     def release(self) -> None:
         """Drop what only the test's own hooks needed (records, findings, the lens):

@@ -255,7 +255,7 @@ class LagProbe:
                 m.roll(max(m.beat, m.window_start), None if m.exact else self._cpu_of(m))
             with self._lock:
                 self.monitors.remove(m)
-                self._retired.merge(m.hist)
+                self._retired.merge(m.closed_hist).merge(m.window)  # its lag (m.hist), without a copy
                 if len(self._retired_loops) < 100:
                     self._retired_loops.append(self._loop_dict(m, None))
             m.loop = None
