@@ -33,6 +33,8 @@ _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 _KEEP_WINDOWS = 1000
 _KEEP_CLOSING_LEAKS = 100
+#: record kinds a test's findings come from (``task`` records also need the spans)
+_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
 
 
 class Lens:
@@ -246,6 +248,7 @@ class Recorder:
         self.session: Session | None = None
         self.sink = WindowSink()
         self.options: dict[str, Any] = {}
+        self.probes: dict[str, Any] = {}  # the session's probes by name
         self._problems = (0, 0)
         self._last: Session | None = None
         self._checked_s = 0.0
@@ -274,6 +277,7 @@ class Recorder:
         session = Session([self.sink], flush_interval=0.5, name=name, **options)
         session.start()
         self.session = session
+        self.probes = {probe.name: probe for probe in session.probes}
         self._problems = (0, 0)
         self._checked_s = time.monotonic()
         self.open_keys = None
@@ -309,6 +313,18 @@ class Recorder:
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
+def _duration(span: Span) -> int:
+    return span.end_ns - span.start_ns
+
+
+def _any_gaps(monitors: list[Any]) -> bool:
+    """Whether a loop timed a stall the watchdog has not turned into a record yet."""
+    for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
+        if getattr(monitor, "gaps", None):
+            return True
+    return False
+
+
 def session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
     """Stall threshold low enough for the strictest ``max_stall``; the scheduler
     probe only where a test asks about scheduling delay."""
@@ -333,6 +349,9 @@ class Window:
         self.start_ns = 0
         self.end_ns = 0
         self.collected: list[Record] = []
+        self._spans: list[Span] = []  # of collected, in order
+        self._judged_records: list[Any] = []  # of collected, those of _JUDGED_KINDS
+        self._has_tasks = False
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
         self.recorder: Recorder | None = None
@@ -354,14 +373,13 @@ class Window:
         self.traces: list[str] = []
         self.dropped = 0
         self.internal_errors = 0
-        self.lens = Lens(self)
 
     def begin(self, recorder: Recorder, options: dict[str, Any]) -> None:
         session, self.note = recorder.acquire(self.nodeid if not recorder.long_lived else "pytest run", options)
         if session is None:
             return
         self.session, self.sink, self.recorder = session, recorder.sink, recorder
-        self._probes = {probe.name: probe for probe in session.probes}
+        self._probes = recorder.probes
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
@@ -374,7 +392,7 @@ class Window:
         if session is None or sink is None or self.ended:
             return
         self.settle()
-        self.records()
+        self._sync()
         self.ended = True
         self.end_ns = session.now()
         recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
@@ -385,8 +403,8 @@ class Window:
             recorder.open_keys = frozenset(handle_key(h) for h in open_now)
         else:
             recorder.close()
-            self.collected.extend(sink.take())
-        seen = {getattr(r, "handle_id", None) for r in self.collected if getattr(r, "kind", None) == "leak"}
+            self._add(sink.take())
+        seen = {getattr(r, "handle_id", None) for r in self._judged_records if getattr(r, "kind", None) == "leak"}
         for leak in leaks:
             handle_id = getattr(leak, "handle_id", None)
             if handle_id is None or handle_id not in seen:
@@ -426,20 +444,23 @@ class Window:
     def _pending_task_ids(self) -> set[int] | None:
         """Ids of the pending tasks of every open loop the lag probe watches (None
         when it watches none: then the handle registry's view is used)."""
-        if self.probe("handles") is None:
+        probes = self._probes
+        if probes.get("handles") is None:
             return set()
-        monitors = getattr(self.probe("lag"), "monitors", None)
+        monitors = getattr(probes.get("lag"), "monitors", None)
         if monitors is None:
             return None
         ids: set[int] = set()
-        for monitor in list(monitors):
+        for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
             try:
-                ids.update(id(task) for task in asyncio.all_tasks(loop))
+                tasks = asyncio.all_tasks(loop)
             except RuntimeError:  # a loop of another thread changed its tasks meanwhile
                 return None
+            if tasks:
+                ids.update(map(id, tasks))
         return ids
 
     def settle(self) -> None:
@@ -448,23 +469,40 @@ class Window:
         A loop times a stall when it next runs; the probe's watchdog thread makes
         the record on its next poll (at most ~25 ms later). Only when a loop has
         such a stall pending does this wait, and for one poll at most."""
-        probe = self.probe("lag")
+        probe = self._probes.get("lag")
         monitors, watchdog = getattr(probe, "monitors", None), getattr(probe, "watchdog", None)
-        if not monitors or watchdog is None or not any(getattr(m, "gaps", None) for m in list(monitors)):
+        if not monitors or watchdog is None or not _any_gaps(monitors):
             return
         deadline = time.monotonic() + _SETTLE_TIMEOUT_S
         polls = getattr(watchdog, "polls", 0)
-        while time.monotonic() < deadline and (
-            any(getattr(m, "gaps", None) for m in list(monitors)) or getattr(watchdog, "polls", 0) < polls + 2
-        ):
+        while time.monotonic() < deadline and (_any_gaps(monitors) or getattr(watchdog, "polls", 0) < polls + 2):
             time.sleep(0.001)
 
     def records(self) -> list[Record]:
+        return list(self._sync())
+
+    def _sync(self) -> list[Record]:
+        """Take what the session recorded so far into ``collected`` (not a copy)."""
         session, sink = self.session, self.sink
         if session is not None and sink is not None and not self.ended and session.state == "active":
             session.flush()
-            self.collected.extend(sink.take())
-        return list(self.collected)
+            self._add(sink.take())
+        return self.collected
+
+    def _add(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        self.collected.extend(records)
+        spans, judged = self._spans, self._judged_records
+        for record in records:
+            kind = getattr(record, "kind", None)
+            if kind == "span":
+                if isinstance(record, Span):
+                    spans.append(record)
+            elif kind in _JUDGED_KINDS:
+                judged.append(record)
+                if kind == "task":
+                    self._has_tasks = True
 
     def probe(self, name: str) -> Any:
         """The session's probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
@@ -499,7 +537,11 @@ class Window:
         (a loop notices a stall only when it next runs) belongs to an earlier test."""
         end = self.end_ns or (self.session.now() if self.session is not None else 0)
         start = self.start_ns
-        found = findings_from(self.records() + self.leak_records, end)
+        records = self._sync()
+        source = records if self._has_tasks else self._judged_records  # task findings name their span
+        if not source and not self.leak_records:
+            return []
+        found = findings_from([*source, *self.leak_records], end)
         for finding in found:
             if finding.kind == "stall" and finding.start_ns < start and id(finding.record) not in self.late:
                 owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
@@ -515,6 +557,8 @@ class Window:
     def judge_new(self, kinds: Sequence[str] = ("stall", "leak", "sched")) -> Verdict:
         """Judge the findings of ``kinds`` not judged before (each counts once)."""
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]
+        if not fresh:
+            return Verdict(policy=self.policy)
         self.judged.update(id(f.record) for f in fresh)
         verdict = self.judge(fresh, self.policy)
         allowed = {id(f) for f in verdict.allowed}
@@ -524,29 +568,64 @@ class Window:
         return verdict
 
     def summary(self) -> dict[str, Any]:
-        """What the terminal summary needs of this test, JSON-ready (crosses xdist)."""
-        spans = [r for r in self.collected if isinstance(r, Span)]
-        slowest = heapq.nlargest(5, spans, key=lambda s: s.end_ns - s.start_ns)
-        stalls = [f for f in self.all_findings if f.kind == "stall"]
-        leaks = [f for f in self.all_findings if f.kind == "leak"]
-        sched = [f.duration_ns for f in self.all_findings if f.kind == "sched"]
-        return {
+        """What the terminal summary needs of this test, JSON-ready (crosses xdist).
+
+        Sequences are tuples: the reports of a whole run stay alive until its end,
+        and tuples of plain values drop out of the garbage collector's sight."""
+        spans = self._spans
+        out: dict[str, Any] = {
             "nodeid": self.nodeid,
             "instrumented": self.session is not None,
             "note": self.note,
             "spans": len(spans),
-            "slowest_spans": [[s.end_ns - s.start_ns, s.name] for s in slowest],
-            "stall_count": len(stalls),
-            "stall_ns": sum(f.duration_ns for f in stalls),
-            "stalls": [f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5]],
-            "late": [[owner, f.summary()] for owner, f in self.late.values()][:_TOP],
-            "leak_count": len(leaks),
-            "leaks": [f.summary() for f in leaks[:_TOP]],
-            "sched_max_ns": max(sched) if sched else None,
+            "slowest_spans": tuple((s.end_ns - s.start_ns, s.name) for s in heapq.nlargest(5, spans, key=_duration))
+            if spans
+            else (),
+            "stall_count": 0,
+            "stall_ns": 0,
+            "stalls": (),
+            "late": (),
+            "leak_count": 0,
+            "leaks": (),
+            "sched_max_ns": None,
             "failed": bool(self.failures),
             "allowed": self.allowed,
-            "rules": [[rule.origin, rule.text, hits] for rule, hits in self.rule_hits.items()],
-            "traces": list(self.traces),
+            "rules": tuple((rule.origin, rule.text, hits) for rule, hits in self.rule_hits.items())
+            if self.rule_hits
+            else (),
+            "traces": tuple(self.traces),
             "dropped": max(0, self.dropped),
             "internal_errors": max(0, self.internal_errors),
         }
+        findings = self.all_findings
+        if findings:
+            stalls = [f for f in findings if f.kind == "stall"]
+            leaks = [f for f in findings if f.kind == "leak"]
+            sched = [f.duration_ns for f in findings if f.kind == "sched"]
+            out["stall_count"] = len(stalls)
+            out["stall_ns"] = sum(f.duration_ns for f in stalls)
+            out["stalls"] = tuple(f.summary() for f in sorted(stalls, key=lambda f: -f.duration_ns)[:5])
+            out["leak_count"] = len(leaks)
+            out["leaks"] = tuple(f.summary() for f in leaks[:_TOP])
+            out["sched_max_ns"] = max(sched) if sched else None
+        if self.late:
+            out["late"] = tuple((owner, f.summary()) for owner, f in self.late.values())[:_TOP]
+        return out
+
+    def release(self) -> None:
+        """Drop what only the test's own hooks needed (records, findings, the lens):
+        pytest keeps every item, and with it this window, until the run ends."""
+        self.collected = []
+        self._spans = []
+        self._judged_records = []
+        self.leak_records = []
+        self.pending_tasks = []
+        self.late = {}
+        self.judged = set()
+        self.all_findings = []
+        self.failures = []
+        self.excluded = []
+        self.teardown_verdict = None
+        self._probes = {}
+        self.open_before = self.open_before_call = frozenset()
+        self.tasks_before_call = None

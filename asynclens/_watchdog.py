@@ -400,7 +400,11 @@ class Watchdog:
 
     def add(self, monitor: Any) -> None:
         self.monitors.append(monitor)
-        self._wake.set()  # a parked watchdog must look at the new loop now
+        # A parked watchdog must look at the new loop now; a polling one sees it on its
+        # next poll, soon enough to catch any stall over the threshold. Waking it anyway
+        # would cost a thread switch per loop (one per test under the pytest plugin).
+        if self.parked:
+            self._wake.set()
 
     # ------------------------------------------------------------ polling
 

@@ -95,6 +95,8 @@ class HandleProbe:
         self._task_leaks: list[Leak] = []
         self._event_hooks: list[tuple[weakref.ref[Any], Any, list[int]]] = []
         self._events_closed = 0
+        self._events_lock = threading.Lock()  # (_event_hooks, _events_closed) change together
+        self._prune_hooks_at = 64
         self._span_io: dict[str | None, list[int]] = {}
         self._busiest: list[tuple[int, int, HandleRecord]] = []
         self._window = (0, 0, 0, 0, 0)  # start_ns, events, sent, received, ops
@@ -275,7 +277,28 @@ class HandleProbe:
             return process(ref(), event_list)
 
         loop._process_events = _process_events
+        if len(self._event_hooks) >= self._prune_hooks_at:
+            self._prune_event_hooks()
         self._event_hooks.append((ref, _process_events, cell))
+
+    def _prune_event_hooks(self) -> None:
+        """Fold the counts of closed or collected loops into ``_events_closed`` (a
+        closed loop counts no more events): the hooks kept stay as many as the open
+        loops, not one per loop ever seen (a test suite makes a loop per test)."""
+        kept = []
+        folded = 0
+        for ref, hook, cell in self._event_hooks:
+            loop = ref()
+            if loop is None or loop.is_closed():
+                if loop is not None and loop.__dict__.get("_process_events") is hook:
+                    del loop.__dict__["_process_events"]
+                folded += cell[0]
+            else:
+                kept.append((ref, hook, cell))
+        with self._events_lock:
+            self._events_closed += folded
+            self._event_hooks = kept
+        self._prune_hooks_at = max(64, 2 * len(kept))
 
     def _emit_closed_survivors(self) -> None:
         """Handles closed but not yet collected at the end get their close record now
@@ -320,9 +343,11 @@ class HandleProbe:
         self._event_hooks = []
 
     def _events(self) -> int | None:
-        if not self._event_hooks and not self._events_closed:
+        with self._events_lock:
+            hooks, closed = self._event_hooks, self._events_closed
+        if not hooks and not closed:
             return None
-        return self._events_closed + sum(cell[0] for _, _, cell in self._event_hooks)
+        return closed + sum(cell[0] for _, _, cell in hooks)
 
     # ---------------------------------------------------------------- I/O rates
 

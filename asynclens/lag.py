@@ -170,6 +170,10 @@ class LagProbe:
         session = self.session
         if session is None or self.watchdog is None:
             return
+        # A monitor holds its loop (and the loop its sockets) until retired: do it now rather
+        # than at the watchdog's next poll, so that a loop per test (pytest) leaves one or two
+        # loops alive, not dozens for the garbage collector to walk.
+        self._retire_closed()
         monitor = LoopMonitor(
             loop,
             now=session.now,
@@ -251,7 +255,7 @@ class LagProbe:
                 m.roll(max(m.beat, m.window_start), None if m.exact else self._cpu_of(m))
             with self._lock:
                 self.monitors.remove(m)
-                self._retired.merge(m.hist)
+                self._retired.merge(m.closed_hist).merge(m.window)  # its lag (m.hist), without a copy
                 if len(self._retired_loops) < 100:
                     self._retired_loops.append(self._loop_dict(m, None))
             m.loop = None

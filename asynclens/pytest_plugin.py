@@ -218,7 +218,7 @@ def lens(request: pytest.FixtureRequest) -> Lens:
     if run is None or run.session is None:
         reason = run.note if run is not None and run.note else "asynclens is disabled for this test (enabled=False)"
         pytest.fail(f"the lens fixture has no asynclens session: {reason}", pytrace=False)
-    return run.lens
+    return Lens(run)  # made here, not kept by the window: no reference cycle for the collector
 
 
 _RUN_KEY = pytest.StashKey[Window]()
@@ -239,6 +239,7 @@ class AsyncLensPlugin:
         self.is_worker = hasattr(config, "workerinput")
         self.recorder = Recorder(long_lived=settings.every_test)
         self.last_problems = (0, 0)  # seen after the last test's report (not under xdist)
+        self._async_fixtures: dict[int, bool] = {}  # by id of the fixture function (they live all run)
 
     # -- which tests, with which policy
 
@@ -301,8 +302,12 @@ class AsyncLensPlugin:
         if run is None or run.session is None:
             yield
             return
-        if not run.async_setup and _is_async_fixture(getattr(fixturedef, "func", None)):
-            run.async_setup = True
+        if not run.async_setup:
+            func = getattr(fixturedef, "func", None)
+            is_async = self._async_fixtures.get(id(func))
+            if is_async is None:
+                is_async = self._async_fixtures[id(func)] = _is_async_fixture(func)
+            run.async_setup = is_async
         if getattr(fixturedef, "scope", "function") == "function":
             yield
             return
@@ -346,6 +351,10 @@ class AsyncLensPlugin:
             self._judge_report(item, run, report, call.when)
         except Exception as exc:  # noqa: BLE001 - a bug in asynclens must not turn into the user's failure
             report.sections.append(("asynclens", f"asynclens failed while judging: {type(exc).__name__}: {exc}"))
+        if call.when == "teardown":
+            # the item outlives its test until the run ends; its window's records need not
+            del item.stash[_RUN_KEY]
+            run.release()
 
     def _judge_report(self, item: pytest.Item, run: Window, report: pytest.TestReport, when: str) -> None:
         if when == "call" and run.session is not None:

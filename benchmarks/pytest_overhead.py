@@ -4,7 +4,14 @@ Generates ``--tests`` tiny pytest-asyncio tests (each awaits a traced coroutine
 a few times) into a temporary directory and runs the suite in a fresh pytest
 process per variant, the variants interleaved over ``--rounds`` rounds so that
 machine noise hits both alike. Prints the median wall time of each variant and
-its ratio to the bare run, and the ratio of each round's pair.
+its ratio to the bare run, the ratio of each round's pair, and what
+``--asynclens`` costs per test (the CPU time it adds over the bare run, divided
+by the number of tests; fixed costs included).
+
+The children write and use bytecode caches (``PYTHONDONTWRITEBYTECODE`` is
+dropped from their environment) as an ordinary install does; otherwise every
+run would compile pytest, pytest-asyncio and asynclens from source and the bare
+run would measure mostly that.
 
     python benchmarks/pytest_overhead.py [--tests 500] [--rounds 5]
 
@@ -65,9 +72,12 @@ def write_suite(root: str, tests: int, per_file: int = 50) -> None:
 def run(root: str, extra: list[str]) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one pytest process."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *extra]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, check=False, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        cmd, check=False, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -107,6 +117,8 @@ def main() -> None:
     pairs = [lens / plain for lens, plain in zip(wall["--asynclens"], wall["bare"])]
     print("per-round wall ratio --asynclens/bare: " + " ".join(f"{r:.3f}" for r in pairs))
     print(f"median of per-round ratios: {statistics.median(pairs):.3f} (budget: <= 1.15)")
+    added_us = (statistics.median(cpu["--asynclens"]) - bare_cpu) / args.tests * 1e6
+    print(f"--asynclens adds {added_us:.0f} us of CPU per test (median CPU difference / {args.tests} tests)")
 
 
 if __name__ == "__main__":

@@ -404,6 +404,25 @@ def test_a_bug_in_the_registry_never_reaches_the_program(monkeypatch: pytest.Mon
     assert session.statistics().internal_errors == 2
 
 
+def test_readiness_event_hooks_of_closed_loops_are_folded_not_kept() -> None:
+    """A loop per test for thousands of tests: the probe keeps a hook per open loop only,
+    and the events counted on the closed ones stay in the total."""
+
+    async def tick() -> None:
+        asyncio.get_running_loop().call_soon_threadsafe(lambda: None)  # a write to the self-pipe
+        await asyncio.sleep(0.001)
+
+    with make_session(MemorySink()) as session:
+        probe = session.probe("handles")
+        for _ in range(300):
+            asyncio.run(tick())
+        assert len(probe._event_hooks) <= 64
+        events = probe.statistics().events
+        assert events is not None and events >= 300  # a self-pipe wake-up per loop at least
+        asyncio.run(tick())
+        assert probe.statistics().events >= events
+
+
 # ---------------------------------------------------------------------- I/O
 
 

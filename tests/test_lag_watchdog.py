@@ -294,8 +294,21 @@ def test_watchdog_parks_only_while_every_loop_idles_with_its_tick_parked() -> No
     h.w.loop_woke()  # not parked: nothing to do
     assert not h.w._wake.is_set()
     uv = FakeMonitor(exact=False)
+    h.w.parked = True
     h.w.add(uv)
     assert h.w._wake.is_set() and not h.w._all_idle()  # tick-only loops need polling
+
+
+def test_adding_a_loop_wakes_only_a_parked_watchdog() -> None:
+    """A polling watchdog sees a new loop on its next poll; only a parked one is woken
+    (a wake-up per loop costs a thread switch per test under the pytest plugin)."""
+    h = Harness()
+    h.w._wake.clear()
+    h.w.add(FakeMonitor(exact=False))
+    assert not h.w._wake.is_set()
+    h.w.parked = True
+    h.w.add(FakeMonitor(exact=False))
+    assert h.w._wake.is_set()
 
 
 def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:

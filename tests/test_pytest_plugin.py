@@ -247,6 +247,28 @@ def test_asynclens_records_the_run_in_one_session_closed_around_disabled_tests(i
     assert asynclens.current_session() is None
 
 
+def test_a_finished_tests_window_and_records_are_released(inner: pytest.Pytester) -> None:
+    """pytest keeps every item until the run ends: a test's records must not stay with it."""
+    inner.makepyfile(
+        """
+        import gc, weakref, asynclens
+
+        refs = []
+
+        def test_records(lens):
+            with asynclens.span("kept-until-teardown"):
+                pass
+            assert [s.name for s in lens.spans] == ["kept-until-teardown"]
+            refs.append(weakref.ref(lens))
+
+        def test_later():
+            gc.collect()
+            assert refs[0]() is None
+        """
+    )
+    inner.runpytest("--asynclens", "-p", "no:randomly").assert_outcomes(passed=2)
+
+
 def test_lens_asserts_name_the_culprit(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
@@ -1108,6 +1130,48 @@ def test_real_stall_in_a_tests_last_step_is_that_tests_own(inner: pytest.Pyteste
     result = inner.runpytest("--asynclens", "--asynclens-max-stall=100ms", "-p", "no:randomly")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_last_step.py::test_blocks_last - asynclens: 1 event-loop stall*"])
+
+
+@needs_lag
+def test_the_runs_one_watchdog_attributes_stalls_in_later_tests_to_their_own_lines(inner: pytest.Pytester) -> None:
+    """One session (and one watchdog thread) records the whole run: it still samples
+    the stalls of loops attached long after it started, each in its own test."""
+    inner.makepyfile(
+        test_later="""
+        import asyncio, time, pytest
+
+        @pytest.mark.asyncio
+        async def test_first_clean():
+            await asyncio.sleep(0.02)
+
+        @pytest.mark.asyncio
+        async def test_second_blocks():
+            await asyncio.sleep(0.02)
+            time.sleep(0.2)  # second culprit
+            await asyncio.sleep(0)
+
+        @pytest.mark.asyncio
+        async def test_third_clean():
+            await asyncio.sleep(0.02)
+
+        @pytest.mark.asyncio
+        async def test_fourth_blocks():
+            await asyncio.sleep(0.02)
+            time.sleep(0.2)  # fourth culprit
+            await asyncio.sleep(0)
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-max-stall=100ms", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_second_blocks _*",
+            "*event loop blocked * for * ms at test_later.py:10 in test_second_blocks",
+            "*_ test_fourth_blocks _*",
+            "*event loop blocked * for * ms at test_later.py:20 in test_fourth_blocks",
+        ]
+    )
+    assert asynclens.current_session() is None
 
 
 def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
