@@ -36,6 +36,8 @@ __all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed"]
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
 _Task = asyncio.Task
+#: Ready->run delays collected per loop before they are folded into its histogram.
+_FOLD_EVERY = 512
 
 
 class LoopState:
@@ -54,7 +56,8 @@ class LoopState:
         "active",
         "origin",
         "running",
-        "ready_delay",
+        "_ready_hist",
+        "delays",
         "timer_lateness",
         "window_start",
         "steps",
@@ -76,7 +79,8 @@ class LoopState:
         self.active = True
         self.origin = 0  # due time of the timer whose callback is running, else 0
         self.running: TaskState | None = None
-        self.ready_delay = Histogram()
+        self._ready_hist = Histogram()
+        self.delays: list[int] = []  # ready->run delays not yet folded into the histogram
         self.timer_lateness = Histogram()
         self.window_start = now()
         self.steps = 0
@@ -113,10 +117,29 @@ class LoopState:
 
     # ------------------------------------------------------------ windows
 
+    @property
+    def ready_delay(self) -> Histogram:
+        """Ready->run delays of the current window (every step's, folded in)."""
+        self.fold()
+        return self._ready_hist
+
+    def fold(self) -> None:
+        """Fold the delays collected by steps into the window's histogram.
+
+        Steps only append to a list (a histogram ``record`` per step costs ~0.3 µs);
+        slicing then deleting exactly what was taken loses nothing even if the
+        loop thread appends meanwhile (a reader on another thread)."""
+        delays = self.delays
+        n = len(delays)
+        if n:
+            taken = delays[:n]
+            del delays[:n]
+            self._ready_hist.record_many(taken)
+
     def window(self, end_ns: int) -> tuple[Histogram, Histogram, int, int]:
         """Take the current window's histograms and counters and start a new window."""
         ready, timers = self.ready_delay, self.timer_lateness
-        self.ready_delay = Histogram()
+        self._ready_hist = Histogram()
         self.timer_lateness = Histogram()
         steps, tasks = self.window_steps, self.window_tasks
         self.window_steps = self.window_tasks = 0
@@ -279,7 +302,10 @@ class TaskState:
         self.sched_ns += delay
         if delay > self.max_sched_ns:
             self.max_sched_ns = delay
-        ls.ready_delay.record(delay)
+        delays = ls.delays
+        delays.append(delay)
+        if len(delays) >= _FOLD_EVERY:
+            ls.fold()
         if t - ls.window_start >= ls.window_ns:
             ls.probe._snapshot(ls, t)
         self.nested_ns = 0
@@ -379,13 +405,49 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
         self._st = st
 
     def send(self, value: Any) -> Any:
+        # The hot path of every task step: TaskState.begin and .end inlined (same
+        # accounting, ~0.2 µs less per step); throw() and the tests use the methods.
         st = self._st
         ls = st.ls
         if not ls.active:
             return self._asynclens_inner.send(value)
         now = ls.now
         try:
-            st.begin(now())
+            t = now()
+            ready = st.ready_ns
+            st.ready_ns = 0
+            last = st.last_end_ns
+            if not ready or ready > t:
+                ready = t
+            elif last:
+                if ready < last:
+                    ready = last
+            elif ready < st.created_ns:
+                ready = st.created_ns
+            delay = t - ready
+            if last:
+                waited = ready - last
+                if st.jobs:
+                    in_pool = st._executor_overlap(last, ready)
+                    st.exec_ns += in_pool
+                    waited -= in_pool
+                st.io_ns += waited
+            st.step_ready = ready
+            st.sched_ns += delay
+            if delay > st.max_sched_ns:
+                st.max_sched_ns = delay
+            delays = ls.delays
+            delays.append(delay)
+            if len(delays) >= _FOLD_EVERY:
+                ls.fold()
+            if t - ls.window_start >= ls.window_ns:
+                ls.probe._snapshot(ls, t)
+            st.nested_ns = 0
+            st.outer = ls.running
+            ls.running = st
+            st.start_ns = t
+            if ls.cpu is not None:
+                st.cpu_start = ls.cpu()
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         try:
@@ -394,7 +456,24 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
             _finish(st, now(), exc)
             raise
         try:
-            st.end(now())
+            if ls.cpu is not None or ls.step_budget > 0:
+                st.end(now())
+            else:  # TaskState.end without CPU time and TaskStep records
+                t = now()
+                elapsed = t - st.start_ns
+                nested = st.nested_ns
+                st.run_ns += elapsed - nested
+                st.sched_ns += nested
+                st.steps += 1
+                st.start_ns = 0
+                st.last_end_ns = t
+                outer = st.outer
+                ls.running = outer
+                if outer is not None:  # an eager first step ran inside the outer task's step
+                    outer.nested_ns += elapsed
+                    st.outer = None
+                ls.steps += 1
+                ls.window_steps += 1
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         return result
