@@ -85,6 +85,15 @@ __all__ = [
 
 MESSAGE = b"x" * 63 + b"\n"
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: Fixed glibc malloc thresholds for the server process (the caller's environment wins).
+#: asyncio's socket transport reads with ``sock.recv(256 KiB)``: a fresh 256 KiB bytes per
+#: read, shrunk to the few bytes received. With glibc's *dynamic* mmap threshold (128 KiB
+#: until an mmapped block is freed) each such read may be an mmap + page faults + munmap,
+#: or may come from the heap, depending on whether some earlier allocation happened to free
+#: a large block: the same server then costs 2-2.8x more kernel time per request in one
+#: run than in the next, and any import or patch can flip it (the old "regime" artifact).
+#: Fixed thresholds put every variant in the same (heap) regime.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}
 
 
 @dataclass(frozen=True)
@@ -315,6 +324,7 @@ def _run_one(
     if len(cpus) >= 2:  # server and clients on fixed, different cores: the same placement for every variant
         config["cpu"] = cpus[0]
     env = dict(os.environ)
+    env.update({k: v for k, v in MALLOC_ENV.items() if k not in os.environ})
     env["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--serve", json.dumps(config)],
