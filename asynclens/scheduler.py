@@ -558,6 +558,7 @@ class SchedulerProbe:
         snap = live.extra
         if type(snap) is not _Snapshot:
             return
+        # The snapshot (a dict) becomes the span's extra: no second dict per span.
         try:
             st = snap.st
             if st.ls.running is st and st.start_ns:
@@ -568,16 +569,15 @@ class SchedulerProbe:
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
-                extra = {
-                    "cpu_ns": run,
-                    "sched_wait_ns": sched,
-                    "io_wait_ns": io,
-                    "executor_ns": ex,
-                    "steps": st.steps - steps0 + 1,
-                }
-                entry = self.by_name.get(live.name)
-                if entry is None and len(self.by_name) < _MAX_NAMES:
-                    entry = self.by_name[live.name] = [0, 0, 0, 0, 0, 0]
+                snap["cpu_ns"] = run
+                snap["sched_wait_ns"] = sched
+                snap["io_wait_ns"] = io
+                snap["executor_ns"] = ex
+                snap["steps"] = st.steps - steps0 + 1
+                by_name = self.by_name
+                entry = by_name.get(live.name)
+                if entry is None and len(by_name) < _MAX_NAMES:
+                    entry = by_name[live.name] = [0, 0, 0, 0, 0, 0]
                 if entry is not None:
                     entry[0] += 1
                     entry[1] += end - live.start_ns
@@ -585,16 +585,15 @@ class SchedulerProbe:
                     entry[3] += sched
                     entry[4] += io
                     entry[5] += ex
-            else:  # ended in another task or thread than it started in: no breakdown
-                extra = {}
-            if snap:
-                extra.update(snap)
-            if snap.links:
-                extra["links"] = snap.links
+            # else: ended in another task or thread than it started in: no breakdown
+            links = snap.links
+            if links:
+                snap["links"] = links
             error = live.error
             if error is not None and error[0] == "error":
-                extra["error_stack"] = self._error_stack(st)
-            live.extra = extra or None
+                snap["error_stack"] = self._error_stack(st)
+            if not snap:
+                live.extra = None
         except Exception as exc:
             live.extra = None
             self.internal_error("ending a span breakdown", exc)
