@@ -97,12 +97,19 @@ class LoopState:
     def install(self, loop: Any) -> None:
         if self._installed:
             return
-        originals = {name: getattr(loop, name) for name in ("call_soon", "call_later", "call_at")}
+        cls = type(loop)
+        # Stdlib loops: hook the private ``_call_soon(callback, args, context)`` that
+        # ``call_soon`` ends in: no argument repacking (~0.15 µs less per callback).
+        soon = "_call_soon" if _is_stdlib_call_soon(cls) else "call_soon"
+        originals = {name: getattr(loop, name) for name in (soon, "call_later", "call_at")}
         hooks = {
-            "call_soon": _make_call_soon(self, originals["call_soon"]),
             "call_later": _make_call_later(self, originals["call_later"]),
             "call_at": _make_call_at(self, originals["call_at"], loop.time),
         }
+        if soon == "_call_soon":
+            hooks[soon] = _make_private_call_soon(self, originals[soon])
+        else:
+            hooks[soon] = _make_call_soon(self, originals[soon])
         for name, hook in hooks.items():
             setattr(loop, name, hook)
         self._installed = hooks
@@ -164,6 +171,35 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
         return original(callback, *args, context=context)
 
     return call_soon
+
+
+def _is_stdlib_call_soon(cls: type) -> bool:
+    base = asyncio.BaseEventLoop
+    return (
+        issubclass(cls, base)
+        and getattr(cls, "call_soon", None) is base.call_soon
+        and getattr(cls, "_call_soon", None) is getattr(base, "_call_soon", object())
+    )
+
+
+def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_call_soon`` of stdlib loops: the same stamping as :func:`_make_call_soon`."""
+    now = ls.now
+
+    def _call_soon(callback: Any, args: Any, context: Any) -> Any:
+        owner = getattr(callback, "__self__", None)
+        if owner is not None:
+            st = getattr(owner, ATTR, None)
+            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+                coro = owner.get_coro()
+                st = coro._st if type(coro) is StepCoro else None
+            if type(st) is TaskState and not st.ready_ns and ls.active:
+                t = now()
+                origin = ls.origin
+                st.ready_ns = origin if 0 < origin < t else t
+        return original(callback, args, context)
+
+    return _call_soon
 
 
 def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -332,3 +332,34 @@ def test_ready_delays_fold_in_batches_without_loss(clock: FakeClock, loop_state:
     st.begin(clock.now_ns())
     ready, _, _, _ = loop_state.window(clock.now_ns())
     assert ready.count == 1201 and loop_state.ready_delay.count == 0
+
+
+def test_stdlib_loops_hook_the_private_call_soon_and_others_the_public_one(clock: FakeClock) -> None:
+    import asyncio
+
+    class CustomSoon(asyncio.SelectorEventLoop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            return super().call_soon(callback, *args, context=context)
+
+    for cls, name in ((asyncio.SelectorEventLoop, "_call_soon"), (CustomSoon, "call_soon")):
+        loop = cls()
+        try:
+            ls = LoopState(FakeProbe(), loop, clock.now_ns, None)
+            ls.install(loop)
+            assert name in loop.__dict__ and {"call_later", "call_at"} <= set(loop.__dict__)
+            st = TaskState(ls, clock.now_ns())
+            st.ready_ns = 0
+
+            class Owner:
+                _asynclens_sched = st
+
+                def wake(self) -> None:
+                    pass
+
+            clock.advance(MS)
+            loop.call_soon(Owner().wake)
+            assert st.ready_ns == clock.now_ns()  # the wake-up was stamped
+            ls.remove(loop)
+            assert not {"call_soon", "_call_soon", "call_later", "call_at"} & set(loop.__dict__)
+        finally:
+            loop.close()
