@@ -526,8 +526,12 @@ class SchedulerProbe:
         task = live.task
         if task is None:
             return
-        st = _state_of(task)
-        if st is None or not st.start_ns or st.ls.running is not st:
+        st = getattr(task, ATTR, None)
+        if type(st) is not TaskState:
+            st = _state_of(task)
+            if st is None:
+                return
+        if not st.start_ns or st.ls.running is not st:
             return
         try:
             creator = st.span
@@ -587,15 +591,19 @@ class SchedulerProbe:
         task = live.task
         if task is None:
             return
-        st = _state_of(task)
-        if st is None:
-            return
+        st = getattr(task, ATTR, None)
+        if type(st) is not TaskState:
+            st = _state_of(task)
+            if st is None:
+                return
         pending = st.pending
         if not pending:
             return
         try:
-            if pending[-1][0] is live:
-                nested0 = pending.pop()[1]
+            last = pending[-1]
+            if last[0] is live:
+                del pending[-1]
+                nested0 = last[1]
             else:
                 for i in range(len(pending) - 1, -1, -1):
                     if pending[i][0] is live:
@@ -603,17 +611,22 @@ class SchedulerProbe:
                         break
                 else:
                     return
-            out: dict[str, Any] = {}
             if st.ls.running is st and st.start_ns:
                 sched = st.nested_ns - nested0
                 end = live.end_ns
                 run = end - live.start_ns - sched
-                out["cpu_ns"] = run
-                out["sched_wait_ns"] = sched
-                out["io_wait_ns"] = 0
-                out["executor_ns"] = 0
-                out["steps"] = 1
-                self._tally(live, end, run, sched, 0, 0)
+                out = {"cpu_ns": run, "sched_wait_ns": sched, "io_wait_ns": 0, "executor_ns": 0, "steps": 1}
+                name = live.name
+                entry = self.by_name.get(name)
+                if entry is None:
+                    entry = self._name_entry(name)
+                if entry is not None:
+                    entry[0] += 1
+                    entry[1] += end - live.start_ns
+                    entry[2] += run
+                    entry[3] += sched
+            else:
+                out = {}
             error = live.error
             if error is not None and error[0] == "error":
                 out["error_stack"] = self._error_stack(st)
@@ -622,6 +635,12 @@ class SchedulerProbe:
             live.extra = out or None
         except Exception as exc:
             self.internal_error("ending a span breakdown", exc)
+
+    def _name_entry(self, name: str) -> list[int] | None:
+        if len(self.by_name) >= _MAX_NAMES:
+            return None
+        entry = self.by_name[name] = [0, 0, 0, 0, 0, 0]
+        return entry
 
     def _tally(self, live: Any, end: int, run: int, sched: int, io: int, ex: int) -> None:
         by_name = self.by_name
