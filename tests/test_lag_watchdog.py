@@ -296,3 +296,20 @@ def test_watchdog_parks_only_while_every_loop_idles_with_its_tick_parked() -> No
     uv = FakeMonitor(exact=False)
     h.w.add(uv)
     assert h.w._wake.is_set() and not h.w._all_idle()  # tick-only loops need polling
+
+
+def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
+    """The watchdog samples another thread: it may catch LiveSpan.__init__ half way."""
+    import sys
+
+    from asynclens._watchdog import _span_in_frames
+    from asynclens.tracing import LiveSpan
+
+    def blocked_in(first: Any, second: Any = None) -> Any:
+        return sys._getframe()
+
+    half_built = object.__new__(LiveSpan)  # no slot set yet
+    assert _span_in_frames([blocked_in(half_built)]) is None
+    with asynclens.session(lag=False, track_handles=False, scheduler=False):
+        with asynclens.span("running") as running:
+            assert _span_in_frames([blocked_in(half_built, running)]) is running
