@@ -80,7 +80,10 @@ def format_frame(key: FrameKey) -> str:
 
 
 def format_stack(stack: Iterable[FrameKey]) -> tuple[str, ...]:
-    return tuple(format_frame(k) for k in stack)
+    """The frames as strings, without asynclens's own wrappers (unless nothing else is left)."""
+    stack = tuple(stack)
+    theirs = [k for k in stack if not k[0].startswith(_PACKAGE_DIR)]
+    return tuple(format_frame(k) for k in (theirs or stack))
 
 
 def frame_list(frame: FrameType | None, limit: int = 96) -> list[FrameType]:

@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _sites
+from . import _patch, _sites
 from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
 from ._patch import Patch
 
@@ -67,7 +67,9 @@ def _socket_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     if probe is not None:
         try:
             caller = sys._getframe(1)
-            if caller.f_code is _ACCEPT_CODE:  # an accepted connection: opened where its listener was
+            if caller.f_code.co_filename == _patch.__file__:  # the patch's own plain wrapper
+                caller = caller.f_back
+            if caller is not None and caller.f_code is _ACCEPT_CODE:  # an accepted connection: opened where its listener was
                 listener = probe.registry.entry_of(caller.f_locals.get("self"))
                 if listener is not None:
                     probe.registry.add(instance, SOCKET, None, listener.frames, listener)

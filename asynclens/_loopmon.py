@@ -18,6 +18,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from threading import get_ident
+from types import MappingProxyType
 from typing import Any
 
 from .records import LagSnapshot
@@ -223,6 +224,7 @@ class LoopBook:
             elu_method="select" if self.exact else ("cpu" if elu is not None else None),
             skipped=self.window_skipped,
             stalls=self.window_stalls,
+            histogram=MappingProxyType(self.window.to_dict()) if s["count"] else None,
         )
         self.window = Histogram()
         self.window_start = t

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._patch import Patch
 
-__all__ = ["LoopWatcher"]
+__all__ = ["LoopWatcher", "starting_here"]
+
+_starting = threading.local()
+
+
+def starting_here(loop: asyncio.AbstractEventLoop) -> bool:
+    """True while ``loop.run_forever()`` on this thread is handing ``loop`` to the probes."""
+    return getattr(_starting, "loop", None) is loop
 
 
 class LoopWatcher:
@@ -59,8 +67,11 @@ class LoopWatcher:
 
     def _run_forever(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if instance is not None and instance not in self._seen:
+            _starting.loop = instance
             try:
                 self.watch(instance)
             except Exception:  # never let a probe's bug stop the user's loop from running
                 pass
+            finally:
+                _starting.loop = None
         return wrapped(*args, **kwargs)

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_BUCKETS", "Family", "HistogramPoint", "MetricsState", "Point", "SummaryPoint"]
+from .stats import Histogram
+
+__all__ = ["DEFAULT_BUCKETS", "Family", "HistogramPoint", "MetricsState", "Point"]
 
 #: Histogram bucket upper bounds in seconds (Prometheus ``le``; OTLP ``explicitBounds``).
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-_QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 OTHER = "(other)"
 
 
@@ -51,20 +52,10 @@ class HistogramPoint:
 
 
 @dataclass(frozen=True)
-class SummaryPoint:
-    """Quantiles (of the last window) with running count and sum."""
-
-    labels: tuple[tuple[str, str], ...]
-    quantiles: tuple[tuple[float, float], ...]
-    count: int
-    sum: float
-
-
-@dataclass(frozen=True)
 class Family:
     """One metric: ``name`` is the Prometheus base name (no ``_total``/``_bucket``
     suffix), ``otel_name``/``unit`` the OTLP ones, ``type`` one of ``"gauge"``,
-    ``"counter"``, ``"histogram"``, ``"summary"``."""
+    ``"counter"``, ``"histogram"``."""
 
     name: str
     otel_name: str
@@ -116,21 +107,27 @@ class _Buckets:
         self.count += 1
         self.total += value
 
+    def add_histogram(self, data: Mapping[str, Any]) -> None:
+        """Fold in a window's log-linear histogram (``Histogram.to_dict()``): each of its
+        buckets (≤ 1/128 wide) lands in the fixed bucket of its midpoint."""
+        hist = Histogram.from_dict(data)
+        if not hist.count:
+            return
+        for low, high, n in hist.buckets():
+            middle = min(max((low + high) // 2, hist.min), hist.max)
+            self.counts[bisect_left(self.bounds, middle)] += n
+        if not self.count or hist.min < self.min:
+            self.min = hist.min
+        self.max = max(self.max, hist.max)
+        self.count += hist.count
+        self.total += hist.total
+
     def cumulative(self) -> tuple[int, ...]:
         out, running = [], 0
         for n in self.counts[:-1]:
             running += n
             out.append(running)
         return tuple(out)
-
-
-class _Summary:
-    __slots__ = ("count", "quantiles", "sum_ns")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.sum_ns = 0.0
-        self.quantiles: tuple[tuple[float, float], ...] = ()
 
 
 class MetricsState:
@@ -159,8 +156,8 @@ class MetricsState:
         self._executor_wait = _Series(max_series, new_hist)
         self._stall_duration = _Series(16, new_hist)
         self._stalls = _Series(16, lambda: [0])
-        self._lag = _Series(max_series, _Summary)
-        self._ready = _Series(max_series, _Summary)
+        self._lag = _Series(max_series, new_hist)
+        self._ready = _Series(max_series, new_hist)
         self._elu = _Series(max_series, lambda: [0.0])
         self._leaks = _Series(16, lambda: [0])
         self._loops: dict[int, str] = {}
@@ -188,7 +185,9 @@ class MetricsState:
                             by_name[record.name] = buckets
                     buckets.record(record.end_ns - record.start_ns)
                 elif kind == "lag":
-                    self._add_summary(self._lag.get(self._loop_label(getattr(record, "loop_id", 0))), record, "_ns")
+                    lag = getattr(record, "histogram", None)
+                    if isinstance(lag, Mapping):  # files from before 0.1 lack it: no lag histogram from them
+                        self._lag.get(self._loop_label(getattr(record, "loop_id", 0))).add_histogram(lag)
                     elu = getattr(record, "elu", None)
                     if elu is not None:
                         self._elu.get(self._loop_label(getattr(record, "loop_id", 0)))[0] = float(elu)
@@ -204,22 +203,12 @@ class MetricsState:
                     if start is not None and submit is not None:
                         self._executor_wait.get(()).record(start - submit)
                 elif kind == "sched":
-                    ready = getattr(record, "ready_delay", None)
+                    ready = getattr(record, "ready_histogram", None)
                     if isinstance(ready, Mapping):
-                        self._add_summary(self._ready.get(self._loop_label(getattr(record, "loop_id", 0))), ready, "")
+                        self._ready.get(self._loop_label(getattr(record, "loop_id", 0))).add_histogram(ready)
                 elif kind == "leak":
                     if getattr(record, "close_ns", None) is None:
                         self._leaks.get((("kind", str(getattr(record, "handle_kind", "unknown"))),))[0] += 1
-
-    @staticmethod
-    def _add_summary(summary: _Summary, source: Any, suffix: str) -> None:
-        read = source.get if isinstance(source, Mapping) else (lambda k, d=None: getattr(source, k, d))
-        count = int(read("count", 0) or 0)
-        if not count:
-            return
-        summary.count += count
-        summary.sum_ns += float(read("mean" + suffix, 0.0) or 0.0) * count
-        summary.quantiles = tuple((q, float(read(key + suffix, 0) or 0) / 1e9) for key, q in _QUANTILES)
 
     # -------------------------------------------------------------- reading
 
@@ -259,9 +248,8 @@ class MetricsState:
             out = [
                 Family("asynclens_span_duration_seconds", "asynclens.span.duration", "histogram",
                        "Wall-clock duration of finished spans, by span name.", "s", self._histograms(self._span)),
-                Family("asynclens_event_loop_lag_seconds", "asynclens.event_loop.lag", "summary",
-                       "Event-loop lag (timer drift): quantiles of the last window, count and sum since start.", "s",
-                       tuple(SummaryPoint(labels, s.quantiles, s.count, s.sum_ns / 1e9) for labels, s in self._lag.items.items() if s.count)),
+                Family("asynclens_event_loop_lag_seconds", "asynclens.event_loop.lag", "histogram",
+                       "Event-loop lag (timer drift), by loop.", "s", self._histograms(self._lag)),
                 Family("asynclens_event_loop_utilization_ratio", "asynclens.event_loop.utilization", "gauge",
                        "Event-loop utilisation (busy / wall time, 0..1) over the last window.", "1",
                        tuple(Point(labels, v[0]) for labels, v in self._elu.items.items())),
@@ -274,9 +262,8 @@ class MetricsState:
                        "Garbage-collector pauses, by generation.", "s", self._histograms(self._gc)),
                 Family("asynclens_executor_queue_wait_seconds", "asynclens.executor.queue_wait", "histogram",
                        "Time executor jobs waited for a worker thread.", "s", self._histograms(self._executor_wait)),
-                Family("asynclens_scheduling_latency_seconds", "asynclens.scheduler.ready_delay", "summary",
-                       "Ready-to-run delay of task steps: quantiles of the last window, count and sum since start.", "s",
-                       tuple(SummaryPoint(labels, s.quantiles, s.count, s.sum_ns / 1e9) for labels, s in self._ready.items.items() if s.count)),
+                Family("asynclens_scheduling_latency_seconds", "asynclens.scheduler.ready_delay", "histogram",
+                       "Ready-to-run delay of task steps, by loop.", "s", self._histograms(self._ready)),
             ]
         handles = self._open_handles()
         out.append(Family("asynclens_open_handles", "asynclens.handles.open", "gauge",

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._metrics import Family, HistogramPoint, Point, SummaryPoint
+from ._metrics import Family, HistogramPoint, Point
 
 __all__ = ["SCOPE_NAME", "encode_metrics", "encode_spans", "encode_spans_json", "resource", "to_unix_offset"]
 
@@ -313,11 +313,6 @@ def _metric(family: Family, start: int, now: int) -> dict[str, Any]:
                 count=str(point.count), sum=point.sum, bucketCounts=counts,
                 explicitBounds=list(point.bounds), min=point.min, max=point.max,
             )
-        elif isinstance(point, SummaryPoint):
-            base.update(
-                count=str(point.count), sum=point.sum,
-                quantileValues=[{"quantile": q, "value": v} for q, v in point.quantiles],
-            )
         elif isinstance(point, Point):
             if family.type == "counter":
                 base["asInt"] = str(int(point.value))
@@ -326,8 +321,6 @@ def _metric(family: Family, start: int, now: int) -> dict[str, Any]:
         points.append(base)
     if family.type == "histogram":
         out["histogram"] = {"dataPoints": points, "aggregationTemporality": _AGGREGATION_CUMULATIVE}
-    elif family.type == "summary":
-        out["summary"] = {"dataPoints": points}
     elif family.type == "counter":
         out["sum"] = {"dataPoints": points, "aggregationTemporality": _AGGREGATION_CUMULATIVE, "isMonotonic": True}
     else:

@@ -1,13 +1,21 @@
 """Reversible monkey-patches: installed while a session needs them, then removed.
 
-A :class:`Patch` replaces ``owner.attr`` with a ``wrapt.FunctionWrapper`` around
-the original (so signatures and introspection survive) and, on ``remove()``, puts
-back exactly what was there, but only if the attribute is still its own wrapper:
-asynclens never removes what it did not add.
+A :class:`Patch` replaces ``owner.attr`` with a wrapper around the original and,
+on ``remove()``, puts back exactly what was there, but only if the attribute is
+still its own wrapper: asynclens never removes what it did not add.
+
+Functions of modules and methods of classes get a plain function wrapper
+(``functools.update_wrapper``: name, docstring, ``__wrapped__`` and so the
+signature survive); it binds like the original did and costs a quarter of a
+``wrapt.FunctionWrapper`` per call, which patched hot paths (task creation,
+``open``, socket creation, executor jobs) pay. Anything else (a patched class,
+an instance attribute) gets a ``wrapt.FunctionWrapper``.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +27,8 @@ _MISSING = object()
 
 
 class Patch:
-    """Replace ``owner.<attr>`` with ``FunctionWrapper(original, wrapper)`` while installed."""
+    """Replace ``owner.<attr>`` with a wrapper calling ``wrapper(original, instance, args, kwargs)``
+    (wrapt's convention, ``original`` bound to ``instance`` for methods) while installed."""
 
     __slots__ = ("owner", "attr", "wrapper", "_own", "_installed")
 
@@ -44,7 +53,7 @@ class Patch:
         original = getattr(self.owner, self.attr) if self._own is _MISSING else self._own
         if isinstance(original, (staticmethod, classmethod)):
             raise TypeError(f"cannot patch {self.attr}: wrap the function, not the {type(original).__name__}")
-        patched = wrapt.FunctionWrapper(original, self.wrapper)
+        patched = _plain_wrapper(self.owner, original, self.wrapper) or wrapt.FunctionWrapper(original, self.wrapper)
         setattr(self.owner, self.attr, patched)
         self._installed = patched
 
@@ -64,3 +73,27 @@ class Patch:
     def __repr__(self) -> str:
         state = "installed" if self.installed else "removed"
         return f"<Patch {getattr(self.owner, '__name__', self.owner)!s}.{self.attr} {state}>"
+
+
+_METHODS = (types.FunctionType, types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def _plain_wrapper(owner: Any, original: Any, wrapper: Callable[..., Any]) -> Callable[..., Any] | None:
+    """A plain function standing in for ``original`` on ``owner``, or None where only a proxy will do."""
+    if isinstance(owner, types.ModuleType) and callable(original) and not isinstance(original, type):
+
+        def function(*args: Any, **kwargs: Any) -> Any:
+            return wrapper(original, None, args, kwargs)
+
+        patched = function
+    elif isinstance(owner, type) and isinstance(original, _METHODS):
+        bind = original.__get__
+
+        def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return wrapper(bind(self, type(self)), self, args, kwargs)
+
+        patched = method
+    else:
+        return None
+    functools.update_wrapper(patched, original)
+    return patched

@@ -123,15 +123,10 @@ class RunData:
         self.count = self.limit - room
 
     def _align(self) -> None:
-        anchors = []
-        for part in self.parts:
-            mono = getattr(part.info, "anchor_mono_ns", None)
-            wall = getattr(part.info, "anchor_wall_ns", None)
-            anchors.append((mono, wall) if isinstance(mono, int) and isinstance(wall, int) else None)
-        walls = [a[1] for a in anchors if a is not None]
-        base = min(walls) if walls else 0
-        for part, anchor in zip(self.parts, anchors):
-            part.shift_ns = (anchor[1] - anchor[0] - base) if anchor is not None else -part.start_ns
+        from .merge import align_offsets
+
+        for part, offset in zip(self.parts, align_offsets([part.info for part in self.parts])):
+            part.shift_ns = offset
 
     # -------------------------------------------------------------- reading
 

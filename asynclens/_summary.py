@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,12 +297,21 @@ def render_summary(
     aggregates: SpanAggregates,
     stats: Any,
     wall_ns: int,
-    sections: Sequence[str],
+    sections: Mapping[str, Sequence[str]] | Sequence[str],
     *,
     color: bool = False,
 ) -> str:
     """The text report: headline, slowest spans with their breakdown, spans by name,
-    stalls, lag and ELU, scheduling/GC/executor, leaks, probe sections, problems."""
+    stalls, lag and ELU, scheduling/GC/executor, leaks, probe sections, problems.
+
+    ``sections`` are the live probes' lines by probe name. The live ``lag`` and
+    ``scheduler`` probes know more than their records (session-wide histograms), so
+    their lines stand in for the record-derived lag figures and complete the
+    scheduling section; the other probes' lines follow the record sections.
+    """
+    by_probe: dict[str, Sequence[str]] = dict(sections) if isinstance(sections, Mapping) else {"": sections}
+    live_lag = by_probe.pop("lag", None)
+    live_sched = by_probe.pop("scheduler", None)
     a = aggregates
     st = _Style(color)
     lines = [
@@ -336,20 +345,26 @@ def render_summary(
         for span in a.first_errors:
             where = f" [{span.task}]" if span.task else ""
             lines.append("  " + _clip(f"{span.name}{where}: {span.error_type}: {span.error_message}", WIDTH - 2))
-    if a.stalls.count:
+    if live_lag:
         lines.append("")
+        head, *details = live_lag
+        lines.append(st.bad(st.head(head)) if a.stalls.count else st.head(head))
+        lines.extend(details)
+    if a.stalls.count:
         causes = ", ".join(f"{n} {c}" for c, n in a.stall_causes.most_common())
-        lines.append(
-            st.bad(st.head(f"Event loop stalls: {a.stalls.count}"))
-            + f" ({causes}), blocked {format_ns(a.stalls.total_ns)} in total, longest {format_ns(a.stalls.max_ns)}"
-        )
+        totals = f"({causes}), blocked {format_ns(a.stalls.total_ns)} in total, longest {format_ns(a.stalls.max_ns)}"
+        if live_lag:
+            lines.append(f"  stalls {totals}")
+        else:
+            lines.append("")
+            lines.append(st.bad(st.head(f"Event loop stalls: {a.stalls.count}")) + f" {totals}")
         for stall in a.longest_stalls():
             duration = (getattr(stall, "end_ns", 0) or 0) - (getattr(stall, "start_ns", 0) or 0)
             who = getattr(stall, "span_name", None) or getattr(stall, "task", None) or "-"
             cause = str(getattr(stall, "cause", None) or "?")
             head = f"  {format_ns(duration):>9}  {cause:<8} "
             lines.append(head + _clip(f"{_culprit(stall)}  ← {who}", WIDTH - len(head)))
-    if a.lag.windows:
+    if a.lag.windows and not live_lag:
         lag = a.lag
         lines.append("")
         loops = f" over {len(lag.loops)} loops" if len(lag.loops) > 1 else ""
@@ -375,7 +390,7 @@ def render_summary(
                     f" {a.tasks_inherited} long-lived tasks inherited a request's context"
                 )
             )
-    if a.ready_p99_max is not None or a.timer_p99_max is not None:
+    if not live_sched and (a.ready_p99_max is not None or a.timer_p99_max is not None):
         sched_lines.append(
             f"  ready-to-run delay p99 (worst window) {_opt_ns(a.ready_p99_max)}; timer lateness p99 {_opt_ns(a.timer_p99_max)}"
         )
@@ -390,6 +405,7 @@ def render_summary(
             f"  executor jobs: {a.jobs.count}{failed}; queued {format_ns(a.job_queue.total_ns)} (max"
             f" {format_ns(a.job_queue.max_ns)}), ran {format_ns(a.jobs.total_ns)} (max {format_ns(a.jobs.max_ns)})"
         )
+    sched_lines.extend(live_sched or ())
     if sched_lines:
         lines.append("")
         lines.append(st.head("Scheduling, GC, executor"))
@@ -412,9 +428,10 @@ def render_summary(
             )
         if a.leaks > len(a.first_leaks):
             lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
-    if sections:
-        lines.append("")
-        lines.extend(sections)
+    for probe_lines in by_probe.values():
+        if probe_lines:
+            lines.append("")
+            lines.extend(probe_lines)
     if stats is not None and (stats.records_dropped or stats.sinks_disabled or stats.internal_errors):
         lines.append("")
         lines.append(

@@ -37,7 +37,8 @@ from typing import Any
 from . import _handle_patches
 from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from ._patch import Patch
-from ._sites import site_of, stack_of
+from ._sites import code_location, site_of, stack_of
+from ._steps import ATTR as TASK_STATE_ATTR
 from ._summary import format_ns
 from .records import HandleRecord, IoRates, Leak
 
@@ -202,20 +203,30 @@ class HandleProbe:
         for code, line in reversed(chain):
             pairs.append(code)
             pairs.append(line)
-        span = None
-        get_context = getattr(task, "get_context", None)  # Python 3.12+
-        if get_context is not None:
-            from ._context import current_span
+        # The scheduler probe saw the task being created: where, when and in which span.
+        created = getattr(task, TASK_STATE_ATTR, None)
+        span = getattr(created, "span", None)
+        if span is None:
+            get_context = getattr(task, "get_context", None)  # Python 3.12+
+            if get_context is not None:
+                from ._context import current_span
 
-            span = get_context().get(current_span)
+                span = get_context().get(current_span)
+        creation = getattr(created, "site", None)
+        if creation is not None:
+            site: str | None = code_location(*creation)
+            stack: tuple[str, ...] = (site,)
+            waiting = f", waiting at {site_of(pairs)}" if pairs else ""
+        else:  # only where it waits now is known
+            site, stack, waiting = site_of(pairs), stack_of(pairs), ""
         qualname = getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
         return Leak(
             handle_id=id(task),
             handle_kind=KINDS[TASK],
-            description=f"task {task.get_name()!r} ({qualname}) {note}",
-            open_ns=self.session.start_ns,
-            site=site_of(pairs),
-            stack=stack_of(pairs),
+            description=f"task {task.get_name()!r} ({qualname}) {note}{waiting}",
+            open_ns=getattr(created, "created_ns", None) or self.session.start_ns,
+            site=site,
+            stack=stack,
             trace_id=span.trace_id if span is not None else None,
             span_id=span.span_id if span is not None else None,
             span_name=span.name if span is not None else None,

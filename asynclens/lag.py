@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._loopmon import LoopMonitor
+from ._loops import starting_here
 from ._summary import format_ns
 from ._watchdog import Watchdog, thread_cpu_ns
 from .records import Stall
@@ -184,7 +185,11 @@ class LagProbe:
         with self._lock:
             self.monitors.append(monitor)
         running = asyncio.events._get_running_loop()
-        if running is loop or not loop.is_running():
+        if running is loop or starting_here(loop):
+            # On the loop's own thread: the watchdog can sample it from the first step on.
+            monitor.thread_id = threading.get_ident()
+            monitor.install()
+        elif not loop.is_running():
             monitor.install()
         else:
             loop.call_soon_threadsafe(self._install, monitor)

@@ -257,7 +257,8 @@ class Span(Record):
 
 @dataclass(frozen=True, slots=True)
 class LagSnapshot(Record):
-    """Event-loop lag over one window: timer drift statistics (ns) and utilisation.
+    """Event-loop lag over one window: timer drift statistics (ns), the histogram
+    they come from, and utilisation.
 
     One record per loop per window (and a last one at session end), never one
     per tick. ``elu`` is the event-loop utilisation (busy / wall, 0..1) over the
@@ -285,6 +286,9 @@ class LagSnapshot(Record):
     elu_method: str | None = None
     skipped: int = 0
     stalls: int = 0
+    #: the window's lag histogram, losslessly (``asynclens.stats.Histogram.to_dict()``):
+    #: mergeable across windows and loops, the source of exported lag histograms
+    histogram: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,3 +529,5 @@ class SchedSnapshot(Record):
     executor_busy_max: int = 0
     steps: int = 0
     tasks: int = 0
+    #: the window's ready→run delays as ``Histogram.to_dict()`` (mergeable, exported as a histogram)
+    ready_histogram: Mapping[str, Any] | None = None

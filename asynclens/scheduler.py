@@ -496,6 +496,7 @@ class SchedulerProbe:
                     executor_busy_max=busy,
                     steps=steps,
                     tasks=tasks,
+                    ready_histogram=MappingProxyType(ready.to_dict()) if ready.count else None,
                 )
             )
         except Exception as exc:
@@ -761,35 +762,14 @@ class SchedulerProbe:
         )
 
     def summary_lines(self) -> list[str]:
-        """Where the slowest spans' time went, plus what only the live probe knows
-        (full-session histograms, coverage, pool saturation, which tasks outlived
-        their request); the record-based sections cover the rest."""
-        lines = ["Where span time went (scheduler probe):"]
-        session = self.session
-        shown = 0
-        if session is not None:
-            for span in session.aggregates.slowest():
-                if span.cpu_ns is None:
-                    continue
-                lines.append(
-                    "  "
-                    + breakdown_line(
-                        span.name,
-                        span.duration_ns,
-                        span.cpu_ns,
-                        span.sched_wait_ns or 0,
-                        span.io_wait_ns or 0,
-                        span.executor_ns or 0,
-                        span.steps,
-                    )
-                )
-                shown += 1
-                if shown >= 3:
-                    break
-        repeated = [(name, entry) for name, entry in self.by_name.items() if entry[0] > 1]
-        if repeated:
-            lines.append("  totals by name:")
-            for name, (count, wall, run, sched, io, ex) in sorted(repeated, key=lambda kv: kv[1][1], reverse=True)[:5]:
+        """What only the live probe knows, for the summary's scheduling section:
+        where the time of each span name went, full-session histograms, pool
+        saturation, coverage, which tasks outlived their request."""
+        lines = []
+        if self.by_name:
+            lines.append("  where span time went, by name:")
+            ranked = sorted(self.by_name.items(), key=lambda kv: kv[1][1], reverse=True)
+            for name, (count, wall, run, sched, io, ex) in ranked[:5]:
                 lines.append(f"    {count}× " + breakdown_line(name, wall, run, sched, io, ex, None))
         ready = self.ready_delay()
         if ready.count:
@@ -804,7 +784,9 @@ class SchedulerProbe:
                 f"  executor: queue wait p50 {format_ns(self.job_queue.percentile(50))}"
                 f" p99 {format_ns(self.job_queue.percentile(99))}; busiest pool {self._busiest()}"
             )
-        coverage = f"  tasks: {self.tasks_tracked} tracked"
+        if not lines and not self.tasks_tracked:
+            return []
+        coverage = f"  coverage: {self.tasks_tracked} tasks tracked"
         if self.tasks_unrecorded:
             coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
         if self.tasks_not_covered:
@@ -818,7 +800,7 @@ class SchedulerProbe:
         if self.workers_count:
             sample = ", ".join(f"{t!r} (from {s!r})" for t, s in self.workers[:3])
             lines.append(f"  long-lived workers that inherited a request context: {sample}")
-        return lines if len(lines) > 2 or shown else []
+        return lines
 
     def _busiest(self) -> str:
         with self._lock:

@@ -282,7 +282,10 @@ class Session:
 
     def _flush_loop(self) -> None:
         while not self._stop_flusher.wait(self.flush_interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # keep flushing: a dead flusher would silently drop everything
+                self.internal_error("flushing", exc)
 
     def flush(self) -> None:
         """Hand everything buffered so far to the sinks (any thread; serialised).
@@ -421,11 +424,11 @@ class Session:
         (``color=True`` adds ANSI colours, for terminals)."""
         if self.state == "active":
             self.flush()
-        sections: list[str] = []
+        sections: dict[str, list[str]] = {}
         for probe in self._probes:
             lines = self._guard(f"{probe.name}.summary_lines", probe.summary_lines)
             if lines:
-                sections.extend(lines)
+                sections.setdefault(probe.name, []).extend(lines)
         end = self.end_ns or self.now()
         wall = (end - self.start_ns) if self.start_ns else 0
         return render_summary(self.aggregates, self.statistics(), wall, sections, color=color)

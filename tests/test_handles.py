@@ -170,6 +170,21 @@ def test_tasks_left_to_asyncio_run_are_reported(run: Callable[..., Any]) -> None
     assert "abandoned" in leaks[0].description and "asyncio.run" in leaks[0].description
 
 
+async def spawn_and_forget() -> None:
+    async with asynclens.span("request"):
+        asyncio.get_running_loop().create_task(sleeper(), name="forgotten")  # LEAK-TASK
+
+
+def test_with_the_scheduler_a_leaked_task_names_the_line_and_span_that_created_it(run: Callable[..., Any]) -> None:
+    """On every Python (3.10 and 3.11 cannot read a task's context): the scheduler probe saw it created."""
+    sink = MemorySink()
+    with make_session(sink, scheduler=True):
+        run(spawn_and_forget())
+    (leak,) = [r for r in sink.records if isinstance(r, Leak)]
+    assert (leak.handle_kind, leak.site, leak.span_name) == ("task", at("LEAK-TASK", "spawn_and_forget"), "request")
+    assert f"waiting at {at('TASK-AWAIT', 'sleeper')}" in leak.description
+
+
 def test_asyncio_subprocess_leak(run: Callable[..., Any], cleanup: list[Any]) -> None:
     """A process started with asyncio's subprocess API and never waited for is a leak on both loops."""
     sink = MemorySink()

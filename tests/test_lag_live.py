@@ -87,6 +87,21 @@ def test_planted_stalls_are_found_with_line_task_span_and_cause(kind: str) -> No
     assert s.statistics().internal_errors == 0
 
 
+async def block_at_once() -> None:
+    time.sleep(0.3)  # noqa: ASYNC251  # FIRST
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_stall_in_a_new_loops_first_step_names_its_line(kind: str) -> None:
+    """Every function-scoped pytest-asyncio test starts this way: no tick has run yet."""
+    with asynclens.session(sinks=["memory"], stall_threshold=0.05) as s:
+        run(kind, block_at_once())
+    stalls = big(s.sinks[0].of_type(Stall))  # type: ignore[attr-defined]
+    assert len(stalls) == 1, stalls
+    assert stalls[0].sampled
+    assert (stalls[0].line, stalls[0].function) == (line_of(block_at_once, "# FIRST"), "block_at_once")
+
+
 @pytest.mark.parametrize("kind", LOOPS)
 def test_lag_snapshots_statistics_and_summary(kind: str, tmp_path: Any) -> None:
     path = tmp_path / "run.jsonl"

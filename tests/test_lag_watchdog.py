@@ -313,3 +313,14 @@ def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
     with asynclens.session(lag=False, track_handles=False, scheduler=False):
         with asynclens.span("running") as running:
             assert _span_in_frames([blocked_in(half_built, running)]) is running
+
+
+def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
+    import os
+
+    from asynclens import _frames
+
+    own = os.path.join(os.path.dirname(os.path.abspath(_frames.__file__)), "tracing.py")
+    stack = [("app.py", 3, "main"), (own, 300, "traced"), ("app.py", 9, "handler")]
+    assert _frames.format_stack(stack) == ("app.py:3 in main", "app.py:9 in handler")
+    assert _frames.format_stack([(own, 300, "traced")]) == (f"{own}:300 in traced",)  # nothing else: keep it

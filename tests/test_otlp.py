@@ -18,6 +18,7 @@ from asynclens._otlp_encode import any_value, encode_metrics, encode_spans, enco
 from asynclens.propagation import SpanContext
 from asynclens.records import Span, SpanEvent
 from asynclens.sinks.otlp import OtlpExportError, OtlpSink
+from asynclens.stats import Histogram
 from asynclens.testing import capture
 
 RES = resource("svc")
@@ -168,10 +169,10 @@ def metrics_state() -> MetricsState:
     state = MetricsState()
     state.add([span(end_ns=100 + 3_000_000), span(end_ns=100 + 30_000_000), stall()])
     state.add([
-        SimpleNamespace(kind="lag", loop_id=9, start_ns=0, end_ns=1, count=10, min_ns=1, max_ns=9, mean_ns=2e6,
-                        stddev_ns=1.0, p50_ns=1_000_000, p90_ns=3_000_000, p99_ns=5_000_000, p999_ns=9_000_000, elu=0.25),
+        SimpleNamespace(kind="lag", loop_id=9, start_ns=0, end_ns=1, elu=0.25,
+                        histogram=Histogram.from_values([900_000] * 9 + [11_000_000]).to_dict()),
         SimpleNamespace(kind="sched", loop_id=9, start_ns=0, end_ns=1,
-                        ready_delay={"count": 4, "mean": 1000.0, "p50": 500, "p90": 900, "p99": 2000, "p999": 2000}),
+                        ready_histogram=Histogram.from_values([500, 900, 2000, 2000]).to_dict()),
         SimpleNamespace(kind="leak", handle_kind="file", close_ns=None),
     ])
     return state
@@ -187,13 +188,14 @@ def test_metrics_encode_histograms_summaries_gauges_and_counters() -> None:
     assert sum(int(c) for c in point["bucketCounts"]) == 2 and point["bucketCounts"][-1] == "0"
     bounds = point["explicitBounds"]
     assert point["bucketCounts"][bounds.index(0.005)] == "1" and point["bucketCounts"][bounds.index(0.05)] == "1"
-    lag = metrics["asynclens.event_loop.lag"]["summary"]["dataPoints"][0]
-    assert lag["count"] == "10" and lag["sum"] == pytest.approx(0.02) and lag["quantileValues"][2] == {"quantile": 0.99, "value": 0.005}
+    lag = metrics["asynclens.event_loop.lag"]["histogram"]["dataPoints"][0]
+    assert lag["count"] == "10" and lag["sum"] == pytest.approx(0.0191) and lag["max"] == pytest.approx(0.011)
+    assert lag["bucketCounts"][bounds.index(0.001)] == "9" and lag["bucketCounts"][bounds.index(0.025)] == "1"
     assert metrics["asynclens.event_loop.utilization"]["gauge"]["dataPoints"][0]["asDouble"] == 0.25
     stalls = metrics["asynclens.event_loop.stalls"]["sum"]
     assert stalls["isMonotonic"] is True and stalls["dataPoints"][0]["asInt"] == "1"
     assert metrics["asynclens.handles.open"]["gauge"]["dataPoints"][0]["attributes"] == [{"key": "kind", "value": {"stringValue": "file"}}]
-    assert metrics["asynclens.scheduler.ready_delay"]["summary"]["dataPoints"][0]["count"] == "4"
+    assert metrics["asynclens.scheduler.ready_delay"]["histogram"]["dataPoints"][0]["count"] == "4"
 
 
 # -------------------------------------------------------------- conformance
@@ -256,7 +258,7 @@ def test_metrics_parse_with_the_official_protobuf_definitions() -> None:
     point = metrics["asynclens.span.duration"].histogram.data_points[0]
     assert point.count == 2 and sum(point.bucket_counts) == 2 and point.time_unix_nano == 2
     assert metrics["asynclens.event_loop.stalls"].sum.is_monotonic
-    assert metrics["asynclens.event_loop.lag"].summary.data_points[0].quantile_values[0].quantile == 0.5
+    assert metrics["asynclens.event_loop.lag"].histogram.data_points[0].count == 10
     assert metrics["asynclens.event_loop.utilization"].gauge.data_points[0].as_double == 0.25
 
 

@@ -14,6 +14,7 @@ import asynclens
 from asynclens._metrics import MetricsState
 from asynclens.records import Span
 from asynclens.sinks.prometheus import CONTENT_TYPE, PrometheusSink, render
+from asynclens.stats import Histogram
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -31,9 +32,9 @@ def state() -> MetricsState:
         SimpleNamespace(kind="stall", start_ns=0, end_ns=60_000_000, cause="cpu"),
         SimpleNamespace(kind="gc", start_ns=0, end_ns=2_000_000, generation=2),
         SimpleNamespace(kind="executor_job", submit_ns=0, start_ns=7_000_000, end_ns=9_000_000),
-        SimpleNamespace(kind="lag", loop_id=5, count=100, mean_ns=1e6, p50_ns=500_000, p90_ns=2_000_000,
-                        p99_ns=4_000_000, p999_ns=8_000_000, elu=0.5),
-        SimpleNamespace(kind="sched", loop_id=5, ready_delay=MappingProxyType({"count": 10, "mean": 1e5, "p50": 1, "p90": 2, "p99": 3, "p999": 4})),
+        SimpleNamespace(kind="lag", loop_id=5, elu=0.5,
+                        histogram=MappingProxyType(Histogram.from_values([400_000] * 99 + [4_000_000]).to_dict())),
+        SimpleNamespace(kind="sched", loop_id=5, ready_histogram=Histogram.from_values([1, 2, 3, 4] * 10).to_dict()),
         SimpleNamespace(kind="leak", handle_kind="socket", close_ns=None),
         SimpleNamespace(kind="leak", handle_kind="socket", close_ns=5),  # closed by GC: not open now
     ])
@@ -59,8 +60,9 @@ def test_exposition_parses_and_follows_naming_conventions() -> None:
     stalls = families["asynclens_stalls"]
     assert stalls.type == "counter" and [(s.name, s.labels, s.value) for s in stalls.samples] == [("asynclens_stalls_total", {"cause": "cpu"}, 2)]
     lag = families["asynclens_event_loop_lag_seconds"]
-    assert lag.type == "summary"
-    assert {s.labels.get("quantile"): s.value for s in lag.samples if s.name == lag.name}["0.99"] == 0.004
+    assert lag.type == "histogram"
+    le = {s.labels.get("le"): s.value for s in lag.samples if s.name.endswith("_bucket")}
+    assert (le["0.00025"], le["0.0005"], le["0.0025"], le["0.005"], le["+Inf"]) == (0, 99, 99, 100, 100)
     assert [s.value for s in families["asynclens_event_loop_utilization_ratio"].samples] == [0.5]
     assert [(s.labels, s.value) for s in families["asynclens_open_handles"].samples] == [({"kind": "socket"}, 1)]
     wait = {s.labels.get("le"): s.value for s in families["asynclens_executor_queue_wait_seconds"].samples if s.name.endswith("_bucket")}
@@ -124,3 +126,23 @@ def test_bad_options_are_one_clear_error() -> None:
         PrometheusSink(port=None)
     with pytest.raises(ValueError, match="buckets"):
         PrometheusSink(buckets=[1.0, 0.5])
+
+
+def test_a_live_session_exports_lag_and_ready_delay_as_histograms(tmp_path: Any) -> None:
+    import asyncio
+
+    path = tmp_path / "run.prom"
+    sink = PrometheusSink(port=None, textfile=path, textfile_interval=3600)
+
+    async def work() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.002)
+
+    with asynclens.session(sinks=[sink], lag_interval=0.001, track_handles=False):
+        asyncio.run(work())
+    families = parse(path.read_text())
+    for name in ("asynclens_event_loop_lag_seconds", "asynclens_scheduling_latency_seconds"):
+        family = families[name]
+        counts = {s.labels.get("le"): s.value for s in family.samples if s.name.endswith("_bucket")}
+        assert family.type == "histogram" and counts["+Inf"] > 0, name
+        assert list(counts.values()) == sorted(counts.values())  # cumulative

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -264,3 +265,30 @@ def test_session_left_open_is_closed_at_exit(tmp_path) -> None:  # type: ignore[
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     run = asynclens.read_jsonl(out)
     assert [r.name for r in run.records] == ["x"] and run.end is not None
+
+
+def test_a_failing_flush_is_counted_and_the_flusher_keeps_going() -> None:
+    import threading
+
+    sink = MemorySink()
+    with asynclens.session(sinks=[sink], flush_interval=0.001, **NO_PROBES) as s:
+        original = s._flush_batch
+        failed = threading.Event()
+
+        def fail_once(count: int) -> None:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("planted")
+            original(count)
+
+        s._flush_batch = fail_once  # type: ignore[method-assign]
+        with asynclens.span("first"):
+            pass
+        assert failed.wait(5)
+        with asynclens.span("second"):
+            pass
+        deadline = time.monotonic() + 5
+        while not any(r.name == "second" for r in sink.of_type(Span)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert any(r.name == "second" for r in sink.of_type(Span))  # flushed by the same thread, still alive
+    assert s.statistics().internal_errors == 1

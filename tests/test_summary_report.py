@@ -89,3 +89,32 @@ def test_session_summary_takes_color() -> None:
             clock.advance(3 * MS)
     assert s.summary().startswith("asynclens: 1 spans in 3.0 ms")
     assert "\x1b[1m" in s.summary(color=True)
+
+
+def test_live_probe_lines_stand_in_for_record_figures_without_repeating_them() -> None:
+    aggregates = SpanAggregates()
+    aggregates.add_batch(request_spans())
+    aggregates.add_batch(stand_ins())
+    live = {
+        "lag": ["Event loop: 2 stalls, worst 20.0 ms at app.py:41", "  lag p50 1.0 ms (session)"],
+        "scheduler": ["  ready→run delay: n=3 (session)"],
+        "handles": ["Handles: 3 opened"],
+    }
+    lines = render_summary(aggregates, None, 100 * MS, live).splitlines()
+    heads = [line for line in lines if line and not line.startswith(" ")]
+    assert heads == [
+        "asynclens: 7 spans in 100.0 ms (1 failed, 0 cancelled)",
+        "Slowest spans  (cpu: on-CPU, sched: ready but waiting for the loop)",
+        "Spans by name",
+        "Failed spans: 1",
+        "Event loop: 2 stalls, worst 20.0 ms at app.py:41",
+        "Scheduling, GC, executor",
+        "Left open: 1 (1 socket)",
+        "Handles: 3 opened",
+    ]
+    at = lines.index("Event loop: 2 stalls, worst 20.0 ms at app.py:41")
+    assert lines[at + 1] == "  lag p50 1.0 ms (session)"
+    assert lines[at + 2].startswith("  stalls (1 cpu, 1 unknown), blocked 23.0 ms in total")
+    assert not any("worst window" in line for line in lines)  # the session-wide figures replace them
+    sched = lines.index("Scheduling, GC, executor")
+    assert "  ready→run delay: n=3 (session)" in lines[sched:]

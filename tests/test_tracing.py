@@ -456,3 +456,36 @@ def test_no_current_span_leaks_out_of_session() -> None:
             pass
     assert _context.current_span.get() is None
     assert sys.modules["asynclens"].current_session() is None
+
+
+def test_callable_objects_classes_and_partials_are_traced_through_a_proxy() -> None:
+    import functools
+
+    class Adder:
+        def __call__(self, a: int, b: int) -> int:
+            return a + b
+
+    class Point:
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+    add = asynclens.trace(name="add")(Adder())
+    make_point = asynclens.trace(Point)
+    double = asynclens.trace(name="double")(functools.partial(lambda k, v: k * v, 2))
+    with capture() as cap:
+        assert add(1, 2) == 3
+        assert isinstance(make_point(4), Point) and isinstance(make_point(5), make_point)
+        assert double(21) == 42
+    assert [s.name.rsplit(".", 1)[-1] for s in cap.spans] == ["add", "Point", "Point", "double"]
+
+
+def test_traced_functions_are_plain_functions_that_pickle_by_name() -> None:
+    import pickle
+
+    assert inspect.isfunction(traced_module_level) and traced_module_level.__wrapped__.__name__ == "traced_module_level"
+    assert pickle.loads(pickle.dumps(traced_module_level)) is traced_module_level
+
+
+@asynclens.trace
+def traced_module_level() -> int:
+    return 1

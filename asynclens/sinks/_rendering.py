@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +15,12 @@ __all__ = ["RenderingSink", "write_text_atomically"]
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Write ``text`` to ``path`` through a temporary file beside it, so a reader never
+    sees half a file (the hidden temporary name matches no collector's ``*.prom`` glob)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".asynclens-", suffix=".tmp", dir=directory)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

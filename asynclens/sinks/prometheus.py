@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .. import _context
-from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point, SummaryPoint
+from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point
 from ..records import Record, SessionInfo
+from ._rendering import write_text_atomically
 from .base import Sink
 
 __all__ = ["CONTENT_TYPE", "PrometheusSink", "render"]
@@ -71,11 +71,6 @@ def render(families: Sequence[Family]) -> str:
                 for bound, count in zip(point.bounds, point.cumulative):
                     lines.append(f"{name}_bucket{_labels(point.labels, ('le', _number(bound)))} {count}")
                 lines.append(f"{name}_bucket{_labels(point.labels, ('le', '+Inf'))} {point.count}")
-                lines.append(f"{name}_sum{_labels(point.labels)} {_number(point.sum)}")
-                lines.append(f"{name}_count{_labels(point.labels)} {point.count}")
-            elif isinstance(point, SummaryPoint):
-                for quantile, value in point.quantiles:
-                    lines.append(f"{name}{_labels(point.labels, ('quantile', _number(quantile)))} {_number(value)}")
                 lines.append(f"{name}_sum{_labels(point.labels)} {_number(point.sum)}")
                 lines.append(f"{name}_count{_labels(point.labels)} {point.count}")
             elif isinstance(point, Point):
@@ -172,18 +167,7 @@ class PrometheusSink(Sink):
     def _write_textfile(self) -> None:
         assert self.textfile is not None
         self._last_textfile = time.monotonic()
-        directory = os.path.dirname(os.path.abspath(self.textfile))
-        fd, tmp = tempfile.mkstemp(prefix=".asynclens-", suffix=".prom.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.render())
-            os.replace(tmp, self.textfile)  # the collector never reads a half-written file
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_text_atomically(self.textfile, self.render())  # the collector never reads half a file
 
     def __repr__(self) -> str:
         where = self.url or self.textfile or f"{self.host}:{self._requested_port}"
