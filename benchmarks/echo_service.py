@@ -287,24 +287,28 @@ class _Client(asyncio.Protocol):
         self.shared = shared
         self.transport: Any = None
         self.pending = 0  # bytes of the current echo received so far
+        self.outstanding = False  # a line sent whose echo has not fully arrived
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+
+    def send(self) -> None:
+        self.outstanding = True
+        self.transport.write(MESSAGE)
 
     def data_received(self, data: bytes) -> None:
         got = self.pending + len(data)
         lines, self.pending = divmod(got, len(MESSAGE))
         if not lines:
             return
+        self.outstanding = False
         shared = self.shared
         shared.count += lines
         if shared.count >= shared.max_requests:
             shared.stop = True
         if not shared.stop:
-            self.transport.write(MESSAGE)
-        else:
-            shared.idle += 1
+            self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.shared.stop:
@@ -314,13 +318,12 @@ class _Client(asyncio.Protocol):
 
 
 class _Load:
-    __slots__ = ("count", "stop", "max_requests", "idle", "lost")
+    __slots__ = ("count", "stop", "max_requests", "lost")
 
     def __init__(self, max_requests: int) -> None:
         self.count = 0
         self.stop = False
         self.max_requests = max_requests
-        self.idle = 0
         self.lost = 0
 
 
@@ -332,7 +335,7 @@ async def _load(port: int, clients: int, seconds: float, max_requests: int) -> t
         _, proto = await loop.create_connection(lambda: _Client(shared), "127.0.0.1", port)
         conns.append(proto)
     for proto in conns:
-        proto.transport.write(MESSAGE)
+        proto.send()
     await asyncio.sleep(min(0.2, seconds / 5))  # warm-up: every connection busy
     first, t0 = shared.count, time.perf_counter()
     deadline = t0 + seconds
@@ -342,6 +345,9 @@ async def _load(port: int, clients: int, seconds: float, max_requests: int) -> t
             raise ConnectionError("echo server closed the connection")
     served, elapsed = shared.count - first, time.perf_counter() - t0
     shared.stop = True
+    drain_until = time.perf_counter() + 2.0  # let in-flight echoes arrive: closing on unread data resets
+    while any(proto.outstanding for proto in conns) and time.perf_counter() < drain_until and not shared.lost:
+        await asyncio.sleep(0.005)
     for proto in conns:
         proto.transport.close()
     await asyncio.gather(*(proto.closed for proto in conns))
