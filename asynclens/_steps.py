@@ -28,6 +28,7 @@ import collections.abc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ._attrs import remove_instance_attr
 from .records import TaskStep
 from .stats import Histogram
 
@@ -116,10 +117,8 @@ class LoopState:
 
     def remove(self, loop: Any) -> None:
         self.active = False
-        namespace = getattr(loop, "__dict__", {})
         for name, hook in self._installed.items():
-            if namespace.get(name) is hook:
-                del namespace[name]
+            remove_instance_attr(loop, name, hook)
         self._installed = {}
 
     # ------------------------------------------------------------ windows
