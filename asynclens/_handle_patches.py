@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _patch, _sites
+from ._attrs import remove_instance_attr
 from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
 from ._patch import Patch
 
@@ -248,8 +249,8 @@ def _hook_connection_made(protocol: Any, frames: list[Any]) -> None:
 
     def connection_made(transport: Any) -> Any:
         protocol = pref()
-        if protocol is not None and protocol.__dict__.get("connection_made") is connection_made:
-            del protocol.__dict__["connection_made"]  # one call only: leave the protocol as it was
+        if protocol is not None:  # one call only: leave the protocol as it was
+            remove_instance_attr(protocol, "connection_made", connection_made)
         probe = _probe
         if probe is not None:
             try:

@@ -21,6 +21,7 @@ from threading import get_ident
 from types import MappingProxyType
 from typing import Any
 
+from ._attrs import remove_instance_attr
 from .records import LagSnapshot
 from .stats import Histogram
 
@@ -389,8 +390,8 @@ class LoopMonitor(LoopBook):
             handle.cancel()
         self._handle = None
         selector = self._selector
-        if selector is not None and selector.__dict__.get("select") is self._wrapper:
-            del selector.select
+        if selector is not None and self._wrapper is not None:
+            remove_instance_attr(selector, "select", self._wrapper)
         self._selector = None
         self._wrapper = None
 

@@ -28,6 +28,7 @@ import collections.abc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ._attrs import remove_instance_attr
 from .records import TaskStep
 from .stats import Histogram
 
@@ -36,6 +37,8 @@ __all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed"]
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
 _Task = asyncio.Task
+#: Ready->run delays collected per loop before they are folded into its histogram.
+_FOLD_EVERY = 512
 
 
 class LoopState:
@@ -54,7 +57,8 @@ class LoopState:
         "active",
         "origin",
         "running",
-        "ready_delay",
+        "_ready_hist",
+        "delays",
         "timer_lateness",
         "window_start",
         "steps",
@@ -76,7 +80,8 @@ class LoopState:
         self.active = True
         self.origin = 0  # due time of the timer whose callback is running, else 0
         self.running: TaskState | None = None
-        self.ready_delay = Histogram()
+        self._ready_hist = Histogram()
+        self.delays: list[int] = []  # ready->run delays not yet folded into the histogram
         self.timer_lateness = Histogram()
         self.window_start = now()
         self.steps = 0
@@ -93,30 +98,54 @@ class LoopState:
     def install(self, loop: Any) -> None:
         if self._installed:
             return
-        originals = {name: getattr(loop, name) for name in ("call_soon", "call_later", "call_at")}
+        cls = type(loop)
+        # Stdlib loops: hook the private ``_call_soon(callback, args, context)`` that
+        # ``call_soon`` ends in: no argument repacking (~0.15 µs less per callback).
+        soon = "_call_soon" if _is_stdlib_call_soon(cls) else "call_soon"
+        originals = {name: getattr(loop, name) for name in (soon, "call_later", "call_at")}
         hooks = {
-            "call_soon": _make_call_soon(self, originals["call_soon"]),
             "call_later": _make_call_later(self, originals["call_later"]),
             "call_at": _make_call_at(self, originals["call_at"], loop.time),
         }
+        if soon == "_call_soon":
+            hooks[soon] = _make_private_call_soon(self, originals[soon])
+        else:
+            hooks[soon] = _make_call_soon(self, originals[soon])
         for name, hook in hooks.items():
             setattr(loop, name, hook)
         self._installed = hooks
 
     def remove(self, loop: Any) -> None:
         self.active = False
-        namespace = getattr(loop, "__dict__", {})
         for name, hook in self._installed.items():
-            if namespace.get(name) is hook:
-                del namespace[name]
+            remove_instance_attr(loop, name, hook)
         self._installed = {}
 
     # ------------------------------------------------------------ windows
 
+    @property
+    def ready_delay(self) -> Histogram:
+        """Ready->run delays of the current window (every step's, folded in)."""
+        self.fold()
+        return self._ready_hist
+
+    def fold(self) -> None:
+        """Fold the delays collected by steps into the window's histogram.
+
+        Steps only append to a list (a histogram ``record`` per step costs ~0.3 µs);
+        slicing then deleting exactly what was taken loses nothing even if the
+        loop thread appends meanwhile (a reader on another thread)."""
+        delays = self.delays
+        n = len(delays)
+        if n:
+            taken = delays[:n]
+            del delays[:n]
+            self._ready_hist.record_many(taken)
+
     def window(self, end_ns: int) -> tuple[Histogram, Histogram, int, int]:
         """Take the current window's histograms and counters and start a new window."""
         ready, timers = self.ready_delay, self.timer_lateness
-        self.ready_delay = Histogram()
+        self._ready_hist = Histogram()
         self.timer_lateness = Histogram()
         steps, tasks = self.window_steps, self.window_tasks
         self.window_steps = self.window_tasks = 0
@@ -141,6 +170,35 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
         return original(callback, *args, context=context)
 
     return call_soon
+
+
+def _is_stdlib_call_soon(cls: type) -> bool:
+    base = asyncio.BaseEventLoop
+    return (
+        issubclass(cls, base)
+        and getattr(cls, "call_soon", None) is base.call_soon
+        and getattr(cls, "_call_soon", None) is getattr(base, "_call_soon", object())
+    )
+
+
+def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_call_soon`` of stdlib loops: the same stamping as :func:`_make_call_soon`."""
+    now = ls.now
+
+    def _call_soon(callback: Any, args: Any, context: Any) -> Any:
+        owner = getattr(callback, "__self__", None)
+        if owner is not None:
+            st = getattr(owner, ATTR, None)
+            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+                coro = owner.get_coro()
+                st = coro._st if type(coro) is StepCoro else None
+            if type(st) is TaskState and not st.ready_ns and ls.active:
+                t = now()
+                origin = ls.origin
+                st.ready_ns = origin if 0 < origin < t else t
+        return original(callback, args, context)
+
+    return _call_soon
 
 
 def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -225,6 +283,7 @@ class TaskState:
         "span",
         "site",
         "jobs",
+        "pending",
         "done",
         "__weakref__",
     )
@@ -252,6 +311,7 @@ class TaskState:
         self.span: Any = None  # the LiveSpan current when the task was created
         self.site: Any = None  # (code, lineno) of the line that created it
         self.jobs: list[Any] | None = None  # executor jobs submitted while running
+        self.pending: list[Any] | None = None  # (LiveSpan, nested_ns) started in this step
         self.done = False
 
     # ----------------------------------------------------------- the steps
@@ -279,7 +339,10 @@ class TaskState:
         self.sched_ns += delay
         if delay > self.max_sched_ns:
             self.max_sched_ns = delay
-        ls.ready_delay.record(delay)
+        delays = ls.delays
+        delays.append(delay)
+        if len(delays) >= _FOLD_EVERY:
+            ls.fold()
         if t - ls.window_start >= ls.window_ns:
             ls.probe._snapshot(ls, t)
         self.nested_ns = 0
@@ -292,6 +355,8 @@ class TaskState:
 
     def end(self, t: int) -> None:
         """The step that began last ends at ``t``."""
+        if self.pending:
+            _pending_to_snapshots(self)
         ls = self.ls
         start = self.start_ns
         elapsed = t - start
@@ -367,6 +432,47 @@ def _finish(st: TaskState, t: int, exc: BaseException) -> None:
         st.ls.probe.internal_error("finishing a task", error)
 
 
+class _Snapshot(dict):  # type: ignore[type-arg]
+    """Held in ``LiveSpan.extra`` between start and end: the task's running totals
+    at span start. Empty as a mapping, so a span that ends unobserved freezes
+    without breakdown instead of failing."""
+
+    __slots__ = ("totals", "st", "links")
+    totals: tuple[int, int, int, int, int]
+    st: TaskState
+    links: tuple[int, ...] | None
+
+
+def _snapshot_of(live: Any, st: TaskState, nested: int) -> _Snapshot:
+    """Put the task's running totals as of ``live``'s start (inside the running step,
+    ``nested`` eager-child ns into it) into ``live.extra``."""
+    snap = _Snapshot()
+    snap.totals = (
+        st.run_ns + live.start_ns - st.start_ns - nested,
+        st.sched_ns + nested,
+        st.io_ns,
+        st.exec_ns,
+        st.steps,
+    )
+    snap.st = st
+    snap.links = None
+    extra = live.extra
+    if extra:
+        snap.update(extra)
+    live.extra = snap
+    return snap
+
+
+def _pending_to_snapshots(st: TaskState) -> None:
+    """At the end of a step: spans it started that are still open get their snapshot."""
+    pending = st.pending
+    st.pending = None
+    if pending:
+        for live, nested in pending:
+            if not live.end_ns and type(live.extra) is not _Snapshot:
+                _snapshot_of(live, st, nested)
+
+
 class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
     """The coroutine a tracked task runs: forwards to the user's coroutine and
     times every ``send``/``throw``. Looks like the wrapped coroutine to reprs
@@ -379,13 +485,49 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
         self._st = st
 
     def send(self, value: Any) -> Any:
+        # The hot path of every task step: TaskState.begin and .end inlined (same
+        # accounting, ~0.2 µs less per step); throw() and the tests use the methods.
         st = self._st
         ls = st.ls
         if not ls.active:
             return self._asynclens_inner.send(value)
         now = ls.now
         try:
-            st.begin(now())
+            t = now()
+            ready = st.ready_ns
+            st.ready_ns = 0
+            last = st.last_end_ns
+            if not ready or ready > t:
+                ready = t
+            elif last:
+                if ready < last:
+                    ready = last
+            elif ready < st.created_ns:
+                ready = st.created_ns
+            delay = t - ready
+            if last:
+                waited = ready - last
+                if st.jobs:
+                    in_pool = st._executor_overlap(last, ready)
+                    st.exec_ns += in_pool
+                    waited -= in_pool
+                st.io_ns += waited
+            st.step_ready = ready
+            st.sched_ns += delay
+            if delay > st.max_sched_ns:
+                st.max_sched_ns = delay
+            delays = ls.delays
+            delays.append(delay)
+            if len(delays) >= _FOLD_EVERY:
+                ls.fold()
+            if t - ls.window_start >= ls.window_ns:
+                ls.probe._snapshot(ls, t)
+            st.nested_ns = 0
+            st.outer = ls.running
+            ls.running = st
+            st.start_ns = t
+            if ls.cpu is not None:
+                st.cpu_start = ls.cpu()
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         try:
@@ -394,7 +536,24 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
             _finish(st, now(), exc)
             raise
         try:
-            st.end(now())
+            if st.pending or ls.cpu is not None or ls.step_budget > 0:
+                st.end(now())
+            else:  # TaskState.end without CPU time and TaskStep records
+                t = now()
+                elapsed = t - st.start_ns
+                nested = st.nested_ns
+                st.run_ns += elapsed - nested
+                st.sched_ns += nested
+                st.steps += 1
+                st.start_ns = 0
+                st.last_end_ns = t
+                outer = st.outer
+                ls.running = outer
+                if outer is not None:  # an eager first step ran inside the outer task's step
+                    outer.nested_ns += elapsed
+                    st.outer = None
+                ls.steps += 1
+                ls.window_steps += 1
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         return result

@@ -245,7 +245,8 @@ def _span_in_frames(frames: list[Any]) -> Any:
         except Exception:
             continue
         for value in values:
-            if type(value) is LiveSpan and not value.end_ns:
+            # getattr: the loop thread may be inside LiveSpan.__init__ (slots not all set yet)
+            if type(value) is LiveSpan and getattr(value, "end_ns", None) == 0 and getattr(value, "start_ns", 0):
                 return value
     return None
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _handle_patches
+from ._attrs import instance_attr, remove_instance_attr
 from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from ._patch import Patch
 from ._sites import code_location, site_of, stack_of
@@ -266,7 +267,7 @@ class HandleProbe:
     # ------------------------------------------------------- readiness events
 
     def _count_events(self, loop: Any) -> None:
-        if "_process_events" in loop.__dict__:
+        if instance_attr(loop, "_process_events") is not None:
             return  # someone else's hook: leave it alone
         process = type(loop)._process_events
         ref = weakref.ref(loop)  # a strong ref from the loop's own dict would make a cycle
@@ -337,8 +338,8 @@ class HandleProbe:
     def _uncount_events(self) -> None:
         for ref, hook, cell in self._event_hooks:
             loop = ref()
-            if loop is not None and loop.__dict__.get("_process_events") is hook:
-                del loop.__dict__["_process_events"]
+            if loop is not None:
+                remove_instance_attr(loop, "_process_events", hook)
             self._events_closed += cell[0]
         self._event_hooks = []
 
@@ -518,10 +519,10 @@ def _current_task(loop: asyncio.AbstractEventLoop) -> Any:
 
 
 def _remove_hooks(obj: Any, names: tuple[str, ...]) -> None:
-    namespace = getattr(obj, "__dict__", {})
     for name in names:
-        if getattr(namespace.get(name), "__asynclens_hook__", False):
-            del namespace[name]
+        hook = instance_attr(obj, name)
+        if getattr(hook, "__asynclens_hook__", False):
+            remove_instance_attr(obj, name, hook)
 
 
 def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
@@ -577,7 +578,7 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
 
             counted_buffer_updated.__asynclens_hook__ = True  # type: ignore[attr-defined]
             protocol.buffer_updated = counted_buffer_updated  # type: ignore[method-assign]
-        elif "data_received" not in getattr(protocol, "__dict__", {"data_received": None}):
+        elif instance_attr(protocol, "data_received") is None:  # (no __dict__: the setattr fails below)
             received = proto_cls.data_received
 
             def counted_data_received(data: Any) -> Any:

@@ -11,7 +11,7 @@ integer sums. Memory is bounded by the number of distinct buckets (at most
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["Histogram"]
@@ -70,6 +70,40 @@ class Histogram:
         self.count += times
         self.total += value * times
         self._total_sq += value * value * times
+
+    def record_many(self, values: Sequence[int]) -> None:
+        """Count every value of ``values`` (negative ones as 0) once: what ``record``
+        does per value, at a fraction of the per-call cost (hot paths collect values
+        in a list and fold them in batches)."""
+        if not values:
+            return
+        counts = self._counts
+        get = counts.get
+        exact = self._exact_below
+        sub = self.sub_bits
+        low = min(values)
+        if low < 0:
+            values = [v if v > 0 else 0 for v in values]
+            low = 0
+        total = 0
+        total_sq = 0
+        for value in values:
+            if value < exact:
+                index = value
+            else:
+                shift = value.bit_length() - sub - 1
+                index = (shift << sub) + (value >> shift)
+            counts[index] = get(index, 0) + 1
+            total += value
+            total_sq += value * value
+        high = max(values)
+        if self.count == 0 or low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
+        self.count += len(values)
+        self.total += total
+        self._total_sq += total_sq
 
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other``'s counts into this histogram (same ``sub_bits``); returns self."""

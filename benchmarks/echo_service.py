@@ -2,7 +2,9 @@
 
 The server runs in its own process (``python echo_service.py --serve ...``) on
 127.0.0.1; the load generator (``clients`` connections, each sending a 64-byte
-line and waiting for its echo) runs in the calling process, so on a 2-core
+line and waiting for its echo; bare protocols, no streams or tasks, so it costs
+the client less than the cheapest server variant costs the server) runs in the
+calling process, so on a 2-core
 machine server and clients each get a core. Every server variant is measured
 once per round, variants interleaved (the order rotates each round), and each
 variant's throughput is compared with the baseline's *of the same round*.
@@ -85,6 +87,15 @@ __all__ = [
 
 MESSAGE = b"x" * 63 + b"\n"
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: Fixed glibc malloc thresholds for the server process (the caller's environment wins).
+#: asyncio's socket transport reads with ``sock.recv(256 KiB)``: a fresh 256 KiB bytes per
+#: read, shrunk to the few bytes received. With glibc's *dynamic* mmap threshold (128 KiB
+#: until an mmapped block is freed) each such read may be an mmap + page faults + munmap,
+#: or may come from the heap, depending on whether some earlier allocation happened to free
+#: a large block: the same server then costs 2-2.8x more kernel time per request in one
+#: run than in the next, and any import or patch can flip it (the old "regime" artifact).
+#: Fixed thresholds put every variant in the same (heap) regime.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}
 
 
 @dataclass(frozen=True)
@@ -264,30 +275,82 @@ def _server_main(config: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------------ client
 
 
+class _Client(asyncio.Protocol):
+    """One load-generating connection: a line out, wait for its echo, repeat.
+
+    A bare protocol (no streams, no task per connection) so that the load generator
+    costs much less per request than any server variant: the server, not the client,
+    is the bottleneck, and throughput ratios show the server's overhead.
+    """
+
+    def __init__(self, shared: _Load) -> None:
+        self.shared = shared
+        self.transport: Any = None
+        self.pending = 0  # bytes of the current echo received so far
+        self.outstanding = False  # a line sent whose echo has not fully arrived
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def send(self) -> None:
+        self.outstanding = True
+        self.transport.write(MESSAGE)
+
+    def data_received(self, data: bytes) -> None:
+        got = self.pending + len(data)
+        lines, self.pending = divmod(got, len(MESSAGE))
+        if not lines:
+            return
+        self.outstanding = False
+        shared = self.shared
+        shared.count += lines
+        if shared.count >= shared.max_requests:
+            shared.stop = True
+        if not shared.stop:
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.shared.stop:
+            self.shared.lost += 1
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Load:
+    __slots__ = ("count", "stop", "max_requests", "lost")
+
+    def __init__(self, max_requests: int) -> None:
+        self.count = 0
+        self.stop = False
+        self.max_requests = max_requests
+        self.lost = 0
+
+
 async def _load(port: int, clients: int, seconds: float, max_requests: int) -> tuple[int, float]:
-    count = 0
-    stop = False
-    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal count, stop
-        while not stop:
-            writer.write(MESSAGE)
-            if not await reader.readline():
-                raise ConnectionError("echo server closed the connection")
-            count += 1
-            if count >= max_requests:
-                stop = True
-
-    tasks = [asyncio.ensure_future(client(r, w)) for r, w in conns]
+    loop = asyncio.get_running_loop()
+    shared = _Load(max_requests)
+    conns: list[_Client] = []
+    for _ in range(clients):
+        _, proto = await loop.create_connection(lambda: _Client(shared), "127.0.0.1", port)
+        conns.append(proto)
+    for proto in conns:
+        proto.send()
     await asyncio.sleep(min(0.2, seconds / 5))  # warm-up: every connection busy
-    first, t0 = count, time.perf_counter()
-    await asyncio.wait(tasks, timeout=seconds)
-    served, elapsed = count - first, time.perf_counter() - t0
-    stop = True
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for _, writer in conns:
-        writer.close()
+    first, t0 = shared.count, time.perf_counter()
+    deadline = t0 + seconds
+    while not shared.stop and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+        if shared.lost:
+            raise ConnectionError("echo server closed the connection")
+    served, elapsed = shared.count - first, time.perf_counter() - t0
+    shared.stop = True
+    drain_until = time.perf_counter() + 2.0  # let in-flight echoes arrive: closing on unread data resets
+    while any(proto.outstanding for proto in conns) and time.perf_counter() < drain_until and not shared.lost:
+        await asyncio.sleep(0.005)
+    for proto in conns:
+        proto.transport.close()
+    await asyncio.gather(*(proto.closed for proto in conns))
     return served, elapsed
 
 
@@ -315,6 +378,7 @@ def _run_one(
     if len(cpus) >= 2:  # server and clients on fixed, different cores: the same placement for every variant
         config["cpu"] = cpus[0]
     env = dict(os.environ)
+    env.update({k: v for k, v in MALLOC_ENV.items() if k not in os.environ})
     env["PYTHONPATH"] = os.pathsep.join([HERE, *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--serve", json.dumps(config)],

@@ -7,14 +7,17 @@
    breakdown next to the truth measured by the victim itself, and the error
    against the budget (1 ms + 2 % of wall).
 2. Per-operation cost: µs added per task step and per task creation (bare vs
-   probe, interleaved), times steps per request of the echo service.
+   probe, interleaved), times steps per request of the echo service; then an
+   echo-like request in one process (a task woken through a future, a traced
+   handler): process CPU µs per request for each configuration, far steadier
+   than the echo service's wall-clock throughput.
 3. Echo-service throughput (``benchmarks/echo_service.py``): bare vs asynclens
    (spans, then spans + lag + handles + scheduler) vs OpenTelemetry's asyncio
    instrumentation vs yappi, interleaved rounds, paired ratios. Peers missing
    from the environment are skipped (``pip install -e '.[bench]'``).
 
 Run: ``python benchmarks/scheduler_overhead.py`` (``--quick`` for a short run,
-``--only correctness|ops|throughput``).
+``--only correctness|ops|requests|throughput``).
 """
 
 from __future__ import annotations
@@ -180,6 +183,76 @@ def per_operation(repeats: int, steps: int) -> None:
     print("(task = create_task + its step + await; echo request = 1 step + 1 span: compare with bare CPU µs/req below)")
 
 
+# ------------------------------------------------- 2b. echo-like request, in process
+
+_REQUEST_CONFIGS: dict[str, tuple[dict[str, bool], bool]] = {
+    "bare": ({"lag": False, "track_handles": False, "scheduler": False}, False),
+    "spans": ({"lag": False, "track_handles": False, "scheduler": False}, True),
+    "scheduler": ({"lag": False, "track_handles": False, "scheduler": True}, False),
+    "spans+scheduler": ({"lag": False, "track_handles": False, "scheduler": True}, True),
+    "all": ({"lag": True, "track_handles": True, "scheduler": True}, True),
+}
+
+
+def _per_request(factory: Callable[[], asyncio.AbstractEventLoop], config: str, n: int) -> float:
+    """Process CPU µs per echo-like request: a task woken through a future (one step and
+    one ``call_soon`` wake-up, like a connection task woken by its reader), then the
+    request handler (traced or not). Process CPU includes the session's flusher thread."""
+    options, traced = _REQUEST_CONFIGS[config]
+
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    handler = asynclens.trace(name="echo")(echo) if traced else echo
+    loop = factory()
+    try:
+        session = asynclens.session(buffer_limit=2 * n, **options) if config != "bare" else None
+        with session if session is not None else _nothing():
+
+            async def main() -> float:
+                lp = asyncio.get_running_loop()
+
+                async def serve(k: int) -> None:
+                    for _ in range(k):
+                        fut = lp.create_future()
+                        lp.call_soon(fut.set_result, b"x")
+                        await handler(await fut)
+
+                await serve(n // 10)  # warm-up
+                c0 = time.process_time()
+                await serve(n)
+                return (time.process_time() - c0) / n * 1e6
+
+            return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def per_request(repeats: int, n: int) -> None:
+    print(f"\n== 2b. echo-like request in one process (process CPU µs/request, median of {repeats} interleaved runs) ==")
+    names = list(_REQUEST_CONFIGS)
+    print(f"{'loop':<8}  " + "  ".join(f"{name:>16}" for name in names))
+    for loop_name, factory in _loops().items():
+        runs: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(repeats):
+            for name in names:
+                runs[name].append(_per_request(factory, name, n))
+        med = {name: statistics.median(v) for name, v in runs.items()}
+        base = med["bare"]
+        cells = [f"{med['bare']:>16.2f}"] + [f"{med[k]:>8.2f} (+{med[k] - base:.2f})" for k in names[1:]]
+        print(f"{loop_name:<8}  " + "  ".join(f"{c:>16}" for c in cells))
+    print("(added µs per request: compare with the bare echo server's CPU µs/request in section 3;")
+    print(" estimated throughput ratio of a CPU-bound server = bare / (bare + added))")
+
+
 # ---------------------------------------------------------------- 3. throughput
 
 
@@ -251,7 +324,7 @@ def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> N
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer rounds and repeats)")
-    parser.add_argument("--only", choices=["correctness", "ops", "throughput"])
+    parser.add_argument("--only", choices=["correctness", "ops", "requests", "throughput"])
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--seconds", type=float)
@@ -263,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"breakdown within budget on every run: {'yes' if ok else 'NO'}")
     if args.only in (None, "ops"):
         per_operation(3 if args.quick else 5, 20_000 if args.quick else 60_000)
+    if args.only in (None, "requests"):
+        per_request(3 if args.quick else 5, 20_000 if args.quick else 40_000)
     if args.only in (None, "throughput"):
         loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
         if "uvloop" in loops and not _have("uvloop"):

@@ -311,6 +311,23 @@ def test_adding_a_loop_wakes_only_a_parked_watchdog() -> None:
     assert h.w._wake.is_set()
 
 
+def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
+    """The watchdog samples another thread: it may catch LiveSpan.__init__ half way."""
+    import sys
+
+    from asynclens._watchdog import _span_in_frames
+    from asynclens.tracing import LiveSpan
+
+    def blocked_in(first: Any, second: Any = None) -> Any:
+        return sys._getframe()
+
+    half_built = object.__new__(LiveSpan)  # no slot set yet
+    assert _span_in_frames([blocked_in(half_built)]) is None
+    with asynclens.session(lag=False, track_handles=False, scheduler=False):
+        with asynclens.span("running") as running:
+            assert _span_in_frames([blocked_in(half_built, running)]) is running
+
+
 def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
     import os
 

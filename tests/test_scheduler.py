@@ -503,3 +503,62 @@ def test_only_notable_tasks_are_recorded_by_default() -> None:
         run(asyncio.new_event_loop, main)
     assert {"slow", "bad"} <= set(tasks_by_name(cap.records)) and "quick" not in tasks_by_name(cap.records)
     assert probe.statistics()["tasks_unrecorded"] >= 1
+
+
+def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: Any) -> None:
+    """Spans that start and end inside one step (the pending path): any end order,
+    a remote parent's extra kept, the error stack added; one left open across an
+    await gets its snapshot at the step's end."""
+    from asynclens.propagation import SpanContext
+
+    clock = FakeClock()
+    probe = SchedulerProbe()
+
+    async def main() -> None:
+        a = asynclens.span("a")
+        a.__enter__()
+        clock.spend_cpu(MS)
+        b = asynclens.span("b", parent=SpanContext(trace_id=5, span_id=6))
+        b.__enter__()
+        clock.spend_cpu(2 * MS)
+        a.__exit__(None, None, None)  # not the innermost one first
+        clock.spend_cpu(MS)
+        b.__exit__(None, None, None)
+        with pytest.raises(ValueError), asynclens.span("failing"):
+            clock.spend_cpu(MS)
+            raise ValueError("boom")
+        async with asynclens.span("across"):
+            clock.spend_cpu(MS)
+            await asyncio.sleep(0)
+            clock.spend_cpu(2 * MS)
+        assert probe.by_name["a"][0] == 1  # the pending list is drained as spans end
+        task = asyncio.current_task()
+        assert not getattr(task, ATTR).pending
+
+    with capture(clock=clock, probes=[probe]) as cap:
+        run(factory, main)
+    spans = spans_by_name(cap.records)
+    assert breakdown(spans["a"]) == (3 * MS, 0, 0, 0) and spans["a"].steps == 1
+    assert breakdown(spans["b"]) == (3 * MS, 0, 0, 0) and spans["b"].remote_parent
+    assert breakdown(spans["failing"]) == (MS, 0, 0, 0) and "test_scheduler" in (spans["failing"].error_stack or "")
+    assert spans["across"].cpu_ns == 3 * MS and spans["across"].steps == 2
+    assert sum(breakdown(spans["across"])) == spans["across"].duration_ns  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_eager_child_inside_a_one_step_span_is_subtracted() -> None:
+    clock = FakeClock()
+
+    async def child() -> None:
+        clock.spend_cpu(4 * MS)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        with asynclens.span("parent"):
+            clock.spend_cpu(MS)
+            asyncio.create_task(child())  # runs to completion inside this step
+            clock.spend_cpu(MS)
+
+    with capture(clock=clock, probes=[SchedulerProbe()]) as cap:
+        run(asyncio.new_event_loop, main)
+    assert breakdown(spans_by_name(cap.records)["parent"]) == (2 * MS, 4 * MS, 0, 0)

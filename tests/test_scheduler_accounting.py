@@ -286,3 +286,80 @@ def test_scheduler_records_round_trip_through_json() -> None:
     for record in records:
         again = record_from_dict(json.loads(json.dumps(record.to_dict())))
         assert again == record, record.kind
+
+
+def _state_fields(st: TaskState) -> tuple[int, ...]:
+    return (st.run_ns, st.sched_ns, st.io_ns, st.exec_ns, st.steps, st.max_sched_ns, st.last_end_ns, st.step_ready)
+
+
+@pytest.mark.parametrize("woken_at", [None, "before_last_end", "between"])
+def test_send_fast_path_accounts_like_begin_and_end(clock: FakeClock, woken_at: str | None) -> None:
+    """StepCoro.send inlines TaskState.begin/end: both must give identical totals."""
+    ls_fast = LoopState(FakeProbe(), object(), clock.now_ns, None)
+    ls_ref = LoopState(FakeProbe(), object(), clock.now_ns, None)
+    fast = TaskState(ls_fast, clock.now_ns())
+    ref = TaskState(ls_ref, clock.now_ns())
+    coro = StepCoro(FakeCoro(clock, [cpu(2 * MS), cpu(MS), cpu(3 * MS)]), fast)  # type: ignore[arg-type]
+    clock.advance(MS)
+    for step_cpu in (2 * MS, MS):
+        t = clock.now_ns()
+        coro.send(None)
+        ref.begin(t)
+        ref.end(t + step_cpu)
+        assert _state_fields(fast) == _state_fields(ref)
+        clock.advance(4 * MS)
+        wake = {None: 0, "before_last_end": fast.last_end_ns - MS, "between": clock.now_ns() - MS}[woken_at]
+        fast.ready_ns = ref.ready_ns = wake
+        clock.advance(2 * MS)
+    assert ls_fast.ready_delay.summary() == ls_ref.ready_delay.summary()
+    assert ls_fast.steps == ls_ref.steps == 2 and ls_fast.running is None
+
+
+def test_ready_delays_fold_in_batches_without_loss(clock: FakeClock, loop_state: LoopState) -> None:
+    """Steps append delays to a list; reading the histogram (or a window) folds them all."""
+    st = TaskState(loop_state, clock.now_ns())
+    for i in range(1200):  # more than one automatic fold
+        st.ready_ns = clock.now_ns()
+        clock.advance(i)
+        st.begin(clock.now_ns())
+        st.end(clock.now_ns())
+    assert len(loop_state.delays) < 1200
+    hist = loop_state.ready_delay
+    assert hist.count == 1200 and hist.max == 1199 and hist.total == sum(range(1200))
+    assert loop_state.delays == []
+    st.ready_ns = clock.now_ns()
+    clock.advance(5)
+    st.begin(clock.now_ns())
+    ready, _, _, _ = loop_state.window(clock.now_ns())
+    assert ready.count == 1201 and loop_state.ready_delay.count == 0
+
+
+def test_stdlib_loops_hook_the_private_call_soon_and_others_the_public_one(clock: FakeClock) -> None:
+    import asyncio
+
+    class CustomSoon(asyncio.SelectorEventLoop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            return super().call_soon(callback, *args, context=context)
+
+    for cls, name in ((asyncio.SelectorEventLoop, "_call_soon"), (CustomSoon, "call_soon")):
+        loop = cls()
+        try:
+            ls = LoopState(FakeProbe(), loop, clock.now_ns, None)
+            ls.install(loop)
+            assert name in loop.__dict__ and {"call_later", "call_at"} <= set(loop.__dict__)
+            st = TaskState(ls, clock.now_ns())
+            st.ready_ns = 0
+
+            class Owner:
+                _asynclens_sched = st
+
+                def wake(self) -> None:
+                    pass
+
+            clock.advance(MS)
+            loop.call_soon(Owner().wake)
+            assert st.ready_ns == clock.now_ns()  # the wake-up was stamped
+            ls.remove(loop)
+            assert not {"call_soon", "_call_soon", "call_later", "call_at"} & set(loop.__dict__)
+        finally:
+            loop.close()

@@ -66,3 +66,17 @@ def test_empty_histogram_and_bad_arguments() -> None:
         h.percentile(101)
     with pytest.raises(ValueError, match="sub_bits"):
         Histogram(sub_bits=0)
+
+
+def test_record_many_equals_recording_each_value() -> None:
+    rng = random.Random(7)
+    values = [rng.randrange(0, 10**10) for _ in range(500)] + [-3, 0, 1, 255, 256, 257]
+    one, many = Histogram(), Histogram()
+    one.record(42)
+    many.record(42)
+    for value in values:
+        one.record(value)
+    many.record_many(values)
+    many.record_many([])
+    assert many.to_dict() == one.to_dict()
+    assert many.min == 0 and many.count == len(values) + 1
