@@ -291,8 +291,8 @@ class HandleProbe:
         for ref, hook, cell in self._event_hooks:
             loop = ref()
             if loop is None or loop.is_closed():
-                if loop is not None and loop.__dict__.get("_process_events") is hook:
-                    del loop.__dict__["_process_events"]
+                if loop is not None:
+                    remove_instance_attr(loop, "_process_events", hook)
                 folded += cell[0]
             else:
                 kept.append((ref, hook, cell))
