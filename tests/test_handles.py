@@ -292,6 +292,27 @@ def test_open_handles_is_a_live_snapshot(tmp_path: Path) -> None:
     g.close()
 
 
+def test_an_event_loops_self_pipe_is_not_tracked_but_a_programs_socketpair_is() -> None:
+    """A selector loop's two self-pipe sockets are asyncio's own (closed with the loop):
+    not tracked, so an open loop is no socket leak; a socketpair the program makes is."""
+    with make_session() as session:
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop._ssock is not None  # type: ignore[attr-defined]  # the self-pipe exists
+            assert session.open_handles() == []
+            a, b = socket.socketpair()  # PAIR
+            try:
+                now = session.open_handles()
+                assert [(r.handle_kind, r.site) for r in now] == [
+                    ("socket", at("PAIR", "test_an_event_loops_self_pipe_is_not_tracked_but_a_programs_socketpair_is"))
+                ] * 2
+            finally:
+                a.close()
+                b.close()
+        finally:
+            loop.close()
+
+
 def test_asynclens_own_files_are_not_recorded(tmp_path: Path) -> None:
     """The JSON lines sink's file and files asynclens reads itself are not handles of the program."""
     trace = tmp_path / "run.jsonl"
