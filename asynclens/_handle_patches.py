@@ -45,6 +45,7 @@ import sys
 import threading
 import warnings
 import weakref
+from asyncio import all_tasks as _all_tasks
 from asyncio import selector_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -294,7 +295,13 @@ def _cancel_all_tasks(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     probe = _probe
     if probe is not None and args:
         try:
-            probe.note_abandoned_tasks(args[0])
+            # the usual case (a test or program that awaited all it started): nothing pending
+            try:
+                pending = bool(_all_tasks(args[0]))
+            except RuntimeError:  # another thread changed the task set meanwhile
+                pending = True
+            if pending:
+                probe.note_abandoned_tasks(args[0])
         except Exception as exc:
             probe.session_error("listing tasks left pending", exc)
     return wrapped(*args, **kwargs)
