@@ -394,7 +394,9 @@ class LoopMonitor(LoopBook):
             handle.cancel()
         self._handle = None
         selector = self._selector
-        if selector is not None and self._wrapper is not None:
+        # a closed loop has dropped its (closed) selector: nothing will call it again
+        in_use = selector is not None and getattr(loop, "_selector", selector) is selector
+        if in_use and self._wrapper is not None:
             remove_instance_attr(selector, "select", self._wrapper)
         self._selector = None
         self._wrapper = None
