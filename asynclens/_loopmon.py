@@ -31,7 +31,41 @@ __all__ = ["LoopBook", "LoopMonitor"]
 class LoopBook:
     """The bookkeeping of one loop, free of any real loop or clock."""
 
-    __slots__ = ('_cpu', '_emit', 'beat', 'busy_total', 'closed_hist', 'cpu_ws', 'exact', 'expected', 'gaps', 'idle_ns', 'idle_seen', 'idle_ws', 'in_select', 'interval_ns', 'loop_id', 'offcpu_ns', 'offcpu_ws', 'parked_at', 'select_enter_ns', 'skip_lag', 'skipped', 'snapshots', 'stalls', 'stopped', 'thread_id', 'threshold_ns', 'ticks', 'wall_total', 'window', 'window_ns', 'window_skipped', 'window_stalls', 'window_start')
+    __slots__ = (
+        "_cpu",
+        "_emit",
+        "beat",
+        "busy_total",
+        "closed_hist",
+        "cpu_ws",
+        "exact",
+        "expected",
+        "gaps",
+        "idle_ns",
+        "idle_seen",
+        "idle_ws",
+        "in_select",
+        "interval_ns",
+        "loop_id",
+        "offcpu_ns",
+        "offcpu_ws",
+        "parked_at",
+        "select_enter_ns",
+        "skip_lag",
+        "skipped",
+        "snapshots",
+        "stalls",
+        "stopped",
+        "thread_id",
+        "threshold_ns",
+        "ticks",
+        "wall_total",
+        "window",
+        "window_ns",
+        "window_skipped",
+        "window_stalls",
+        "window_start",
+    )
 
     def __init__(
         self,
@@ -261,7 +295,19 @@ class LoopBook:
 class LoopMonitor(LoopBook):
     """:class:`LoopBook` bound to a real event loop: select wrapper and tick timer."""
 
-    __slots__ = ('_handle', '_interval_s', '_now', '_on_error', '_selector', '_wrapper', 'closed', 'idle_frame', 'idle_skip', 'loop', 'on_wake')
+    __slots__ = (
+        "_handle",
+        "_interval_s",
+        "_now",
+        "_on_error",
+        "_selector",
+        "_wrapper",
+        "closed",
+        "idle_frame",
+        "idle_skip",
+        "loop",
+        "on_wake",
+    )
 
     def __init__(
         self,
