@@ -313,6 +313,44 @@ def test_an_event_loops_self_pipe_is_not_tracked_but_a_programs_socketpair_is() 
             loop.close()
 
 
+def test_open_keys_name_the_open_handles_without_making_their_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_keys() is open_handles() as (kind, id) keys, made without records;
+    open_handles(only=...) makes the records of those keys only."""
+
+    async def main(session: asynclens.Session) -> None:
+        task = asyncio.create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        f = open(tmp_path / "k.txt", "w")
+        sock = socket.socket()
+        try:
+            probe = session.probe("handles")
+            everything = probe.open_handles()
+            assert sorted(r.handle_kind for r in everything) == ["file", "socket", "task"]
+            keys = {(r.handle_kind, r.handle_id) for r in everything}
+            with monkeypatch.context() as m:
+                m.setattr(probe.registry, "record", lambda *a, **k: pytest.fail("a record was made"))
+                m.setattr(probe, "_task_leak", lambda *a, **k: pytest.fail("a task's record was made"))
+                assert probe.open_keys() == keys
+            socket_key = next(k for k in keys if k[0] == "socket")
+            task_key = ("task", id(task))
+            assert [(r.handle_kind, r.handle_id) for r in probe.open_handles(only={socket_key, task_key})] == [
+                task_key,
+                socket_key,
+            ]
+            assert probe.open_handles(only=set()) == []
+        finally:
+            f.close()
+            sock.close()
+            task.cancel()
+
+    with make_session() as session:
+        asyncio.run(main(session))
+        assert session.probe("handles").open_keys() == set()
+    assert session.probe("handles").open_keys() == set()
+
+
 def test_asynclens_own_files_are_not_recorded(tmp_path: Path) -> None:
     """The JSON lines sink's file and files asynclens reads itself are not handles of the program."""
     trace = tmp_path / "run.jsonl"
