@@ -107,6 +107,21 @@ class _Buckets:
         self.count += 1
         self.total += value
 
+    def record_many(self, values: list[int]) -> None:
+        """``record`` for each of ``values`` (one call per batch, not per value)."""
+        counts, bounds = self.counts, self.bounds
+        low, high = min(values), max(values)
+        if low < 0:
+            values = [max(value, 0) for value in values]
+            low, high = 0, max(high, 0)
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        if not self.count or low < self.min:
+            self.min = low
+        self.max = max(self.max, high)
+        self.count += len(values)
+        self.total += sum(values)
+
     def add_histogram(self, data: Mapping[str, Any]) -> None:
         """Fold in a window's log-linear histogram (``Histogram.to_dict()``): each of its
         buckets (≤ 1/128 wide) lands in the fixed bucket of its midpoint."""
@@ -173,17 +188,15 @@ class MetricsState:
 
     def add(self, records: Iterable[Any]) -> None:
         """Fold a batch of records into the metrics (records of unknown kinds are skipped)."""
+        durations: dict[str, list[int]] = {}  # span durations by name, recorded per name at the end
         with self._lock:
-            by_name = self._span_by_name
             for record in records:
                 kind = getattr(record, "kind", None)
                 if kind == "span":
-                    buckets = by_name.get(record.name)
-                    if buckets is None:
-                        buckets = self._span.get((("span", str(record.name)),))
-                        if len(by_name) < 10_000:  # a cache only: names past the series limit share "(other)"
-                            by_name[record.name] = buckets
-                    buckets.record(record.end_ns - record.start_ns)
+                    values = durations.get(record.name)
+                    if values is None:
+                        values = durations[record.name] = []
+                    values.append(record.end_ns - record.start_ns)
                 elif kind == "lag":
                     lag = getattr(record, "histogram", None)
                     if isinstance(lag, Mapping):  # files from before 0.1 lack it: no lag histogram from them
@@ -209,6 +222,14 @@ class MetricsState:
                 elif kind == "leak":
                     if getattr(record, "close_ns", None) is None:
                         self._leaks.get((("kind", str(getattr(record, "handle_kind", "unknown"))),))[0] += 1
+            by_name = self._span_by_name
+            for name, values in durations.items():
+                buckets = by_name.get(name)
+                if buckets is None:
+                    buckets = self._span.get((("span", str(name)),))
+                    if len(by_name) < 10_000:  # a cache only: names past the series limit share "(other)"
+                        by_name[name] = buckets
+                buckets.record_many(values)
 
     # -------------------------------------------------------------- reading
 

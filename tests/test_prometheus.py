@@ -146,3 +146,13 @@ def test_a_live_session_exports_lag_and_ready_delay_as_histograms(tmp_path: Any)
         counts = {s.labels.get("le"): s.value for s in family.samples if s.name.endswith("_bucket")}
         assert family.type == "histogram" and counts["+Inf"] > 0, name
         assert list(counts.values()) == sorted(counts.values())  # cumulative
+
+
+def test_span_durations_recorded_in_batches_match_one_by_one() -> None:
+    spans = [Span("a" if i % 3 else "b", 1, i + 1, None, 0, (i * 7919) % 50_000_000) for i in range(500)]
+    batched = MetricsState()
+    batched.add(spans)
+    single = MetricsState()
+    for span in spans:
+        single.add([span])
+    assert render(batched.families()) == render(single.families())
