@@ -31,6 +31,42 @@ __all__ = ["LoopBook", "LoopMonitor"]
 class LoopBook:
     """The bookkeeping of one loop, free of any real loop or clock."""
 
+    __slots__ = (
+        "_cpu",
+        "_emit",
+        "beat",
+        "busy_total",
+        "closed_hist",
+        "cpu_ws",
+        "exact",
+        "expected",
+        "gaps",
+        "idle_ns",
+        "idle_seen",
+        "idle_ws",
+        "in_select",
+        "interval_ns",
+        "loop_id",
+        "offcpu_ns",
+        "offcpu_ws",
+        "parked_at",
+        "select_enter_ns",
+        "skip_lag",
+        "skipped",
+        "snapshots",
+        "stalls",
+        "stopped",
+        "thread_id",
+        "threshold_ns",
+        "ticks",
+        "wall_total",
+        "window",
+        "window_ns",
+        "window_skipped",
+        "window_stalls",
+        "window_start",
+    )
+
     def __init__(
         self,
         loop_id: int,
@@ -259,6 +295,20 @@ class LoopBook:
 class LoopMonitor(LoopBook):
     """:class:`LoopBook` bound to a real event loop: select wrapper and tick timer."""
 
+    __slots__ = (
+        "_handle",
+        "_interval_s",
+        "_now",
+        "_on_error",
+        "_selector",
+        "_wrapper",
+        "closed",
+        "idle_frame",
+        "idle_skip",
+        "loop",
+        "on_wake",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -390,7 +440,9 @@ class LoopMonitor(LoopBook):
             handle.cancel()
         self._handle = None
         selector = self._selector
-        if selector is not None and self._wrapper is not None:
+        # a closed loop has dropped its (closed) selector: nothing will call it again
+        in_use = selector is not None and getattr(loop, "_selector", selector) is selector
+        if in_use and self._wrapper is not None:
             remove_instance_attr(selector, "select", self._wrapper)
         self._selector = None
         self._wrapper = None

@@ -398,9 +398,11 @@ class Window:
         recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
         leaks = list(self.pending_tasks)
         if recorder.long_lived:
-            open_now = self._all_open()
-            leaks += [AsLeak(h) for h in open_now if handle_key(h) not in self.open_before]
-            recorder.open_keys = frozenset(handle_key(h) for h in open_now)
+            open_now = self.handle_keys()
+            new = open_now - self.open_before
+            if new:  # records made only for the handles this test left open
+                leaks += [AsLeak(h) for h in self._all_open(new)]
+            recorder.open_keys = open_now
         else:
             recorder.close()
             self._add(sink.take())
@@ -423,7 +425,7 @@ class Window:
             if not new:
                 self.pending_tasks = []
                 return
-            handles = [h for h in self._all_open() if getattr(h, "handle_id", None) in new]
+            handles = self._all_open({("task", task_id) for task_id in new})
         else:
             handles = self.open_handles(before=self.open_before_call)
         self.pending_tasks = [
@@ -508,21 +510,35 @@ class Window:
         """The session's probe called ``name`` (``"lag"``, ``"handles"``, ``"scheduler"``) or None."""
         return self._probes.get(name)
 
-    def _all_open(self) -> list[Any]:
-        """The handle registry's live view: every handle open now (none without it)."""
+    def _all_open(self, only: frozenset[tuple[Any, Any]] | set[tuple[Any, Any]] | None = None) -> list[Any]:
+        """The handle registry's live view: every handle open now, or those with the
+        keys ``only`` (none without the registry)."""
         probe = self.probe("handles")
         getter = getattr(probe, "open_handles", None)
         if not callable(getter):
             return []
         try:
-            return list(getter())
+            if only is None:
+                return list(getter())
+            if callable(getattr(probe, "open_keys", None)):  # asynclens's registry: records for ``only``
+                return list(getter(only))
+            return [h for h in getter() if handle_key(h) in only]
         except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
             if self.session is not None:
                 self.session.internal_error("listing open handles for a test", exc)
             return []
 
     def handle_keys(self) -> frozenset[tuple[Any, Any]]:
-        return frozenset(handle_key(h) for h in self._all_open())
+        """Keys of the handles open now; without making their records where the registry can."""
+        getter = getattr(self.probe("handles"), "open_keys", None)
+        if not callable(getter):
+            return frozenset(handle_key(h) for h in self._all_open())
+        try:
+            return frozenset(getter())
+        except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
+            if self.session is not None:
+                self.session.internal_error("listing open handles for a test", exc)
+            return frozenset()
 
     def open_handles(self, before: frozenset[tuple[Any, Any]] | None = None) -> list[Any]:
         """Handles open now that were not open when the test's window began (or at ``before``).
@@ -530,7 +546,8 @@ class Window:
         Compared by identity rather than by ``open_ns``: the registry may not
         know when a task was created."""
         known = self.open_before if before is None else before
-        return [h for h in self._all_open() if handle_key(h) not in known]
+        new = self.handle_keys() - known
+        return self._all_open(new) if new else []
 
     def findings(self) -> list[Finding]:
         """This test's stalls, leaks and delays. A stall that began before the window

@@ -30,7 +30,7 @@ import dataclasses
 import heapq
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,21 +381,45 @@ class HandleProbe:
 
     # --------------------------------------------------------------- reporting
 
-    def open_handles(self) -> list[HandleRecord]:
-        """Every handle open right now, oldest first (empty once the session ended)."""
+    def open_handles(self, only: Container[tuple[str, int]] | None = None) -> list[HandleRecord]:
+        """Every handle open right now, oldest first (empty once the session ended).
+
+        ``only``: just the handles with these ``(handle_kind, handle_id)`` keys."""
         if not self._active:
             return []
-        records = [self.registry.record(HandleRecord, e, obj) for e, obj in self.registry.open_entries()]
+        record = self.registry.record
+        records = [
+            record(HandleRecord, e, obj)
+            for e, obj in self.registry.open_entries()
+            if only is None or (KINDS[e.kind], e.hid) in only
+        ]
+        for task in self._open_tasks():
+            if only is None or (KINDS[TASK], id(task)) in only:
+                leak = self._task_leak(task, "pending")
+                records.append(HandleRecord(**{f: getattr(leak, f) for f in _FIELDS}))
+        records.sort(key=lambda r: (r.open_ns, r.handle_id))
+        return records
+
+    def open_keys(self) -> set[tuple[str, int]]:
+        """``(handle_kind, handle_id)`` of every handle :meth:`open_handles` would list,
+        without making its record (no creation site formatted, no task's stack walked)."""
+        if not self._active:
+            return set()
+        keys = {(KINDS[e.kind], e.hid) for e, _ in self.registry.open_entries()}
+        keys.update((KINDS[TASK], id(task)) for task in self._open_tasks())
+        return keys
+
+    def _open_tasks(self) -> list[asyncio.Task[Any]]:
+        """Pending tasks of the open loops, the session's own and those from before it aside."""
+        tasks = []
         for loop in list(self._loops):
             if loop.is_closed():
                 continue
             current = _current_task(loop)
             for task in _all_tasks(loop):
                 if task is not current and not task.done() and task not in self._tasks_before and not task_is_own(task):
-                    leak = self._task_leak(task, "pending")
-                    records.append(HandleRecord(**{f: getattr(leak, f) for f in _FIELDS}))
-        records.sort(key=lambda r: (r.open_ns, r.handle_id))
-        return records
+                    tasks.append(task)
+        return tasks
 
     def _collect_leaks(self) -> list[Leak]:
         leaks = [self.registry.record(Leak, e, obj) for e, obj in self.registry.open_entries()]

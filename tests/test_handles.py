@@ -292,6 +292,65 @@ def test_open_handles_is_a_live_snapshot(tmp_path: Path) -> None:
     g.close()
 
 
+def test_an_event_loops_self_pipe_is_not_tracked_but_a_programs_socketpair_is() -> None:
+    """A selector loop's two self-pipe sockets are asyncio's own (closed with the loop):
+    not tracked, so an open loop is no socket leak; a socketpair the program makes is."""
+    with make_session() as session:
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop._ssock is not None  # type: ignore[attr-defined]  # the self-pipe exists
+            assert session.open_handles() == []
+            a, b = socket.socketpair()  # PAIR
+            try:
+                now = session.open_handles()
+                assert [(r.handle_kind, r.site) for r in now] == [
+                    ("socket", at("PAIR", "test_an_event_loops_self_pipe_is_not_tracked_but_a_programs_socketpair_is"))
+                ] * 2
+            finally:
+                a.close()
+                b.close()
+        finally:
+            loop.close()
+
+
+def test_open_keys_name_the_open_handles_without_making_their_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_keys() is open_handles() as (kind, id) keys, made without records;
+    open_handles(only=...) makes the records of those keys only."""
+
+    async def main(session: asynclens.Session) -> None:
+        task = asyncio.create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        f = open(tmp_path / "k.txt", "w")
+        sock = socket.socket()
+        try:
+            probe = session.probe("handles")
+            everything = probe.open_handles()
+            assert sorted(r.handle_kind for r in everything) == ["file", "socket", "task"]
+            keys = {(r.handle_kind, r.handle_id) for r in everything}
+            with monkeypatch.context() as m:
+                m.setattr(probe.registry, "record", lambda *a, **k: pytest.fail("a record was made"))
+                m.setattr(probe, "_task_leak", lambda *a, **k: pytest.fail("a task's record was made"))
+                assert probe.open_keys() == keys
+            socket_key = next(k for k in keys if k[0] == "socket")
+            task_key = ("task", id(task))
+            assert [(r.handle_kind, r.handle_id) for r in probe.open_handles(only={socket_key, task_key})] == [
+                task_key,
+                socket_key,
+            ]
+            assert probe.open_handles(only=set()) == []
+        finally:
+            f.close()
+            sock.close()
+            task.cancel()
+
+    with make_session() as session:
+        asyncio.run(main(session))
+        assert session.probe("handles").open_keys() == set()
+    assert session.probe("handles").open_keys() == set()
+
+
 def test_asynclens_own_files_are_not_recorded(tmp_path: Path) -> None:
     """The JSON lines sink's file and files asynclens reads itself are not handles of the program."""
     trace = tmp_path / "run.jsonl"

@@ -1111,6 +1111,54 @@ def test_leaks_are_the_tests_own_handles_still_open_after_teardown(inner: pytest
         assert "<socket server>" not in result.stdout.str()
 
 
+def test_real_handles_open_across_tests_are_no_tests_leak(inner: pytest.Pytester) -> None:
+    """With the real registry (windows compare keys, records only for what a test left
+    open): a module fixture's socket stays open across tests without being anyone's
+    leak; the test that leaves a socket and a task open is named, with the socket's line."""
+    inner.makepyfile(
+        test_real_handles="""
+        import asyncio, socket, pytest, pytest_asyncio
+
+        KEEP = []
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def shared():
+            sock = socket.socket()
+            yield
+            sock.close()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_first(shared):
+            await asyncio.sleep(0)
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_leaky(shared):
+            KEEP.append(socket.socket())  # LEAKED-SOCKET
+            KEEP.append(asyncio.create_task(asyncio.sleep(3600)))  # LEAKED-TASK
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_after(shared):
+            await asyncio.sleep(0)
+
+        def test_cleanup():
+            KEEP.pop(0).close()
+            KEEP.pop(0).cancel()
+        """
+    )
+    result = inner.runpytest("--asynclens", "--asynclens-leaks=fail", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaky*",
+            "asynclens: 2 leaked handles (leaks='fail'):",
+        ]
+    )
+    errors = result.stdout.str().split("ERROR at teardown of test_leaky")[1].split("= asynclens =")[0]
+    assert "leaked socket fd=" in errors and "test_real_handles.py:17 in test_leaky" in errors  # LEAKED-SOCKET
+    assert "leaked task " in errors
+    assert "test_first" not in errors and "test_after" not in errors
+
+
 @needs_lag
 def test_real_stall_in_a_tests_last_step_is_that_tests_own(inner: pytest.Pytester) -> None:
     inner.makepyfile(
