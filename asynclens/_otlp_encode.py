@@ -346,12 +346,21 @@ def encode_metrics(
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+_json_str = json.encoder.encode_basestring  # what _dumps does for a str (C, keeps non-ASCII), minus the dispatch
+_key_prefix: dict[str, str] = {}  # attribute keys repeat: their JSON prefix is made once
+
+
 def _attr_json(key: str, value: Any) -> str:
     kind = type(value)
-    if kind is str:
-        return f'{{"key":{_dumps(key)},"value":{{"stringValue":{_dumps(value)}}}}}'
-    if kind is int and _INT64_MIN <= value <= _INT64_MAX:
-        return f'{{"key":{_dumps(key)},"value":{{"intValue":"{value}"}}}}'
+    if kind is str or (kind is int and _INT64_MIN <= value <= _INT64_MAX):
+        prefix = _key_prefix.get(key)
+        if prefix is None:
+            prefix = f'{{"key":{_json_str(key)},"value":{{'
+            if len(_key_prefix) < 4096:
+                _key_prefix[key] = prefix
+        if kind is str:
+            return f'{prefix}"stringValue":{_json_str(value)}}}}}'
+        return f'{prefix}"intValue":"{value}"}}}}'
     return _dumps(attribute(key, value))
 
 
@@ -375,7 +384,7 @@ def _span_json(span: Any, offset: int, trace_of: Mapping[int, int]) -> str:
     parent = span.parent_id
     return (
         f'{{"traceId":"{span.trace_id:032x}","spanId":"{span.span_id:016x}","flags":{flags},'
-        f'"name":{_dumps(span.name)},"kind":1,"startTimeUnixNano":"{span.start_ns + offset}",'
+        f'"name":{_json_str(span.name)},"kind":1,"startTimeUnixNano":"{span.start_ns + offset}",'
         f'"endTimeUnixNano":"{span.end_ns + offset}","attributes":[{",".join(parts)}],"status":{{}}'
         + (f',"parentSpanId":"{parent:016x}"}}' if parent else "}")
     )
@@ -392,13 +401,14 @@ def encode_spans_json(
     """:func:`encode_spans` as JSON text (``None`` when the batch holds nothing to send)."""
     trace_of = trace_of if trace_of is not None else {}
     records = list(records)
-    if any(getattr(r, "kind", None) == "stall" for r in records):
-        payload = encode_spans(records, resource=resource, offset_ns=offset_ns, session_id=session_id, trace_of=trace_of)
-        return _dumps(payload) if payload["resourceSpans"] else None
     spans: list[str] = []
     for record in records:
-        if getattr(record, "kind", None) == "span":
+        kind = getattr(record, "kind", None)
+        if kind == "span":
             spans.append(_span_json(record, offset_ns, trace_of))
+        elif kind == "stall":  # stalls also become events on their spans: the dict path does that
+            payload = encode_spans(records, resource=resource, offset_ns=offset_ns, session_id=session_id, trace_of=trace_of)
+            return _dumps(payload) if payload["resourceSpans"] else None
         else:
             child = _child_span(record, session_id, offset_ns)
             if child is not None:
