@@ -14,7 +14,7 @@ import heapq
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import _context
@@ -256,6 +256,9 @@ class Recorder:
         self.windows: deque[tuple[int, int, str]] = deque(maxlen=_KEEP_WINDOWS)
         self.closing_leaks: list[Any] = []
         self.reported: set[Any] = set()  # handle ids some test's report named already
+        #: ids of the tasks module-, class-, package- or session-scoped fixtures started
+        #: while being set up: theirs, never a test's leak (a weak set would need the tasks)
+        self.fixture_tasks: set[int] = set()
 
     def owner_of(self, t: int) -> str | None:
         """The test whose window (in this session) contains time ``t``, if any."""
@@ -563,7 +566,25 @@ class Window:
             if finding.kind == "stall" and finding.start_ns < start and id(finding.record) not in self.late:
                 owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
                 self.late[id(finding.record)] = (owner or "(between tests)", finding)
-        return [f for f in found if f.kind == "leak" or f.start_ns >= start]
+        fixture_tasks = self.recorder.fixture_tasks if self.recorder is not None else ()
+        return [
+            f
+            for f in found
+            if (f.kind == "leak" and not (fixture_tasks and _is_task_of(f.record, fixture_tasks)))
+            or (f.kind != "leak" and f.start_ns >= start)
+        ]
+
+    def scoped_fixture_setup(self) -> Callable[[], None]:
+        """Call before a scoped fixture is set up; call what it returns after: the tasks
+        it started are the fixture's (they live on across tests), not this test's."""
+        before = self._pending_task_ids()
+
+        def done() -> None:
+            after = self._pending_task_ids()
+            if before is not None and after and self.recorder is not None:
+                self.recorder.fixture_tasks.update(after - before)
+
+        return done
 
     def judge(self, findings: Sequence[Finding], policy: Policy) -> Verdict:
         verdict = evaluate(findings, policy, excluded=self.excluded)
@@ -646,3 +667,7 @@ class Window:
         self._probes = {}
         self.open_before = self.open_before_call = frozenset()
         self.tasks_before_call = None
+
+
+def _is_task_of(record: Any, task_ids: set[int]) -> bool:
+    return getattr(record, "handle_kind", None) == "task" and getattr(record, "handle_id", None) in task_ids

@@ -312,7 +312,9 @@ class AsyncLensPlugin:
             yield
             return
         start = run.session.now()
+        fixture_done = run.scoped_fixture_setup()
         yield
+        fixture_done()
         run.excluded.append((start, run.session.now()))
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)

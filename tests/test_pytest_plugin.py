@@ -1303,3 +1303,35 @@ def test_a_failing_probe_never_fails_a_test_and_is_reported(inner: pytest.Pytest
     result = inner.runpytest("--asynclens", "--asynclens-leaks=fail")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["Recording problems: 0 records dropped, * internal errors"])
+
+
+SCOPED_FIXTURE_TASK = """
+import asyncio, pytest, pytest_asyncio
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def worker():
+    task = asyncio.get_running_loop().create_task(asyncio.sleep(3600), name="module-worker")
+    yield task
+    task.cancel()
+
+@pytest.mark.asynclens(leaks="fail")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_one(worker):
+    await asyncio.sleep(0)
+
+@pytest.mark.asynclens(leaks="fail")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_two(worker):
+    asyncio.get_running_loop().create_task(asyncio.sleep(3600), name="test-two-leak")
+"""
+
+
+@pytest.mark.parametrize("how", [["--asynclens"], []])
+def test_a_task_a_scoped_fixture_started_is_the_fixtures_not_a_tests_leak(inner: pytest.Pytester, how: list[str]) -> None:
+    """The first test that uses a module fixture sets it up; the task the fixture starts
+    lives on across tests and is not that test's leak. A test's own task still is."""
+    inner.makepyfile(test_scoped_task=SCOPED_FIXTURE_TASK)
+    result = inner.runpytest(*how, "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_two*", "*leaked task 'test-two-leak'*"])
+    result.stdout.no_fnmatch_line("*module-worker*pending*")
