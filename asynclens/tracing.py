@@ -68,7 +68,7 @@ class LiveSpan:
 
     __slots__ = (
         "name",
-        "trace_id",
+        "_trace_id",
         "span_id",
         "parent_id",
         "start_ns",
@@ -87,10 +87,10 @@ class LiveSpan:
         self.name = name
         self.span_id = getrandbits(64) or 1
         if parent is None:
-            self.trace_id = getrandbits(128) or 1
+            self._trace_id: int | None = None  # made when first asked for (see trace_id)
             self.parent_id = None
         else:
-            self.trace_id = parent.trace_id
+            self._trace_id = parent.trace_id
             self.parent_id = parent.span_id
         self.attrs = attrs
         self.events: list[tuple[str, int, dict[str, Any]]] | None = None
@@ -104,6 +104,22 @@ class LiveSpan:
         self.start_ns = session.now()
         if _observer is not None:
             _observer.span_started(self)
+
+    @property
+    def trace_id(self) -> int:
+        """The 128-bit trace id. A root span makes it when first asked (by a child, by
+        ``inject()``, or when the session freezes the span): a root nobody asks about
+        until then does not hold a 128-bit int in the buffer (44 bytes)."""
+        trace_id = self._trace_id
+        if trace_id is None:
+            # Asked for by the span's own thread, or by the watchdog while that thread
+            # is blocked in user code: never by two threads at once in practice.
+            trace_id = self._trace_id = getrandbits(128) or 1
+        return trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: int) -> None:
+        self._trace_id = value
 
     @property
     def status(self) -> str:

@@ -188,7 +188,7 @@ def main() -> None:
             print(f"{label:<28}{kind:<7}{ns:>9.0f}{added:>10.0f}{ns / bare:>8.2f}{vs_otel}")
     print(
         f"bytes per buffered span (tracemalloc, no attributes): child {_bytes_per_span(False):.0f},"
-        f" root {_bytes_per_span(True):.0f} (a root also holds its 128-bit trace id)"
+        f" root {_bytes_per_span(True):.0f} (a root makes its 128-bit trace id only when first asked)"
     )
     print(
         f"flush cost per span (flusher thread): freeze + aggregate {_flush_ns_per_span([NullSink()]):.0f} ns;"

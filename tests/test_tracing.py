@@ -489,3 +489,16 @@ def test_traced_functions_are_plain_functions_that_pickle_by_name() -> None:
 @asynclens.trace
 def traced_module_level() -> int:
     return 1
+
+
+def test_a_root_makes_its_trace_id_when_first_asked_and_children_share_it() -> None:
+    with capture() as cap:
+        with asynclens.span("lonely") as lonely:
+            assert lonely._trace_id is None  # nothing asked yet: no 128-bit int held
+        with asynclens.span("root") as root:
+            with asynclens.span("child") as child:
+                pass
+            assert root._trace_id is not None and child.trace_id == root.trace_id
+    by_name = {s.name: s for s in cap.spans}
+    assert by_name["lonely"].trace_id > 0  # made when the session froze the span
+    assert by_name["child"].trace_id == by_name["root"].trace_id != by_name["lonely"].trace_id
