@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,10 +26,12 @@ class Collector:
         self.attempts: list[str] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
+        self.attempted = threading.Event()  # set by the first request
 
     def next_reply(self, path: str) -> Any:
         with self.lock:
             self.attempts.append(path)
+            self.attempted.set()
             return self.script.pop(0) if self.script else 200
 
     def spans(self) -> list[dict[str, Any]]:
@@ -106,12 +107,3 @@ def running_collector(script: list[Any] | None = None, stall_seconds: float = 1.
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 import pytest
@@ -145,8 +144,7 @@ def _record(tmp_path: Any, program: str, out: str) -> None:
 
 def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) -> None:
     _record(tmp_path, program, "a.jsonl")
-    time.sleep(0.01)
-    _record(tmp_path, program, "b.jsonl")
+    _record(tmp_path, program, "b.jsonl")  # starts after a's process has exited
     r = cli("report", "a.jsonl", "b.jsonl", "--format", "chrome", "-o", "merged.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "asynclens: read a.jsonl: " in r.stderr and "asynclens: wrote merged.json (chrome" in r.stderr

@@ -10,7 +10,7 @@ from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
-from otlp_collector import running_collector, wait_for
+from otlp_collector import running_collector
 
 import asynclens
 from asynclens._metrics import MetricsState
@@ -399,7 +399,7 @@ def test_write_returns_quickly_while_the_collector_stalls() -> None:
         with asynclens.session([sink], lag=False, track_handles=False, scheduler=False, flush_interval=0.01) as s:
             with asynclens.span("first"):
                 pass
-            assert wait_for(lambda: collector.attempts)
+            assert collector.attempted.wait(10)
             started = time.monotonic()
             for _ in range(100):
                 with asynclens.span("more"):

@@ -890,7 +890,7 @@ def test_real_blocking_call_fails_naming_the_blocking_line(inner: pytest.Pyteste
         @pytest.mark.asyncio
         async def test_lens_sees_it(lens):
             await asyncio.sleep(0.02)
-            time.sleep(0.15)
+            time.sleep(0.15)  # a planted stall
             await asyncio.sleep(0)
             with pytest.raises(AssertionError, match="blocked .*for 1[0-9][0-9].[0-9] ms at .*test_lens_sees_it"):
                 lens.assert_no_stalls(longer_than="50ms")
@@ -943,7 +943,7 @@ def test_real_sched_delay_fails_naming_the_task(inner: pytest.Pytester) -> None:
         import asyncio, time, pytest
 
         async def hog():
-            time.sleep(0.1)
+            time.sleep(0.1)  # a planted stall
 
         @pytest.mark.asynclens(max_sched_delay="30ms", max_stall=None)
         @pytest.mark.asyncio
@@ -1168,7 +1168,7 @@ def test_real_stall_in_a_tests_last_step_is_that_tests_own(inner: pytest.Pyteste
         @pytest.mark.asyncio
         async def test_blocks_last():
             await asyncio.sleep(0.02)
-            time.sleep(0.2)
+            time.sleep(0.2)  # a planted stall
 
         @pytest.mark.asyncio
         async def test_next():
