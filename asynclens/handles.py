@@ -30,7 +30,7 @@ import dataclasses
 import heapq
 import threading
 import weakref
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -558,18 +558,7 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
     """
     io = entry.io = [0, 0, 0, None]  # sent, received, ops, weak ref to the protocol
     cls = type(transport)
-    write = cls.write
-
-    def counted_write(data: Any) -> Any:
-        n = len(data)
-        io[0] += n
-        io[2] += 1
-        totals[0] += n
-        totals[2] += 1
-        return write(entry(), data)
-
-    counted_write.__asynclens_hook__ = True  # type: ignore[attr-defined]
-    transport.write = counted_write
+    transport.write = _counted(cls.write, entry, SENT, len, io, totals)
     writelines = cls.writelines
     if writelines is not asyncio.WriteTransport.writelines:  # 3.12+: not built on write()
 
@@ -591,29 +580,29 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
     proto_cls = type(protocol)
     try:
         if isinstance(protocol, asyncio.BufferedProtocol):
-            updated = proto_cls.buffer_updated
-
-            def counted_buffer_updated(nbytes: int) -> Any:
-                io[1] += nbytes
-                io[2] += 1
-                totals[1] += nbytes
-                totals[2] += 1
-                return updated(pref(), nbytes)
-
-            counted_buffer_updated.__asynclens_hook__ = True  # type: ignore[attr-defined]
-            protocol.buffer_updated = counted_buffer_updated  # type: ignore[method-assign]
+            protocol.buffer_updated = _counted(proto_cls.buffer_updated, pref, RECEIVED, int, io, totals)  # type: ignore[method-assign]
         elif instance_attr(protocol, "data_received") is None:  # (no __dict__: the setattr fails below)
-            received = proto_cls.data_received
-
-            def counted_data_received(data: Any) -> Any:
-                n = len(data)
-                io[1] += n
-                io[2] += 1
-                totals[1] += n
-                totals[2] += 1
-                return received(pref(), data)
-
-            counted_data_received.__asynclens_hook__ = True  # type: ignore[attr-defined]
-            protocol.data_received = counted_data_received
+            protocol.data_received = _counted(proto_cls.data_received, pref, RECEIVED, len, io, totals)
     except (AttributeError, TypeError):
         pass  # a protocol with __slots__: receives are not counted
+
+
+SENT, RECEIVED = 0, 1
+
+
+def _counted(
+    method: Any, owner: Callable[[], Any], side: int, size: Callable[[Any], int], io: list[Any], totals: list[int]
+) -> Callable[[Any], Any]:
+    """``method`` of the object ``owner()`` returns, counting one operation of ``size(arg)``
+    bytes on ``side`` (SENT or RECEIVED) per call, for the object and the session."""
+
+    def counted(arg: Any) -> Any:
+        n = size(arg)
+        io[side] += n
+        io[2] += 1
+        totals[side] += n
+        totals[2] += 1
+        return method(owner(), arg)
+
+    counted.__asynclens_hook__ = True  # type: ignore[attr-defined]
+    return counted
