@@ -531,6 +531,49 @@ def test_io_bytes_per_transport_span_and_session(loop: str) -> None:
     assert "client" in summary.split("I/O by span")[1]
 
 
+def test_io_bytes_of_a_buffered_protocol() -> None:
+    """A BufferedProtocol's receives are counted through buffer_updated (the stdlib loop)."""
+    sink = MemorySink()
+
+    class Collect(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buffer = bytearray(64)
+            self.got = bytearray()
+            self.done = asyncio.get_running_loop().create_future()
+
+        def get_buffer(self, sizehint: int) -> bytearray:
+            return self.buffer
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.got += self.buffer[:nbytes]
+            if len(self.got) >= 12 and not self.done.done():
+                self.done.set_result(bytes(self.got))
+
+    async def main() -> None:
+        protocols: list[Collect] = []
+
+        def factory() -> Collect:
+            protocols.append(Collect())
+            return protocols[-1]
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"hello ")
+        writer.write(b"world!")
+        while not protocols:
+            await asyncio.sleep(0)
+        assert await protocols[0].done == b"hello world!"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    with make_session(sink) as session:
+        asyncio.run(main())
+    stats = session.statistics().probes["handles"]
+    assert (stats.bytes_sent, stats.bytes_received) == (12, 12)
+
+
 def test_io_window_uses_the_session_clock() -> None:
     """IoRates windows are stamped with the session clock and skip idle windows."""
     clock = asynclens.FakeClock()
