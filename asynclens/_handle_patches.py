@@ -177,53 +177,48 @@ def _safe_capture() -> list[Any] | None:
         return None
 
 
-def _uv_returns_pair(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _then_track(coro: Any, track: Callable[[Any, Any], None], what: str) -> Any:
+    """Await ``coro`` (a uvloop call that opens something in C), then ``track(probe, result)``."""
+    result = await coro
     probe = _probe
-    frames = _safe_capture() if probe is not None else None
+    if probe is not None:
+        try:
+            track(probe, result)
+        except Exception as exc:
+            probe.session_error(what, exc)
+    return result
+
+
+def _uv_returns_pair(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    frames = _safe_capture() if _probe is not None else None
     if frames is None:
         return wrapped(*args, **kwargs)
-    coro = wrapped(*args, **kwargs)
 
-    async def tracked() -> Any:
-        pair = await coro
-        if _probe is not None:
-            try:
-                _probe.track_transport(pair[0], frames, count_io=False)
-            except Exception as exc:
-                _probe.session_error("tracking a uvloop transport", exc)
-        return pair
+    def track(probe: Any, pair: Any) -> None:
+        probe.track_transport(pair[0], frames, count_io=False)
 
-    return tracked()
+    return _then_track(wrapped(*args, **kwargs), track, "tracking a uvloop transport")
 
 
 def _uv_subprocess(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    probe = _probe
-    frames = _safe_capture() if probe is not None else None
+    frames = _safe_capture() if _probe is not None else None
     if frames is None:
         return wrapped(*args, **kwargs)
-    coro = wrapped(*args, **kwargs)
 
-    async def tracked() -> Any:
-        pair = await coro
-        if _probe is not None:
-            try:
-                transport, protocol = pair
-                try:
-                    weakref.ref(transport)
-                except TypeError:  # uvloop's process transport: follow the protocol and the pid
-                    _probe.registry.add(protocol, SUBPROCESS, ("pid", transport.get_pid()), frames)
-                else:
-                    _probe.registry.add(transport, SUBPROCESS, None, frames)
-            except Exception as exc:
-                _probe.session_error("tracking a uvloop subprocess", exc)
-        return pair
+    def track(probe: Any, pair: Any) -> None:
+        transport, protocol = pair
+        try:
+            weakref.ref(transport)
+        except TypeError:  # uvloop's process transport: follow the protocol and the pid
+            probe.registry.add(protocol, SUBPROCESS, ("pid", transport.get_pid()), frames)
+        else:
+            probe.registry.add(transport, SUBPROCESS, None, frames)
 
-    return tracked()
+    return _then_track(wrapped(*args, **kwargs), track, "tracking a uvloop subprocess")
 
 
 def _uv_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    probe = _probe
-    frames = _safe_capture() if probe is not None else None
+    frames = _safe_capture() if _probe is not None else None
     if frames is None or not args:
         return wrapped(*args, **kwargs)
     factory = args[0]
@@ -237,18 +232,10 @@ def _uv_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
                 _probe.session_error("hooking a uvloop protocol", exc)
         return protocol
 
-    coro = wrapped(tracked_factory, *args[1:], **kwargs)
+    def track(probe: Any, server: Any) -> None:
+        probe.registry.add(server, SOCKET, "server", frames)
 
-    async def tracked() -> Any:
-        server = await coro
-        if _probe is not None:
-            try:
-                _probe.registry.add(server, SOCKET, "server", frames)
-            except Exception as exc:
-                _probe.session_error("tracking a uvloop server", exc)
-        return server
-
-    return tracked()
+    return _then_track(wrapped(tracked_factory, *args[1:], **kwargs), track, "tracking a uvloop server")
 
 
 def _hook_connection_made(protocol: Any, frames: list[Any]) -> None:
