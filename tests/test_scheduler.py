@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from loop_kinds import loop_factories
 
 import asynclens
 from asynclens import tracing
@@ -25,17 +26,6 @@ from asynclens.scheduler import SchedulerProbe, async_stack, breakdown_line, cre
 from asynclens.testing import capture
 
 MS = 1_000_000
-
-
-def loop_factories() -> list[Any]:
-    factories: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
-    try:
-        import uvloop
-    except ImportError:
-        factories.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="uvloop not installed")))
-    else:
-        factories.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
-    return factories
 
 
 def run(factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from loop_kinds import loop_factories
 
 import asynclens
 from asynclens.records import Span
@@ -16,18 +17,7 @@ from asynclens.testing import capture
 MS = 1_000_000
 
 
-def factories() -> list[Any]:
-    out: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
-    try:
-        import uvloop
-    except ImportError:
-        out.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="uvloop not installed")))
-    else:
-        out.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
-    return out
-
-
-@pytest.mark.parametrize("factory", factories())
+@pytest.mark.parametrize("factory", loop_factories())
 def test_victim_behind_a_real_stall(factory: Any) -> None:
     """A victim made ready and then starved by a 300 ms stall is told apart from I/O."""
 
