@@ -297,19 +297,19 @@ def render_summary(
     aggregates: SpanAggregates,
     stats: Any,
     wall_ns: int,
-    sections: Mapping[str, Sequence[str]] | Sequence[str],
+    sections: Mapping[str, Sequence[str]],
     *,
     color: bool = False,
 ) -> str:
     """The text report: headline, slowest spans with their breakdown, spans by name,
     stalls, lag and ELU, scheduling/GC/executor, leaks, probe sections, problems.
 
-    ``sections`` are the live probes' lines by probe name. The live ``lag`` and
+    ``sections`` are extra lines by their source (a probe's name). The live ``lag`` and
     ``scheduler`` probes know more than their records (session-wide histograms), so
     their lines stand in for the record-derived lag figures and complete the
     scheduling section; the other probes' lines follow the record sections.
     """
-    by_probe: dict[str, Sequence[str]] = dict(sections) if isinstance(sections, Mapping) else {"": sections}
+    by_probe = dict(sections)
     live_lag = by_probe.pop("lag", None)
     live_sched = by_probe.pop("scheduler", None)
     a = aggregates

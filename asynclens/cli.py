@@ -111,7 +111,7 @@ def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) ->
             for records in part.other.values():
                 aggregates.add_batch(records)
         first, last = data.extent()
-        return render_summary(aggregates, None, max(0, last - first), data.problems(), color=color) + "\n"
+        return render_summary(aggregates, None, max(0, last - first), {"problems": data.problems()}, color=color) + "\n"
     if fmt == "html":
         from .sinks.html import render_html
 

@@ -21,7 +21,7 @@ def full_summary(color: bool = False, **kw: Any) -> str:
     aggregates = SpanAggregates(**kw)
     aggregates.add_batch(request_spans())
     aggregates.add_batch(stand_ins())
-    return render_summary(aggregates, None, 100 * MS, ["Probe section line"], color=color)
+    return render_summary(aggregates, None, 100 * MS, {"probe": ["Probe section line"]}, color=color)
 
 
 def test_sections_in_order() -> None:
@@ -60,7 +60,7 @@ def test_fits_100_columns_even_with_long_names() -> None:
     from asynclens.records import Span
 
     aggregates.add(Span("x" * 300, 1, 99, None, 0, 10 * MS, task="T" * 80))
-    text = render_summary(aggregates, None, 10 * MS, [])
+    text = render_summary(aggregates, None, 10 * MS, {})
     assert max(len(line) for line in text.splitlines()) <= 100
 
 

@@ -328,7 +328,7 @@ def build_payload(data: RunData) -> dict[str, Any]:
         "stall_total": stall_total,
         "leaks": leaks,
         "leak_total": leak_total,
-        "summary": render_summary(aggregates, None, max(0, end - origin), []),
+        "summary": render_summary(aggregates, None, max(0, end - origin), {}),
     }
 
 
