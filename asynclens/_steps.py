@@ -610,7 +610,12 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
 
 
 def task_state_of(task: Any) -> TaskState | None:
+    """The scheduler's state of ``task``, if the probe saw it created."""
     st = getattr(task, ATTR, None)
+    if st is None:  # an eager task's first step, still inside create_task()
+        get_coro = getattr(task, "get_coro", None)
+        coro = get_coro() if get_coro is not None else None
+        st = coro._st if type(coro) is StepCoro else None
     return st if type(st) is TaskState else None
 
 

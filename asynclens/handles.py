@@ -39,7 +39,7 @@ from ._attrs import instance_attr, remove_instance_attr
 from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from ._patch import Patch
 from ._sites import code_location, site_of, stack_of
-from ._steps import ATTR as TASK_STATE_ATTR
+from ._steps import task_state_of
 from ._summary import format_ns
 from .records import HandleRecord, IoRates, Leak
 
@@ -207,7 +207,7 @@ class HandleProbe:
             pairs.append(code)
             pairs.append(line)
         # The scheduler probe saw the task being created: where, when and in which span.
-        created = getattr(task, TASK_STATE_ATTR, None)
+        created = task_state_of(task)
         span = getattr(created, "span", None)
         if span is None:
             get_context = getattr(task, "get_context", None)  # Python 3.12+

@@ -57,15 +57,6 @@ _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 
 
-def _state_of(task: Any) -> TaskState | None:
-    st = getattr(task, ATTR, None)
-    if st is None:  # an eager task's first step, still inside create_task()
-        coro = getattr(task, "get_coro", None)
-        coro = coro() if coro is not None else None
-        st = coro._st if type(coro) is StepCoro else None
-    return st if type(st) is TaskState else None
-
-
 class SchedulerStatistics(dict):  # type: ignore[type-arg]
     """The probe's counters (a dict, so it serialises as is)."""
 
@@ -529,7 +520,7 @@ class SchedulerProbe:
             return
         st = getattr(task, ATTR, None)
         if type(st) is not TaskState:
-            st = _state_of(task)
+            st = task_state_of(task)
             if st is None:
                 return
         if not st.start_ns or st.ls.running is not st:
@@ -594,7 +585,7 @@ class SchedulerProbe:
             return
         st = getattr(task, ATTR, None)
         if type(st) is not TaskState:
-            st = _state_of(task)
+            st = task_state_of(task)
             if st is None:
                 return
         pending = st.pending
