@@ -50,10 +50,10 @@ from asyncio import selector_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _patch, _sites
+from . import _sites
 from ._attrs import remove_instance_attr
 from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
-from ._patch import Patch
+from ._patch import Patch, caller_of_patched
 
 if TYPE_CHECKING:
     from .handles import HandleProbe
@@ -72,9 +72,7 @@ def _socket_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     probe = _probe
     if probe is not None:
         try:
-            caller = sys._getframe(1)
-            if caller.f_code.co_filename == _patch.__file__:  # the patch's own plain wrapper
-                caller = caller.f_back
+            caller = caller_of_patched()
             if caller is not None and caller.f_code is _SOCKETPAIR_CODE:
                 maker = caller.f_back
                 if maker is not None and maker.f_code is _SELF_PIPE_CODE:

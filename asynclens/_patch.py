@@ -15,13 +15,14 @@ an instance attribute) gets a ``wrapt.FunctionWrapper``.
 from __future__ import annotations
 
 import functools
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
 import wrapt
 
-__all__ = ["Patch"]
+__all__ = ["Patch", "caller_of_patched"]
 
 _MISSING = object()
 
@@ -97,3 +98,12 @@ def _plain_wrapper(owner: Any, original: Any, wrapper: Callable[..., Any]) -> Ca
         return None
     functools.update_wrapper(patched, original)
     return patched
+
+
+def caller_of_patched() -> types.FrameType | None:
+    """For a ``wrapper`` of a :class:`Patch`: the frame that called the patched function
+    (past the plain function this module puts in between, when there is one)."""
+    frame = sys._getframe(2)
+    if frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame

@@ -80,3 +80,31 @@ def test_a_patch_over_ours_is_left_in_place() -> None:
     module.f = theirs  # type: ignore[attr-defined]
     patch.remove()
     assert module.f is theirs
+
+
+def test_a_wrapper_finds_the_frame_that_called_the_patched_function() -> None:
+    import sys
+
+    from asynclens._patch import caller_of_patched
+
+    seen: list[Any] = []
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        seen.append(caller_of_patched())
+        return wrapped(*args, **kwargs)
+
+    module = types.ModuleType("fake")
+    module.double = lambda x: 2 * x  # type: ignore[attr-defined]
+    module.Base = Base  # type: ignore[attr-defined]
+    patches = [Patch(module, "double", wrapper), Patch(Base, "greet", wrapper), Patch(module, "Base", wrapper)]
+    for patch in patches:
+        patch.install()
+    try:
+        here = sys._getframe()
+        module.double(1)  # a plain function wrapper
+        Base().greet("x")  # a plain method wrapper
+        module.Base()  # a wrapt proxy (a class)
+    finally:
+        for patch in patches:
+            patch.remove()
+    assert seen == [here, here, here]
