@@ -99,16 +99,10 @@ class _Buckets:
         self.max = 0
 
     def record(self, value: int) -> None:
-        value = max(value, 0)
-        self.counts[bisect_left(self.bounds, value)] += 1  # first bound >= value: Prometheus "le"
-        if not self.count or value < self.min:
-            self.min = value
-        self.max = max(self.max, value)
-        self.count += 1
-        self.total += value
+        self.record_many([value])
 
     def record_many(self, values: list[int]) -> None:
-        """``record`` for each of ``values`` (one call per batch, not per value)."""
+        """Count each of ``values`` in the first bucket whose bound is >= it (Prometheus ``le``)."""
         counts, bounds = self.counts, self.bounds
         low, high = min(values), max(values)
         if low < 0:

@@ -473,6 +473,10 @@ def _decorate(func: Any, name: str | None, attrs: Mapping[str, Any] | None) -> A
 
 def _proxy_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _context.active is None:
+            return wrapped(*args, **kwargs)
+        # ``wrapped`` may be bound anew per call (a callable object's method): one recording
+        # path, shared with plain functions, at the price of a closure per recorded call.
         return _traced_function(wrapped, name, attrs)(*args, **kwargs)
 
     return wrapper
