@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,53 @@ class SpanAggregates:
             heapq.heappush(self._slowest, entry)
         elif entry > self._slowest[0]:
             heapq.heapreplace(self._slowest, entry)
+
+    def add_live(self, spans: Iterable[Any], freeze: Callable[[Any], Span | None]) -> None:
+        """Fold finished live spans (objects with ``name``, ``start_ns``, ``end_ns`` and
+        ``error``: ``None`` or ``(status, type, message)``) exactly as :meth:`add` folds
+        their records, freezing (``freeze(live)``, ``None`` when that failed) only the
+        few this keeps: the slowest and the first errors."""
+        by_name = self.by_name
+        slowest = self._slowest
+        keep = self.keep_slowest
+        first_errors = self.first_errors
+        seq = self._seq
+        count = 0
+        for live in spans:
+            duration = live.end_ns - live.start_ns
+            stats = by_name.get(live.name)
+            if stats is None:
+                stats = self.other if len(by_name) >= self.max_names else by_name.setdefault(live.name, NameStats())
+            stats.count += 1
+            stats.total_ns += duration
+            if duration > stats.max_ns:
+                stats.max_ns = duration
+            count += 1
+            frozen = None
+            error = live.error
+            if error is not None:
+                if error[0] == "error":
+                    stats.errors += 1
+                    self.errors += 1
+                    if len(first_errors) < keep:
+                        frozen = freeze(live)
+                        if frozen is not None:
+                            first_errors.append(frozen)
+                elif error[0] == "cancelled":
+                    stats.cancelled += 1
+                    self.cancelled += 1
+            seq += 1
+            # (duration, -seq) of a newer span is never above an older one of equal duration
+            if len(slowest) < keep or duration > slowest[0][0]:
+                if frozen is None:
+                    frozen = freeze(live)
+                if frozen is not None:
+                    if len(slowest) < keep:
+                        heapq.heappush(slowest, (duration, -seq, frozen))
+                    else:
+                        heapq.heapreplace(slowest, (duration, -seq, frozen))
+        self._seq = seq
+        self.spans += count
 
     def add_other(self, record: Any) -> None:
         """Fold a non-span record (dispatch on ``record.kind``)."""

@@ -301,6 +301,9 @@ class Session:
                 self._flush_batch(count)
 
     def _flush_batch(self, count: int) -> None:
+        if not self._sinks:
+            self._aggregate_batch(count)
+            return
         popleft = self._buffer.popleft
         batch: list[Record] = []
         append = batch.append
@@ -320,8 +323,33 @@ class Session:
             if id(sink) not in self._disabled:
                 self._call_sink(sink, "write", batch)
 
-    def _freeze_span(self, live: Any) -> Span:
-        self._spans += 1
+    def _aggregate_batch(self, count: int) -> None:
+        # No sink: nothing needs a Span record but the few spans the aggregates keep,
+        # so fold the live spans as they are and freeze only those (a third of the cost).
+        popleft = self._buffer.popleft
+        records: list[Record] = []
+        spans: list[Any] = []
+        for _ in range(count):
+            item = popleft()
+            (records if isinstance(item, Record) else spans).append(item)
+        self._drain_count += count
+        self._flushes += 1
+        self._spans += len(spans)
+        if spans:
+            self._guard("aggregating spans", self.aggregates.add_live, spans, self._freeze_kept)
+        if records:
+            self._guard("aggregating spans", self.aggregates.add_batch, records)
+
+    def _freeze_kept(self, live: Any) -> Span | None:
+        try:
+            return self._freeze_span(live, count=False)
+        except Exception as exc:
+            self.internal_error("freezing a span", exc)
+            return None
+
+    def _freeze_span(self, live: Any, count: bool = True) -> Span:
+        if count:
+            self._spans += 1
         task = live.task
         events = live.events
         error = live.error or _NO_ERROR

@@ -1,0 +1,95 @@
+"""The flush path: with no sink, live spans are aggregated without being frozen,
+and the aggregates come out exactly as when every span is frozen for a sink."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import asynclens
+from asynclens.records import Span
+from asynclens.sinks import MemorySink
+from asynclens.testing import FakeClock
+
+NO_PROBES = dict(lag=False, track_handles=False, scheduler=False)
+MS = 1_000_000
+
+
+def _workload(clock: FakeClock) -> None:
+    """Spans of 30 durations (ties included), some failing, some cancelled, two names."""
+    for i in range(30):
+        try:
+            with asynclens.span("even" if i % 2 == 0 else "odd", i=i):
+                clock.advance((i % 7) * MS)
+                if i % 5 == 0:
+                    raise ValueError(f"bad {i}")
+                if i % 9 == 0:
+                    raise asyncio.CancelledError()
+        except (ValueError, asyncio.CancelledError):
+            pass
+
+
+def _run(sinks: list[Any], keep: int = 3) -> Any:
+    clock = FakeClock()
+    s = asynclens.session(sinks=sinks, clock=clock, **NO_PROBES)
+    s.aggregates.keep_slowest = keep
+    with s:
+        _workload(clock)
+    return s
+
+
+def _view(s: Any) -> Any:
+    a = s.aggregates
+    slowest = [(sp.name, sp.duration_ns, sp.attrs["i"], sp.status) for sp in a.slowest()]
+    errors = [(sp.name, sp.attrs["i"], sp.error_type, sp.error_message) for sp in a.first_errors]
+    return a.spans, a.errors, a.cancelled, {k: vars(v) for k, v in a.by_name.items()}, slowest, errors
+
+
+def test_no_sink_aggregates_match_the_frozen_path() -> None:
+    without = _run([])
+    with_sink = _run([MemorySink()])
+    assert _view(without) == _view(with_sink)
+    assert without.aggregates.spans == 30 and without.aggregates.errors == 6 and without.aggregates.cancelled == 3
+    assert without.statistics().spans_recorded == with_sink.statistics().spans_recorded == 30
+
+
+def test_no_sink_freezes_only_the_spans_it_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[Span] = []
+    original = asynclens.Session._freeze_span
+
+    def counting(self: Any, live: Any, count: bool = True) -> Span:
+        span = original(self, live, count)
+        frozen.append(span)
+        return span
+
+    monkeypatch.setattr(asynclens.Session, "_freeze_span", counting)
+    s = _run([], keep=3)
+    kept = {id(sp) for sp in s.aggregates.slowest()} | {id(sp) for sp in s.aggregates.first_errors}
+    assert all(isinstance(sp, Span) for sp in frozen)
+    assert kept <= {id(sp) for sp in frozen}
+    assert len(frozen) < 30  # not every span: only candidates for the slowest and the first errors
+    assert len(s.aggregates.first_errors) == 3
+
+
+def test_no_sink_freeze_failure_is_counted_and_the_span_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Any, live: Any, count: bool = True) -> Span:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(asynclens.Session, "_freeze_span", broken)
+    s = _run([])
+    assert s.aggregates.spans == 30
+    assert s.aggregates.slowest() == [] and s.aggregates.first_errors == []
+    assert s.statistics().internal_errors > 0
+
+
+def test_no_sink_other_records_are_still_aggregated() -> None:
+    from asynclens.records import GcPause
+
+    with asynclens.session(**NO_PROBES) as s:
+        with asynclens.span("a"):
+            pass
+        s.emit(GcPause(generation=2, start_ns=0, end_ns=5 * MS, collected=1, uncollectable=0))
+    assert s.aggregates.spans == 1
+    assert s.aggregates.gc.count == 1
