@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import logging
 import operator
 import os
@@ -165,6 +166,8 @@ class Session:
         self._count_lock = threading.Lock()
         self._flush_lock = threading.RLock()
         self._stop_flusher = threading.Event()
+        self._wake = threading.Event()  # set by the hot path at _wake_at buffered items, or by close()
+        self._wake_at = -1  # a buffer length: never, unless start() says otherwise
         self._flusher: threading.Thread | None = None
         self._watcher = LoopWatcher(self._attach_loop)
         self._executor_context = ExecutorContext()
@@ -201,6 +204,11 @@ class Session:
         for sink in self._sinks:
             self._call_sink(sink, "open", self.info)
         self._limit = self.buffer_limit
+        if not self._sinks:
+            # Aggregating is all a flush does then (cheap), while every buffered span
+            # counts towards the GC's generation-0 threshold until it is flushed: flush
+            # before they trigger a collection (which would then also promote them).
+            self._wake_at = max(64, gc.get_threshold()[0] // 2)
         self.state = "active"
         _context.set_active(self)
         for probe in self._probes:
@@ -225,6 +233,7 @@ class Session:
         if _context.active is self:
             _context.set_active(None)
         self._stop_flusher.set()
+        self._wake.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join()
         self.end_ns = self.now()
@@ -261,16 +270,22 @@ class Session:
     def record_span(self, live: Any) -> None:
         """Buffer a finished live span (called by the tracing hot path)."""
         buffer = self._buffer
-        if len(buffer) < self._limit:
+        size = len(buffer)
+        if size < self._limit:
             buffer.append(live)
+            if size == self._wake_at:
+                self._wake.set()
         else:
             self._note_drop()
 
     def emit(self, record: Record) -> None:
         """Buffer a frozen record from any thread; dropped (and counted) when full."""
         buffer = self._buffer
-        if len(buffer) < self._limit:
+        size = len(buffer)
+        if size < self._limit:
             buffer.append(record)
+            if size == self._wake_at:
+                self._wake.set()
         else:
             self._note_drop()
 
@@ -281,7 +296,13 @@ class Session:
     # --------------------------------------------------------------- flush
 
     def _flush_loop(self) -> None:
-        while not self._stop_flusher.wait(self.flush_interval):
+        # Every flush_interval, or sooner when woken (see _wake_at); close() flushes the rest.
+        wake, stop = self._wake, self._stop_flusher
+        while True:
+            wake.wait(self.flush_interval)
+            wake.clear()
+            if stop.is_set():
+                return
             try:
                 self.flush()
             except Exception as exc:  # keep flushing: a dead flusher would silently drop everything

@@ -166,8 +166,11 @@ class LiveSpan:
         if _observer is not None:
             _observer.span_ended(self)
         buffer = session._buffer  # Session.record_span, inlined: this runs for every span
-        if len(buffer) < session._limit:
+        size = len(buffer)
+        if size < session._limit:
             buffer.append(self)
+            if size == session._wake_at:
+                session._wake.set()
         else:
             session._note_drop()
 

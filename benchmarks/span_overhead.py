@@ -131,6 +131,7 @@ def _flush_ns_per_span(sinks: list[Any], n: int = 20_000) -> float:
     (paid by the flusher thread, but on the same GIL, so it is real CPU)."""
     with asynclens.session(sinks=sinks, buffer_limit=n + 10, flush_interval=3600, lag=False,
                            track_handles=False, scheduler=False) as session:
+        session._wake_at = -1  # no early flush (without sinks the flusher drains at a few hundred spans)
         with asynclens.span("parent"):
             for _ in range(n):
                 s_traced()

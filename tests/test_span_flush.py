@@ -93,3 +93,40 @@ def test_no_sink_other_records_are_still_aggregated() -> None:
         s.emit(GcPause(generation=2, start_ns=0, end_ns=5 * MS, collected=1, uncollectable=0))
     assert s.aggregates.spans == 1
     assert s.aggregates.gc.count == 1
+
+
+def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_no_sink_flusher_drains_early_instead_of_waiting_for_the_interval() -> None:
+    """Buffered spans count towards the GC's generation 0 until flushed: without sinks
+    the flusher is woken at a few hundred buffered items, not after flush_interval."""
+    import gc
+
+    n = gc.get_threshold()[0] + 1
+    with asynclens.session(flush_interval=3600, **NO_PROBES) as s:
+        for _ in range(n):
+            with asynclens.span("x"):
+                pass
+        assert _wait_until(lambda: s.statistics().records_buffered == 0)
+        assert s.aggregates.spans == n
+        assert s.statistics().flushes >= 1
+
+
+def test_with_a_sink_the_flusher_keeps_its_interval() -> None:
+    sink = MemorySink()
+    with asynclens.session(sinks=[sink], flush_interval=3600, **NO_PROBES) as s:
+        for _ in range(2000):
+            with asynclens.span("x"):
+                pass
+        assert s.statistics().records_buffered == 2000
+        assert sink.records == []
+    assert len(sink.spans) == 2000
