@@ -11,8 +11,11 @@ calling the wrapped function. While recording, a span is a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import sys
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from random import getrandbits
 from threading import get_ident
@@ -43,6 +46,32 @@ try:
 except ImportError:  # pragma: no cover
     from asyncio import current_task as _current_task
     from asyncio.events import _get_running_loop
+
+#: Before 3.12, ``_get_running_loop()`` calls ``getpid()`` (a system call: ~0.2 µs, the
+#: largest single cost of a span); there, a thread's asyncio loop is remembered instead.
+_CACHE_LOOPS = sys.version_info < (3, 12) and isinstance(getattr(asyncio.tasks, "_current_tasks", None), dict)
+_tasks_of: Any = asyncio.tasks._current_tasks.get if _CACHE_LOOPS else None
+_loop_of_thread: dict[int, Any] = {}  # thread ident -> weakref to the asyncio loop it last ran
+
+
+def _running_task(ident: int) -> Any:
+    """The task running in thread ``ident`` (the calling thread), or None: what
+    ``current_task(_get_running_loop())`` says, without the getpid() in the common case."""
+    ref = _loop_of_thread.get(ident)
+    if ref is not None:
+        loop = ref()
+        # An asyncio loop sets _thread_id while it runs, so one running here is the
+        # running loop of this thread; and a task running on it runs here, now.
+        if loop is not None and loop._thread_id == ident:
+            task = _tasks_of(loop)
+            if task is not None:
+                return task
+    loop = _get_running_loop()
+    if loop is None:
+        return None
+    if isinstance(loop, asyncio.BaseEventLoop):  # other loops (uvloop) keep no _thread_id
+        _loop_of_thread[ident] = weakref.ref(loop)
+    return _tasks_of(loop)
 
 
 #: Told about every span start and end (the scheduler probe's breakdown); None when off.
@@ -97,9 +126,12 @@ class LiveSpan:
         self.error: tuple[str, str, str] | None = None  # (status, type, message)
         self.end_ns = 0
         self.extra: Any = None
-        loop = _get_running_loop()
-        self.task = None if loop is None else _current_task(loop)
         ident = get_ident()
+        if _CACHE_LOOPS:
+            self.task = _running_task(ident)
+        else:
+            loop = _get_running_loop()
+            self.task = None if loop is None else _current_task(loop)
         self.thread_id = _thread_ids.setdefault(ident, ident)  # one int object per thread, not per span
         self.start_ns = session.now()
         if _observer is not None:
