@@ -111,7 +111,8 @@ class Session:
             (``"run.jsonl"``; the suffix picks the sink), or ``"memory"``.
         clock: a :class:`~asynclens._clock.Clock`; tests pass a ``FakeClock``.
         buffer_limit: records buffered before new ones are dropped (and counted).
-        flush_interval: seconds between flushes of the buffer to the sinks.
+        flush_interval: seconds between flushes of the buffer to the sinks (with no
+            sinks, a flush only aggregates, and also happens every few hundred records).
         lag, lag_interval, stall_threshold: the event-loop lag monitor.
         track_handles: the open-handle registry.
         scheduler: the task step probe.
