@@ -205,11 +205,12 @@ class Session:
         for sink in self._sinks:
             self._call_sink(sink, "open", self.info)
         self._limit = self.buffer_limit
-        if not self._sinks:
+        threshold = gc.get_threshold()[0]
+        if not self._sinks and threshold > 0:
             # Aggregating is all a flush does then (cheap), while every buffered span
             # counts towards the GC's generation-0 threshold until it is flushed: flush
             # before they trigger a collection (which would then also promote them).
-            self._wake_at = max(64, gc.get_threshold()[0] // 2)
+            self._wake_at = max(64, threshold // 2)
         self.state = "active"
         _context.set_active(self)
         for probe in self._probes:

@@ -130,3 +130,19 @@ def test_with_a_sink_the_flusher_keeps_its_interval() -> None:
         assert s.statistics().records_buffered == 2000
         assert sink.records == []
     assert len(sink.spans) == 2000
+
+
+def test_no_early_flush_when_the_gc_has_no_generation_0_threshold() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(0)
+    try:
+        with asynclens.session(flush_interval=3600, **NO_PROBES) as s:
+            for _ in range(1000):
+                with asynclens.span("x"):
+                    pass
+            assert s.statistics().records_buffered == 1000
+    finally:
+        gc.set_threshold(*before)
+    assert s.aggregates.spans == 1000
