@@ -127,8 +127,11 @@ class LiveSpan:
         self.end_ns = 0
         self.extra: Any = None
         ident = get_ident()
-        if _CACHE_LOOPS:
-            self.task = _running_task(ident)
+        if _CACHE_LOOPS:  # _running_task's common case inlined
+            ref = _loop_of_thread.get(ident)
+            loop = None if ref is None else ref()
+            task = _tasks_of(loop) if loop is not None and loop._thread_id == ident else None
+            self.task = task if task is not None else _running_task(ident)
         else:
             loop = _get_running_loop()
             self.task = None if loop is None else _current_task(loop)
