@@ -154,47 +154,63 @@ class SpanAggregates:
         ``error``: ``None`` or ``(status, type, message)``) exactly as :meth:`add` folds
         their records, freezing (``freeze(live)``, ``None`` when that failed) only the
         few this keeps: the slowest and the first errors."""
-        by_name = self.by_name
         slowest = self._slowest
         keep = self.keep_slowest
-        first_errors = self.first_errors
+        durations: dict[str, list[int]] = {}  # by name, in order of first appearance
+        ended: list[Any] = []  # failed or cancelled, in order
+        frozen: dict[int, Span | None] = {}  # id(live) -> its record, for spans kept twice
         seq = self._seq
         count = 0
+        # a new span enters the heap while it is not full, or when strictly slower than
+        # its minimum ((duration, -seq) of a newer span is never above an older one's)
+        floor = float("inf") if keep <= 0 else slowest[0][0] if len(slowest) >= keep else float("-inf")
         for live in spans:
             duration = live.end_ns - live.start_ns
-            stats = by_name.get(live.name)
-            if stats is None:
-                stats = self.other if len(by_name) >= self.max_names else by_name.setdefault(live.name, NameStats())
-            stats.count += 1
-            stats.total_ns += duration
-            if duration > stats.max_ns:
-                stats.max_ns = duration
+            name = live.name
+            group = durations.get(name)
+            if group is None:
+                group = durations[name] = []
+            group.append(duration)
             count += 1
-            frozen = None
-            error = live.error
-            if error is not None:
-                if error[0] == "error":
-                    stats.errors += 1
-                    self.errors += 1
-                    if len(first_errors) < keep:
-                        frozen = freeze(live)
-                        if frozen is not None:
-                            first_errors.append(frozen)
-                elif error[0] == "cancelled":
-                    stats.cancelled += 1
-                    self.cancelled += 1
             seq += 1
-            # (duration, -seq) of a newer span is never above an older one of equal duration
-            if len(slowest) < keep or duration > slowest[0][0]:
-                if frozen is None:
-                    frozen = freeze(live)
-                if frozen is not None:
+            if live.error is not None:
+                ended.append(live)
+            if duration > floor:
+                record = frozen[id(live)] = freeze(live)
+                if record is not None:
                     if len(slowest) < keep:
-                        heapq.heappush(slowest, (duration, -seq, frozen))
+                        heapq.heappush(slowest, (duration, -seq, record))
                     else:
-                        heapq.heapreplace(slowest, (duration, -seq, frozen))
+                        heapq.heapreplace(slowest, (duration, -seq, record))
+                    if len(slowest) >= keep:
+                        floor = slowest[0][0]
         self._seq = seq
         self.spans += count
+        by_name = self.by_name
+        for name, group in durations.items():
+            stats = by_name.get(name)
+            if stats is None:
+                stats = self.other if len(by_name) >= self.max_names else by_name.setdefault(name, NameStats())
+            stats.count += len(group)
+            stats.total_ns += sum(group)
+            longest = max(group)
+            if longest > stats.max_ns:
+                stats.max_ns = longest
+        first_errors = self.first_errors
+        for live in ended:
+            stats = by_name.get(live.name) or self.other
+            status = live.error[0]
+            if status == "error":
+                stats.errors += 1
+                self.errors += 1
+                if len(first_errors) < keep:
+                    key = id(live)
+                    record = frozen[key] if key in frozen else freeze(live)
+                    if record is not None:
+                        first_errors.append(record)
+            elif status == "cancelled":
+                stats.cancelled += 1
+                self.cancelled += 1
 
     def add_other(self, record: Any) -> None:
         """Fold a non-span record (dispatch on ``record.kind``)."""

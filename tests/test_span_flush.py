@@ -31,10 +31,11 @@ def _workload(clock: FakeClock) -> None:
             pass
 
 
-def _run(sinks: list[Any], keep: int = 3) -> Any:
+def _run(sinks: list[Any], keep: int = 3, max_names: int = 1000) -> Any:
     clock = FakeClock()
     s = asynclens.session(sinks=sinks, clock=clock, **NO_PROBES)
     s.aggregates.keep_slowest = keep
+    s.aggregates.max_names = max_names
     with s:
         _workload(clock)
     return s
@@ -44,15 +45,25 @@ def _view(s: Any) -> Any:
     a = s.aggregates
     slowest = [(sp.name, sp.duration_ns, sp.attrs["i"], sp.status) for sp in a.slowest()]
     errors = [(sp.name, sp.attrs["i"], sp.error_type, sp.error_message) for sp in a.first_errors]
-    return a.spans, a.errors, a.cancelled, {k: vars(v) for k, v in a.by_name.items()}, slowest, errors
+    names = {k: vars(v) for k, v in a.by_name.items()}
+    return a.spans, a.errors, a.cancelled, names, vars(a.other), slowest, errors
 
 
-def test_no_sink_aggregates_match_the_frozen_path() -> None:
-    without = _run([])
-    with_sink = _run([MemorySink()])
+@pytest.mark.parametrize("keep", [1, 3, 50])
+@pytest.mark.parametrize("max_names", [1, 1000])
+def test_no_sink_aggregates_match_the_frozen_path(keep: int, max_names: int) -> None:
+    without = _run([], keep, max_names)
+    with_sink = _run([MemorySink()], keep, max_names)
     assert _view(without) == _view(with_sink)
+    assert len(without.aggregates.slowest()) == min(keep, 30)
+    assert (len(without.aggregates.by_name), without.aggregates.other.count) == ((1, 15) if max_names == 1 else (2, 0))
+
+
+def test_no_sink_counts() -> None:
+    without = _run([])
     assert without.aggregates.spans == 30 and without.aggregates.errors == 6 and without.aggregates.cancelled == 3
-    assert without.statistics().spans_recorded == with_sink.statistics().spans_recorded == 30
+    assert without.statistics().spans_recorded == 30
+    assert all(type(sp) is Span for sp in without.aggregates.slowest() + without.aggregates.first_errors)
 
 
 def test_no_sink_freezes_only_the_spans_it_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
