@@ -70,6 +70,8 @@ def _running_task(ident: int) -> Any:
     if loop is None:
         return None
     if isinstance(loop, asyncio.BaseEventLoop):  # other loops (uvloop) keep no _thread_id
+        if len(_loop_of_thread) >= 4096:  # bounded, whatever the threads come and go
+            _loop_of_thread.clear()
         _loop_of_thread[ident] = weakref.ref(loop)
     return _tasks_of(loop)
 
