@@ -65,7 +65,8 @@ asyncio_default_fixture_loop_scope = function
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this suite may itself run under xdist
     pytester.makepyfile(planting=PLANTING)
     pytester.makeini(INI.format(extra=""))
     return pytester
