@@ -79,7 +79,8 @@ class HandleStatistics:
 class HandleProbe:
     """The ``handles`` probe. Options:
 
-    * ``count_io``: count bytes/ops on asyncio socket transports (stdlib loops).
+    * ``count_io``: count bytes/ops of asyncio's socket transports and the loops'
+      readiness events, emitted as :class:`IoRates` windows (off: no I/O rates).
     * ``record_closes``: also emit a :class:`HandleRecord` for every handle when
       it is closed and collected (off: only transports that carried bytes do).
     * ``io_interval``: seconds per :class:`IoRates` window (``0``: only at the end).
@@ -125,7 +126,7 @@ class HandleProbe:
         self._patches = _handle_patches.install(self)
         self._window = (session.now(), 0, 0, 0, 0)
         self._active = True
-        if self.io_interval > 0:
+        if self.io_interval > 0 and self.count_io:
             self._io_thread = threading.Thread(target=self._io_loop, name="asynclens-io-rates", daemon=True)
             self._io_thread.start()
 
@@ -135,7 +136,7 @@ class HandleProbe:
         self._loops.add(loop)
         for task in _all_tasks(loop):
             self._tasks_before.add(task)
-        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
 
     def stop(self) -> None:
