@@ -46,7 +46,6 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import all_tasks as _all_tasks
 from asyncio import selector_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ from . import _sites
 from ._attrs import remove_instance_attr
 from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
 from ._patch import Patch, caller_of_patched
+from ._tasks import pending_tasks
 
 if TYPE_CHECKING:
     from .handles import HandleProbe
@@ -282,11 +282,7 @@ def _cancel_all_tasks(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     if probe is not None and args:
         try:
             # the usual case (a test or program that awaited all it started): nothing pending
-            try:
-                pending = bool(_all_tasks(args[0]))
-            except RuntimeError:  # another thread changed the task set meanwhile
-                pending = True
-            if pending:
+            if pending_tasks(args[0]):
                 probe.note_abandoned_tasks(args[0])
         except Exception as exc:
             probe.session_error("listing tasks left pending", exc)

@@ -20,6 +20,7 @@ from typing import Any
 from . import _context
 from ._budgets import AllowRule, Finding, Policy, Verdict, evaluate, findings_from
 from ._durations import parse_duration
+from ._tasks import pending_tasks
 from .records import Record, SessionInfo, Span
 from .session import Session, SessionStatistics
 from .sinks import Sink
@@ -476,10 +477,7 @@ class Window:
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
-            try:
-                tasks = asyncio.all_tasks(loop)
-            except RuntimeError:  # a loop of another thread changed its tasks meanwhile
-                return None
+            tasks = pending_tasks(loop)
             if tasks:
                 ids.update(map(id, tasks))
         return ids

@@ -44,6 +44,7 @@ from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed
 from ._patch import Patch
 from ._sites import code_location, site_of, stack_of
 from ._steps import task_state_of
+from ._tasks import pending_tasks
 from ._summary import format_ns
 from .records import HandleRecord, IoRates, Leak
 
@@ -134,7 +135,7 @@ class HandleProbe:
         if not self._active:
             return
         self._loops.add(loop)
-        for task in _all_tasks(loop):
+        for task in pending_tasks(loop):
             self._tasks_before.add(task)
         if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
@@ -260,7 +261,7 @@ class HandleProbe:
         """``asyncio.run()`` is about to cancel ``loop``'s leftover tasks: report them."""
         if loop not in self._loops:
             return  # a loop the session never watched: its tasks may predate the session
-        for task in _all_tasks(loop):
+        for task in pending_tasks(loop):
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
                 self._task_leaks.append(
@@ -514,7 +515,7 @@ class HandleProbe:
             if loop.is_closed():
                 continue
             current = _current_task(loop)
-            for task in _all_tasks(loop):
+            for task in pending_tasks(loop):
                 if task is not current and not task.done() and task not in self._tasks_before and not task_is_own(task):
                     tasks.append(task)
         return tasks
@@ -527,7 +528,7 @@ class HandleProbe:
             if loop.is_closed():
                 continue
             current = _current_task(loop)
-            for task in _all_tasks(loop):
+            for task in pending_tasks(loop):
                 if task is not current and self._is_leaked_task(task):
                     leaks.append(self._task_leak(task, "still pending at session end"))
         leaks.sort(key=lambda r: (r.open_ns, r.handle_id))
@@ -626,15 +627,6 @@ def _bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def _all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
-    for _ in range(100):  # the task set may change size while another thread iterates it
-        try:
-            return list(asyncio.all_tasks(loop))
-        except RuntimeError:
-            continue
-    return []
 
 
 def _current_task(loop: asyncio.AbstractEventLoop) -> Any:

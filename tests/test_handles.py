@@ -753,3 +753,38 @@ def test_record_closes_emits_a_handle_record_per_close() -> None:
     ]
     assert all(r.close_ns is not None and r.close_ns >= r.open_ns for r in closes)
     assert [r for r in sink.records if isinstance(r, Leak)] == []
+
+
+def test_pending_tasks_is_all_tasks_as_a_list(run: Callable[..., Any]) -> None:
+    """_tasks.pending_tasks(loop) lists what asyncio.all_tasks(loop) does: the loop's tasks
+    not done (eager ones too, 3.12+), not those of another loop."""
+    from asynclens._tasks import pending_tasks
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sleepers = [asyncio.create_task(asyncio.sleep(60)) for _ in range(3)]
+        done = asyncio.create_task(asyncio.sleep(0))
+        await done
+        if hasattr(asyncio, "eager_task_factory") and isinstance(loop, asyncio.BaseEventLoop):
+            seen = []  # (uvloop on 3.13 passes the factory an argument it does not take)
+
+            async def eager_child() -> None:
+                seen.append(set(pending_tasks(loop)) == asyncio.all_tasks(loop))
+                await asyncio.sleep(0)
+
+            loop.set_task_factory(asyncio.eager_task_factory)
+            await asyncio.create_task(eager_child())
+            loop.set_task_factory(None)
+            assert seen == [True]
+        other = asyncio.new_event_loop()
+        try:
+            assert pending_tasks(other) == []
+        finally:
+            other.close()
+        listed = pending_tasks(loop)
+        assert len(listed) == len(set(listed)) == 4 and set(listed) == asyncio.all_tasks(loop)
+        assert done not in listed and set(sleepers) <= set(listed)
+        for task in sleepers:
+            task.cancel()
+
+    run(main())
