@@ -17,14 +17,15 @@ starts and removed when it stops. What each covers:
 * stdlib selector loops: ``_make_socket_transport``, ``_make_ssl_transport``,
   ``_make_datagram_transport``, ``_make_read_pipe_transport``,
   ``_make_write_pipe_transport``: every transport (client, server, pipes),
-  with byte counters on socket transports.
+  with byte counters on socket transports (see ``handles.py``).
 * uvloop (when imported before the session starts): ``create_connection``,
   ``create_unix_connection``, ``connect_accepted_socket``,
   ``create_datagram_endpoint``, ``connect_read_pipe``, ``connect_write_pipe``
   (the returned transport), ``create_server``/``create_unix_server`` (the
   server, and each accepted connection's transport through its protocol),
   ``subprocess_exec``/``subprocess_shell`` (the process transport). uvloop
-  creates its sockets in C: no byte counters there.
+  creates its sockets in C: bytes are counted on its TCP connections only (from
+  the kernel's counters).
 * ``asyncio.runners._cancel_all_tasks`` (and uvloop's own copy, used by
   ``uvloop.run`` before Python 3.11): tasks still pending when ``asyncio.run()``
   (or a ``Runner``) finishes are reported before it cancels them.
@@ -45,7 +46,6 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import all_tasks as _all_tasks
 from asyncio import selector_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ from . import _sites
 from ._attrs import remove_instance_attr
 from ._handle_registry import FILE, SOCKET, SUBPROCESS, THREAD
 from ._patch import Patch, caller_of_patched
+from ._tasks import pending_tasks
 
 if TYPE_CHECKING:
     from .handles import HandleProbe
@@ -193,7 +194,7 @@ def _uv_returns_pair(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
         return wrapped(*args, **kwargs)
 
     def track(probe: Any, pair: Any) -> None:
-        probe.track_transport(pair[0], frames, count_io=False)
+        probe.track_transport(pair[0], frames, count_io=probe.count_io)
 
     return _then_track(wrapped(*args, **kwargs), track, "tracking a uvloop transport")
 
@@ -250,7 +251,7 @@ def _hook_connection_made(protocol: Any, frames: list[Any]) -> None:
         probe = _probe
         if probe is not None:
             try:
-                probe.track_transport(transport, frames, count_io=False)
+                probe.track_transport(transport, frames, count_io=probe.count_io)
             except Exception as exc:
                 probe.session_error("tracking a uvloop transport", exc)
         return original(transport)
@@ -281,11 +282,7 @@ def _cancel_all_tasks(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     if probe is not None and args:
         try:
             # the usual case (a test or program that awaited all it started): nothing pending
-            try:
-                pending = bool(_all_tasks(args[0]))
-            except RuntimeError:  # another thread changed the task set meanwhile
-                pending = True
-            if pending:
+            if pending_tasks(args[0]):
                 probe.note_abandoned_tasks(args[0])
         except Exception as exc:
             probe.session_error("listing tasks left pending", exc)

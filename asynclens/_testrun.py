@@ -20,6 +20,7 @@ from typing import Any
 from . import _context
 from ._budgets import AllowRule, Finding, Policy, Verdict, evaluate, findings_from
 from ._durations import parse_duration
+from ._tasks import pending_tasks
 from .records import Record, SessionInfo, Span
 from .session import Session, SessionStatistics
 from .sinks import Sink
@@ -29,6 +30,7 @@ __all__ = ["HANDLE_KINDS", "Lens", "Recorder", "Window", "WindowSink", "session_
 HANDLE_KINDS = ("socket", "file", "subprocess", "transport", "task", "thread")
 _DEFAULT_STALL_THRESHOLD = 0.05
 _MIN_STALL_THRESHOLD = 0.001
+_LAG_INTERVAL_S = 0.01  # the session default
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 _KEEP_WINDOWS = 1000
@@ -277,7 +279,7 @@ class Recorder:
         if other is not None:
             return None, f"another asynclens session is already active ({other!r})"
         self.sink = WindowSink()
-        session = Session([self.sink], flush_interval=0.5, name=name, **options)
+        session = Session([self.sink], flush_interval=0.5, name=name, probes=_probes(options), **options)
         session.start()
         self.session = session
         self.probes = {probe.name: probe for probe in session.probes}
@@ -314,6 +316,21 @@ class Recorder:
                     if getattr(r, "kind", None) == "leak" and getattr(r, "handle_id", None) not in self.reported
                 ]
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
+
+
+def _probes(options: dict[str, Any]) -> list[Any]:
+    """The probes a test run needs: the lag monitor (stalls), the handle registry
+    without I/O rates (nothing judges a test on them: that spares every new loop a
+    hook), and the scheduler probe where a test asks about scheduling delay."""
+    from .handles import HandleProbe
+    from .lag import LagProbe
+
+    probes: list[Any] = [LagProbe(_LAG_INTERVAL_S, options["stall_threshold"]), HandleProbe(count_io=False)]
+    if options.get("scheduler"):
+        from .scheduler import SchedulerProbe
+
+        probes.append(SchedulerProbe())
+    return probes
 
 
 def _duration(span: Span) -> int:
@@ -460,10 +477,7 @@ class Window:
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
-            try:
-                tasks = asyncio.all_tasks(loop)
-            except RuntimeError:  # a loop of another thread changed its tasks meanwhile
-                return None
+            tasks = pending_tasks(loop)
             if tasks:
                 ids.update(map(id, tasks))
         return ids

@@ -10,11 +10,15 @@ active. Tasks still pending and non-daemon threads still running are leaks too.
 * At session end every handle still open becomes a :class:`~asynclens.records.Leak`
   record and a line of ``summary()``; so does every handle the garbage collector
   had to close (its ``ResourceWarning``), with ``closed_by="gc"``.
-* Bytes and operations sent/received are counted on asyncio's socket
-  transports (and so streams) of the stdlib loops, per transport, per span (the
-  span that opened the transport) and per session; readiness events are counted
-  on every stdlib selector loop. :class:`~asynclens.records.IoRates` records
-  carry session-wide totals per window.
+* Bytes and operations sent/received are counted per transport, per span (the
+  span that opened the transport) and per session. TCP connections (stdlib
+  loops and uvloop) are counted by the kernel: its ``TCP_INFO`` counters are read
+  once per rate window, for snapshots and when the connection is lost, so
+  sending and receiving cost nothing extra (operations are then data segments).
+  Other socket transports of the stdlib loops (Unix sockets; TCP where the kernel
+  has no counters) are counted by hooks on ``write``/``data_received``.
+  Readiness events are counted on every stdlib selector loop.
+  :class:`~asynclens.records.IoRates` records carry session-wide totals per window.
 
 Tracking holds only weak references; asynclens's own files, sockets, tasks and
 threads (names starting with ``asynclens``) are not recorded; every patch is
@@ -34,12 +38,13 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _handle_patches
+from . import _handle_patches, _tcp_counters
 from ._attrs import instance_attr, remove_instance_attr
 from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from ._patch import Patch
 from ._sites import code_location, site_of, stack_of
 from ._steps import task_state_of
+from ._tasks import pending_tasks
 from ._summary import format_ns
 from .records import HandleRecord, IoRates, Leak
 
@@ -49,6 +54,8 @@ __all__ = ["HandleProbe", "HandleStatistics"]
 SUMMARY_LIMIT = 20
 MAX_TASK_LEAKS = 1000
 MAX_SPAN_NAMES = 1000
+#: Reading every open TCP connection's counters may take at most this share of the time.
+TCP_READ_SHARE = 0.005
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class HandleStatistics:
 class HandleProbe:
     """The ``handles`` probe. Options:
 
-    * ``count_io``: count bytes/ops on asyncio socket transports (stdlib loops).
+    * ``count_io``: count bytes/ops of asyncio's socket transports and the loops'
+      readiness events, emitted as :class:`IoRates` windows (off: no I/O rates).
     * ``record_closes``: also emit a :class:`HandleRecord` for every handle when
       it is closed and collected (off: only transports that carried bytes do).
     * ``io_interval``: seconds per :class:`IoRates` window (``0``: only at the end).
@@ -88,7 +96,11 @@ class HandleProbe:
         self.session: Any = None
         self.registry = Registry(lambda: 0, lambda where, exc: None)
         self.leaks: list[Leak] = []
-        self.totals = [0, 0, 0]  # bytes sent, bytes received, ops
+        self.totals = [0, 0, 0]  # bytes sent, bytes received, ops: counted by hooks (loop threads)
+        self._tcp_totals = [0, 0, 0]  # the same from the kernel's counters (under _tcp_lock)
+        self._tcp: dict[int, Entry] = {}  # handle id -> entry of each TCP transport counted by the kernel
+        self._tcp_lock = threading.Lock()
+        self._tcp_due = 0
         self._patches: list[Patch] = []
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._tasks_before: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
@@ -115,7 +127,7 @@ class HandleProbe:
         self._patches = _handle_patches.install(self)
         self._window = (session.now(), 0, 0, 0, 0)
         self._active = True
-        if self.io_interval > 0:
+        if self.io_interval > 0 and self.count_io:
             self._io_thread = threading.Thread(target=self._io_loop, name="asynclens-io-rates", daemon=True)
             self._io_thread.start()
 
@@ -123,9 +135,9 @@ class HandleProbe:
         if not self._active:
             return
         self._loops.add(loop)
-        for task in _all_tasks(loop):
+        for task in pending_tasks(loop):
             self._tasks_before.add(task)
-        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
 
     def stop(self) -> None:
@@ -136,6 +148,7 @@ class HandleProbe:
         self._io_stop.set()
         if self._io_thread is not None and self._io_thread is not threading.current_thread():
             self._io_thread.join()
+        self._tcp_due = 0  # the last window reads every connection
         self.emit_io_window()
         self.leaks = self._collect_leaks()
         for leak in self.leaks:
@@ -156,7 +169,8 @@ class HandleProbe:
     # -------------------------------------------------------------- tracking
 
     def track_transport(self, transport: Any, frames: list[Any], count_io: bool, parent: Entry | None = None) -> None:
-        """Track a loop's transport; with ``count_io``, count its bytes and ops."""
+        """Track a loop's transport; with ``count_io``, count its bytes and ops (from the
+        kernel on TCP connections, by hooks on other stdlib socket transports)."""
         peer = None
         try:
             peer = transport.get_extra_info("peername")
@@ -165,14 +179,89 @@ class HandleProbe:
         entry = self.registry.add(
             transport, TRANSPORT, f"{type(transport).__name__} {peer or ''}".strip(), frames, parent
         )
-        if entry is not None and count_io:
+        if entry is None or not count_io:
+            return
+        sock = transport.get_extra_info("socket")
+        if _tcp_counters.AVAILABLE and _tcp_counters.is_tcp(sock) and self._count_tcp(transport, entry, sock):
+            return
+        if hasattr(transport, "__dict__"):  # a stdlib transport (uvloop's are C objects)
             _count_io(transport, entry, self.totals)
+
+    def _count_tcp(self, transport: Any, entry: Entry, sock: Any) -> bool:
+        """Count ``transport``'s bytes from its socket's kernel counters: read when asked,
+        and a last time when the protocol hears the connection is lost (the socket is
+        still open then, on the stdlib loops and on uvloop)."""
+        try:
+            if _tcp_counters.read(sock) is None:
+                return False
+        except OSError:
+            return False
+        entry.io = [0, 0, 0, None]
+        self._tcp[entry.hid] = entry
+        protocol = transport.get_protocol()
+        if protocol is None or instance_attr(protocol, "connection_lost") is not None:
+            return True  # no last reading: counts stop at the last window
+        lost = type(protocol).connection_lost
+        pref = entry.io[3] = weakref.ref(protocol)
+        hid = entry.hid
+
+        def connection_lost(exc: BaseException | None) -> Any:
+            protocol = pref()
+            remove_instance_attr(protocol, "connection_lost", connection_lost)
+            last = self._tcp.pop(hid, None)
+            if last is not None:
+                self._read_tcp(last, final=True)
+            return lost(protocol, exc)
+
+        connection_lost.__asynclens_hook__ = True  # type: ignore[attr-defined]
+        try:
+            protocol.connection_lost = connection_lost
+        except (AttributeError, TypeError):
+            pass  # a protocol with __slots__
+        return True
+
+    def _read_tcp(self, entry: Entry, final: bool = False) -> None:
+        """Bring ``entry``'s counts up to its kernel counters (any thread)."""
+        transport = entry()
+        if transport is None:
+            return
+        try:
+            # Closing, its socket may be closed (and its descriptor reused) any moment:
+            # only the connection_lost hook, which runs before the close, reads then.
+            if not final and transport.is_closing():
+                return
+            counters = _tcp_counters.read(transport.get_extra_info("socket"))
+            if counters is None or (not final and transport.is_closing()):
+                return
+        except (OSError, ValueError):  # closed after all (uvloop: "negative file descriptor")
+            return
+        io = entry.io
+        assert io is not None
+        with self._tcp_lock:
+            sent, received, ops = counters
+            added = (sent - io[0], received - io[1], ops - io[2])
+            if min(added) < 0:
+                return  # not this connection's counters (a reused descriptor)
+            io[0], io[1], io[2] = sent, received, ops
+            totals = self._tcp_totals
+            totals[0] += added[0]
+            totals[1] += added[1]
+            totals[2] += added[2]
+
+    def _read_all_tcp(self) -> None:
+        for entry in list(self._tcp.values()):
+            self._read_tcp(entry)
+
+    def io_totals(self) -> tuple[int, int, int]:
+        """Session-wide (bytes sent, bytes received, ops) as of the last readings."""
+        hooked, tcp = self.totals, self._tcp_totals
+        return hooked[0] + tcp[0], hooked[1] + tcp[1], hooked[2] + tcp[2]
 
     def note_abandoned_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """``asyncio.run()`` is about to cancel ``loop``'s leftover tasks: report them."""
         if loop not in self._loops:
             return  # a loop the session never watched: its tasks may predate the session
-        for task in _all_tasks(loop):
+        for task in pending_tasks(loop):
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
                 self._task_leaks.append(
@@ -238,6 +327,7 @@ class HandleProbe:
     def _on_collected(self, entry: Entry) -> None:
         io = entry.io
         if io is not None:
+            self._tcp.pop(entry.hid, None)
             self._add_span_io(entry.span_name, io)
             if io[0] or io[1] or self.record_closes:
                 record = self.registry.record(HandleRecord, entry)
@@ -333,7 +423,8 @@ class HandleProbe:
             _remove_hooks(transport, ("write", "writelines"))
             protocol = entry.io[3]() if entry.io[3] is not None else None
             if protocol is not None:
-                _remove_hooks(protocol, ("data_received", "buffer_updated"))
+                _remove_hooks(protocol, ("data_received", "buffer_updated", "connection_lost"))
+        self._tcp.clear()
 
     def _uncount_events(self) -> None:
         for ref, hook, cell in self._event_hooks:
@@ -360,11 +451,18 @@ class HandleProbe:
                 self.session.internal_error("emitting I/O rates", exc)
 
     def emit_io_window(self) -> IoRates | None:
-        """Emit the :class:`IoRates` of the window since the last one (if anything happened)."""
+        """Emit the :class:`IoRates` of the window since the last one (if anything happened).
+
+        Reads the open TCP connections' counters unless that took more than
+        ``TCP_READ_SHARE`` of the time since the last reading (many connections)."""
         start, events0, sent0, recv0, ops0 = self._window
         now = self.session.now()
+        if self._tcp and now >= self._tcp_due:
+            self._read_all_tcp()
+            read_at, now = now, self.session.now()
+            self._tcp_due = now + int((now - read_at) / TCP_READ_SHARE)
         events = self._events()
-        sent, received, ops = self.totals
+        sent, received, ops = self.io_totals()
         self._window = (now, events or 0, sent, received, ops)
         if not (sent - sent0 or received - recv0 or ops - ops0 or (events or 0) - events0):
             return None
@@ -387,6 +485,7 @@ class HandleProbe:
         ``only``: just the handles with these ``(handle_kind, handle_id)`` keys."""
         if not self._active:
             return []
+        self._read_all_tcp()
         record = self.registry.record
         records = [
             record(HandleRecord, e, obj)
@@ -416,7 +515,7 @@ class HandleProbe:
             if loop.is_closed():
                 continue
             current = _current_task(loop)
-            for task in _all_tasks(loop):
+            for task in pending_tasks(loop):
                 if task is not current and not task.done() and task not in self._tasks_before and not task_is_own(task):
                     tasks.append(task)
         return tasks
@@ -429,7 +528,7 @@ class HandleProbe:
             if loop.is_closed():
                 continue
             current = _current_task(loop)
-            for task in _all_tasks(loop):
+            for task in pending_tasks(loop):
                 if task is not current and self._is_leaked_task(task):
                     leaks.append(self._task_leak(task, "still pending at session end"))
         leaks.sort(key=lambda r: (r.open_ns, r.handle_id))
@@ -437,6 +536,9 @@ class HandleProbe:
 
     def statistics(self) -> HandleStatistics:
         reg = self.registry
+        if self._active:
+            self._read_all_tcp()
+        sent, received, ops = self.io_totals()
         open_now: dict[str, int] = {}
         for entry, _ in reg.open_entries() if self._active else ():
             open_now[KINDS[entry.kind]] = open_now.get(KINDS[entry.kind], 0) + 1
@@ -447,9 +549,9 @@ class HandleProbe:
             closed_by_gc=reg.gc_closed_count.value,
             leaks=len(self.leaks),
             untracked=reg.untracked.value,
-            bytes_sent=self.totals[0],
-            bytes_received=self.totals[1],
-            ops=self.totals[2],
+            bytes_sent=sent,
+            bytes_received=received,
+            ops=ops,
             events=self._events(),
         )
 
@@ -525,15 +627,6 @@ def _bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def _all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
-    for _ in range(100):  # the task set may change size while another thread iterates it
-        try:
-            return list(asyncio.all_tasks(loop))
-        except RuntimeError:
-            continue
-    return []
 
 
 def _current_task(loop: asyncio.AbstractEventLoop) -> Any:

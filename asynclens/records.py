@@ -395,8 +395,9 @@ class IoRates(Record):
     """Session-wide I/O totals over one window ``[start_ns, end_ns)``.
 
     ``events`` counts readiness events from the loops' selectors (``None`` where
-    the loop does not expose them, e.g. uvloop); ``ops`` counts sends and receives
-    on the transports whose bytes are measured.
+    the loop does not expose them, e.g. uvloop); ``ops`` counts the operations of
+    the transports whose bytes are measured: data segments in and out on TCP
+    (read from the kernel), sends and receives elsewhere (see ``docs/handles.md``).
     """
 
     kind: ClassVar[str] = "io_rates"

@@ -65,7 +65,8 @@ asyncio_default_fixture_loop_scope = function
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this suite may itself run under xdist
     pytester.makepyfile(planting=PLANTING)
     pytester.makeini(INI.format(extra=""))
     return pytester
@@ -965,7 +966,7 @@ import itertools
 import types
 import pytest
 
-session_module = importlib.import_module("asynclens.session")  # (asynclens.session is also a function)
+testrun_module = importlib.import_module("asynclens._testrun")
 
 class FakeHandles:
     """Stands in for the handle registry: a live view of open handles, leaks at stop()."""
@@ -1016,14 +1017,14 @@ def closed(name):
     del FakeHandles.current.open[name]
 
 def pytest_configure(config):
-    original = session_module._default_probes
-    session_module._default_probes = lambda options: [
+    original = testrun_module._probes
+    testrun_module._probes = lambda options: [
         *(p for p in original(options) if p.name != "handles"), FakeHandles()
     ]
     config._restore_probes = original
 
 def pytest_unconfigure(config):
-    session_module._default_probes = config._restore_probes
+    testrun_module._probes = config._restore_probes
 '''
 
 LEAKS_BY_PHASE = """
