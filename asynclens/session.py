@@ -4,7 +4,7 @@ Instrumentation points hand the session small objects (``record_span``) or
 frozen records (``emit``) from any thread; both only append to a bounded deque.
 A background flusher turns buffered spans into :class:`~asynclens.records.Span`
 records, keeps the aggregates ``summary()`` reads, and hands batches to the
-sinks. A sink that raises is logged once, disabled and counted; nothing
+sinks (with no sink it only aggregates, from the live spans). A sink that raises is logged once, disabled and counted; nothing
 asynclens does raises into the program it observes.
 """
 
