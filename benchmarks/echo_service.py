@@ -79,6 +79,7 @@ __all__ = [
     "asynclens_session",
     "asynclens_span",
     "compare",
+    "iterations_per_request",
     "otel_setup",
     "otel_span",
     "print_table",
@@ -228,6 +229,16 @@ async def _serve(config: Mapping[str, Any], acm: Any) -> dict[str, Any]:
             if state["connections"] == 0 and state["seen"] >= config["clients"] and not done.done():
                 done.set_result(None)
 
+    iterations = [0]
+    selector = getattr(loop, "_selector", None)
+    if config.get("count_iterations") and selector is not None:
+        select = selector.select
+
+        def counting_select(timeout: float | None = None) -> Any:
+            iterations[0] += 1
+            return select(timeout)
+
+        selector.select = counting_select
     server = await asyncio.start_server(on_client, "127.0.0.1", 0, backlog=1024)
     port = server.sockets[0].getsockname()[1]
     timer = loop.call_later(config["max_seconds"], lambda: done.done() or done.set_result(None))
@@ -242,7 +253,10 @@ async def _serve(config: Mapping[str, Any], acm: Any) -> dict[str, Any]:
     await server.wait_closed()
     if acm is not None:
         await acm.__aexit__(None, None, None)
-    return {"requests": state["requests"], "cpu_s": cpu, "user_s": user}
+    result: dict[str, Any] = {"requests": state["requests"], "cpu_s": cpu, "user_s": user}
+    if config.get("count_iterations") and selector is not None:
+        result["iterations"] = iterations[0]
+    return result
 
 
 def _pin(cpu: int | None) -> Any:
@@ -363,9 +377,23 @@ def _client_loop() -> Callable[[Any], Any]:
         return asyncio.run
 
 
+def iterations_per_request(clients: int = 200, seconds: float = 1.5, variant: Variant | None = None) -> float:
+    """Event-loop iterations (selector calls) per request of the stdlib-loop echo server,
+    measured in a run of its own (counting costs a wrapper per iteration): what turns a
+    per-iteration cost into a per-request one."""
+    stats = _run_one(variant or Variant(), clients, seconds, 2_000_000, "asyncio", count_iterations=True)
+    return stats[3]
+
+
 def _run_one(
-    variant: Variant, clients: int, seconds: float, max_requests: int, loop: str, pin: bool = True
-) -> tuple[float, float, float]:
+    variant: Variant,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    loop: str,
+    pin: bool = True,
+    count_iterations: bool = False,
+) -> tuple[float, float, float, float]:
     config = {
         "setup": variant.setup,
         "options": dict(variant.options),
@@ -373,6 +401,7 @@ def _run_one(
         "loop": loop,
         "clients": clients,
         "max_seconds": seconds * 3 + 10,
+        "count_iterations": count_iterations,
     }
     cpus = _cpus() if pin else []
     if len(cpus) >= 2:  # server and clients on fixed, different cores: the same placement for every variant
@@ -403,7 +432,13 @@ def _run_one(
             raise RuntimeError(f"echo server gave no result (exit {proc.returncode})")
         stats = json.loads(out[len("RESULT ") :])
         requests = max(stats["requests"], 1)
-        return served / elapsed, stats["cpu_s"] / requests, stats["user_s"] / requests
+        iterations = stats.get("iterations")
+        return (
+            served / elapsed,
+            stats["cpu_s"] / requests,
+            stats["user_s"] / requests,
+            iterations / requests if iterations is not None else float("nan"),
+        )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -448,7 +483,7 @@ def compare(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             try:
-                got_rps, got_cpu, got_user = _run_one(variants[name], clients, seconds, max_requests, loop, pin)
+                got_rps, got_cpu, got_user, _ = _run_one(variants[name], clients, seconds, max_requests, loop, pin)
             except Exception as exc:  # keep the other measurements
                 print(f"  round {r + 1} {name}: failed: {exc}", file=sys.stderr)
                 got_rps = got_cpu = got_user = None  # type: ignore[assignment]
