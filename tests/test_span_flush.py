@@ -157,3 +157,14 @@ def test_no_early_flush_when_the_gc_has_no_generation_0_threshold() -> None:
     finally:
         gc.set_threshold(*before)
     assert s.aggregates.spans == 1000
+
+
+def test_no_sink_flusher_wakes_at_most_once_a_second_on_its_own() -> None:
+    """Without sinks the periodic flush only aggregates (the buffer is bounded by the
+    early wake), so it comes at least NO_SINK_FLUSH_S apart: a busy loop thread is not
+    made to hand the GIL over ten times a second. With a sink, flush_interval holds."""
+    from asynclens.session import NO_SINK_FLUSH_S, Session
+
+    assert Session(flush_interval=0.1, **NO_PROBES).flush_period() == NO_SINK_FLUSH_S == 1.0
+    assert Session(flush_interval=5.0, **NO_PROBES).flush_period() == 5.0
+    assert Session(sinks=[MemorySink()], flush_interval=0.1, **NO_PROBES).flush_period() == 0.1
