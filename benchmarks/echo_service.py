@@ -43,7 +43,7 @@ Modules are imported in the server with the caller's ``sys.path`` plus this
 directory, so ``"echo_service:..."``, ``"handle_overhead:..."`` or
 ``"benchmarks.sched_overhead:..."`` all resolve. Ready-made setups and wrappers
 here: :func:`asynclens_session`, :func:`asynclens_span`, :func:`otel_setup`,
-:func:`otel_span`, :func:`yappi_setup`.
+:func:`otel_span`, :func:`yappi_setup`, :func:`idle_thread_setup`.
 
 ``compare(...)`` returns one :class:`Result` per variant (baseline first):
 median requests/s, median and min–max of the per-round throughput ratio vs the
@@ -68,6 +68,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ __all__ = [
     "asynclens_session",
     "asynclens_span",
     "compare",
+    "idle_thread_setup",
     "iterations_per_request",
     "otel_setup",
     "otel_span",
@@ -168,6 +170,25 @@ def otel_span(handler: Callable[..., Any]) -> Callable[..., Any]:
             return await handler(data)
 
     return traced
+
+
+@contextlib.contextmanager
+def idle_thread_setup() -> Any:
+    """Setup: one more thread, idle (blocked on an event) while serving; nothing else.
+
+    Any second thread makes a CPython process slower at every system call that
+    releases the GIL (send, recv, epoll_wait): glibc's locks leave their
+    single-threaded fast path (about 30 ns per GIL release measured here). Every
+    asynclens session has such threads (its flusher; the lag monitor's watchdog), so
+    this variant shows what part of a session's cost is that, not asynclens's code."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="idle", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -9,11 +9,15 @@
    one kernel TCP_INFO reading (per open TCP connection per rate window), and
    the byte-counting hooks that only transports without kernel counters (Unix
    sockets) get. TCP sends and receives themselves run no asynclens code. From
-   that, a bound on the echo service's throughput ratio: the budget (≥ 0.97) is
-   finer than the echo benchmark's wall-time noise.
-3. The loopback echo service (``echo_service.py``): bare vs the handle
-   registry vs registry + lag monitor, on asyncio and uvloop; median and
-   min–max of per-round throughput ratios and the server CPU per request ratio.
+   that and the loop iterations per request (counted in a run of its own), the
+   estimated throughput ratio: the budget (≥ 0.97) is finer than the echo
+   benchmark's wall-time noise. Also what any second thread costs a send+recv
+   pair (glibc's locks leave their single-threaded fast path), which every
+   session pays for its flusher and watchdog threads.
+3. The loopback echo service (``echo_service.py``): bare vs bare with one idle
+   thread vs a session with no probes vs the handle registry vs registry + lag
+   monitor, on asyncio and uvloop; median and min–max of per-round throughput
+   ratios and the server CPU per request ratio.
 
 Run: ``python benchmarks/handle_overhead.py`` (about two minutes);
 ``--quick`` for a short check, ``--no-echo`` for the microbenchmarks only.
@@ -28,6 +32,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -169,6 +174,36 @@ def micro_per_select(n: int, rounds: int) -> list[tuple[str, float, float]]:
     ]
 
 
+def micro_second_thread(n: int, rounds: int) -> tuple[float, float]:
+    """ns per send+recv pair on a socketpair with no other thread, and with one idle
+    thread alive: what any second thread (asynclens's flusher, watchdog) costs every
+    system call that releases the GIL."""
+    a, b = socket.socketpair()
+
+    def pairs() -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            a.send(b"x")
+            b.recv(16)
+        return (time.perf_counter_ns() - t0) / n
+
+    alone: list[float] = []
+    with_thread: list[float] = []
+    try:
+        for _ in range(rounds):
+            alone.append(pairs())
+            stop = threading.Event()
+            thread = threading.Thread(target=stop.wait, daemon=True)
+            thread.start()
+            with_thread.append(pairs())
+            stop.set()
+            thread.join()
+    finally:
+        a.close()
+        b.close()
+    return statistics.median(alone), statistics.median(with_thread)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="cost of the open-handle registry")
     parser.add_argument("--quick", action="store_true", help="short runs (a sanity check, noisy)")
@@ -195,6 +230,11 @@ def main() -> None:
             per_select += on - bare
     print(f"{'added per loop iteration':<32} {'':>8} {'':>8} {per_select:>8.0f}")
     print("TCP connections are counted from the kernel: nothing runs per send or receive.")
+    alone, threaded = micro_second_thread(n * 5, rounds)
+    print(
+        f"send+recv pair, no other thread vs one idle thread alive: {alone:.0f} vs {threaded:.0f} ns"
+        f" (+{threaded - alone:.0f} ns: any second thread, such as asynclens's flusher or watchdog)"
+    )
     print()
     print("Byte-counting hooks of transports without kernel counters (Unix sockets), per call")
     print(f"{'hook':<32} {'bare ns':>8} {'on ns':>8} {'added ns':>8}")
@@ -206,6 +246,7 @@ def main() -> None:
     session = "echo_service:asynclens_session"
     variants = {
         "bare": echo_service.Variant(),
+        "bare + an idle thread": echo_service.Variant(setup="echo_service:idle_thread_setup"),
         "session, no probes": echo_service.Variant(
             setup=session, options={"lag": False, "scheduler": False, "track_handles": False}
         ),
