@@ -103,7 +103,7 @@ def _plain_wrapper(owner: Any, original: Any, wrapper: Callable[..., Any]) -> Ca
 def caller_of_patched() -> types.FrameType | None:
     """For a ``wrapper`` of a :class:`Patch`: the frame that called the patched function
     (past the plain function this module puts in between, when there is one)."""
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(2)
     if frame.f_code.co_filename == __file__:
         frame = frame.f_back
     return frame

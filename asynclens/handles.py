@@ -44,8 +44,8 @@ from ._handle_registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed
 from ._patch import Patch
 from ._sites import code_location, site_of, stack_of
 from ._steps import task_state_of
-from ._tasks import pending_tasks
 from ._summary import format_ns
+from ._tasks import pending_tasks
 from .records import HandleRecord, IoRates, Leak
 
 __all__ = ["HandleProbe", "HandleStatistics"]
@@ -307,7 +307,7 @@ class HandleProbe:
         creation = getattr(created, "site", None)
         if creation is not None:
             site: str | None = code_location(*creation)
-            stack: tuple[str, ...] = (site,)
+            stack: tuple[str, ...] = (site,) if site is not None else ()
             waiting = f", waiting at {site_of(pairs)}" if pairs else ""
         else:  # only where it waits now is known
             site, stack, waiting = site_of(pairs), stack_of(pairs), ""
@@ -673,7 +673,7 @@ def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
     proto_cls = type(protocol)
     try:
         if isinstance(protocol, asyncio.BufferedProtocol):
-            protocol.buffer_updated = _counted(proto_cls.buffer_updated, pref, RECEIVED, int, io, totals)  # type: ignore[method-assign]
+            protocol.buffer_updated = _counted(proto_cls.buffer_updated, pref, RECEIVED, int, io, totals)  # type: ignore[method-assign,assignment]
         elif instance_attr(protocol, "data_received") is None:  # (no __dict__: the setattr fails below)
             protocol.data_received = _counted(proto_cls.data_received, pref, RECEIVED, len, io, totals)
     except (AttributeError, TypeError):

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from . import _context
 from ._clock import Clock, SystemClock
@@ -97,7 +97,7 @@ class SessionStatistics:
 
 
 def _positive(option: str, value: Any, kind: type | tuple[type, ...]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kind) or cast(float, value) <= 0:
         raise ValueError(f"session({option}={value!r}): must be a positive number")
     return value
 

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover
     _EXIT_EXCEPTIONS = (GeneratorExit, KeyboardInterrupt, SystemExit)
 
 try:
-    from _asyncio import current_task as _current_task
+    from _asyncio import current_task as _current_task  # type: ignore[attr-defined]
     from asyncio.events import _get_running_loop
 except ImportError:  # pragma: no cover
     from asyncio import current_task as _current_task
@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover
 #: Before 3.12, ``_get_running_loop()`` calls ``getpid()`` (a system call: ~0.2 µs, the
 #: largest single cost of a span); there, a thread's asyncio loop is remembered instead.
 _CACHE_LOOPS = sys.version_info < (3, 12) and isinstance(getattr(asyncio.tasks, "_current_tasks", None), dict)
-_tasks_of: Any = asyncio.tasks._current_tasks.get if _CACHE_LOOPS else None
+_tasks_of: Any = asyncio.tasks._current_tasks.get if _CACHE_LOOPS else None  # type: ignore[attr-defined]
 _loop_of_thread: dict[int, Any] = {}  # thread ident -> weakref to the asyncio loop it last ran
 
 
@@ -488,6 +488,7 @@ def _decorate(func: Any, name: str | None, attrs: Mapping[str, Any] | None) -> A
     if isinstance(inner, FunctionType) and not (inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner)):
         # A plain function wrapper: a Python-to-Python call costs a quarter of a wrapt
         # proxy's here, and functions need no proxying (they bind as methods by themselves).
+        traced: Any
         if inspect.iscoroutinefunction(inner):
             traced = _traced_coroutine_function(inner, span_name, frozen_attrs)
         else:

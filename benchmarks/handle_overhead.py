@@ -42,8 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import echo_service
 
 import asynclens
-from asynclens._handle_registry import Entry
 from asynclens import _tcp_counters
+from asynclens._handle_registry import Entry
 from asynclens.handles import _count_io
 
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 try:
-    from aiohttp import TraceConfig, web
+    from aiohttp import TraceConfig, web  # type: ignore[import-not-found,unused-ignore]
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "asynclens.integrations.aiohttp needs aiohttp: pip install aiohttp (or asyncio-lens[integration])"
