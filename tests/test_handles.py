@@ -51,6 +51,14 @@ def make_session(*sinks: Any, **options: Any) -> asynclens.Session:
     return asynclens.session(list(sinks), **options)
 
 
+async def close_both(writer: asyncio.StreamWriter, server: asyncio.AbstractServer) -> None:
+    """Close a client connection, then its server, waiting for each."""
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
 RUNNERS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 
@@ -504,10 +512,7 @@ def test_io_bytes_per_transport_span_and_session(loop: str) -> None:
         for _ in range(3):
             writer.write(b"123456789\n")
             assert await reader.readline() == b"123456789\n"
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_both(writer, server)
 
     with make_session(sink) as session:
         RUNNERS[loop](main())
@@ -563,10 +568,7 @@ def test_io_bytes_of_a_buffered_protocol() -> None:
         while not protocols:
             await asyncio.sleep(0)
         assert await protocols[0].done == b"hello world!"
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_both(writer, server)
 
     with make_session(sink) as session:
         asyncio.run(main())
@@ -639,10 +641,7 @@ def test_tcp_bytes_come_from_the_kernel_without_per_call_hooks(run: Callable[...
         await writer.drain()
         writer.write_eof()
         await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_both(writer, server)
         gone.append(vars(protocol).get("connection_lost"))
 
     gone: list[Any] = []
@@ -676,10 +675,7 @@ def test_tcp_hooks_are_removed_when_the_session_ends_first(run: Callable[..., An
             writer.write(b"ping\n")
             assert await reader.readline() == b"ping\n"
         left.append(("connection_lost" in vars(protocol), session.statistics().probes["handles"].bytes_sent))
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_both(writer, server)
 
     run(main())
     # the client's ping and, on the stdlib loop, the echo from the connection it accepted
@@ -724,10 +720,7 @@ def test_unix_socket_transports_are_counted_by_hooks() -> None:
         seen.append(("write" in vars(writer.transport), "data_received" in vars(writer.transport.get_protocol())))
         writer.write(b"hello\n")
         assert await reader.readline() == b"hello\n"
-        writer.close()
-        await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_both(writer, server)
 
     import tempfile
 
