@@ -111,7 +111,7 @@ class HandleProbe:
         self._events_lock = threading.Lock()  # (_event_hooks, _events_closed) change together
         self._prune_hooks_at = 64
         self._span_io: dict[str | None, list[int]] = {}
-        self._busiest: list[tuple[int, int, HandleRecord]] = []
+        self._busiest: list[tuple[int, int, HandleRecord | Leak]] = []
         self._window = (0, 0, 0, 0, 0)  # start_ns, events, sent, received, ops
         self._io_stop = threading.Event()
         self._io_thread: threading.Thread | None = None
@@ -347,7 +347,7 @@ class HandleProbe:
         totals[1] += io[1]
         totals[2] += io[2]
 
-    def _note_busy(self, record: HandleRecord) -> None:
+    def _note_busy(self, record: HandleRecord | Leak) -> None:
         item = ((record.bytes_sent or 0) + (record.bytes_received or 0), -record.handle_id, record)
         if len(self._busiest) < SUMMARY_LIMIT:
             heapq.heappush(self._busiest, item)
@@ -521,7 +521,13 @@ class HandleProbe:
         return tasks
 
     def _collect_leaks(self) -> list[Leak]:
-        leaks = [self.registry.record(Leak, e, obj) for e, obj in self.registry.open_entries()]
+        leaks = []
+        for entry, obj in self.registry.open_entries():
+            leak = self.registry.record(Leak, entry, obj)
+            if entry.io is not None:  # what it carried counts for its span and the busiest too
+                self._add_span_io(entry.span_name, entry.io)
+                self._note_busy(leak)
+            leaks.append(leak)
         leaks.extend(self.registry.record(Leak, e) for e in self.registry.gc_closed)
         leaks.extend(self._task_leaks)
         for loop in list(self._loops):

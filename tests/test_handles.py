@@ -683,6 +683,32 @@ def test_tcp_hooks_are_removed_when_the_session_ends_first(run: Callable[..., An
     assert left == [(False, 10 if run is asyncio.run else 5)]
 
 
+def test_a_leaked_connection_counts_its_bytes_for_its_span(run: Callable[..., Any]) -> None:
+    """A connection still open at the end is a leak, and what it carried still shows in
+    the I/O by span and among the busiest transports."""
+    kept: list[Any] = []
+
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            kept.append(writer)
+            writer.write(await reader.readline())
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        async with make_session() as session:
+            async with asynclens.span("leaky"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            writer.write(b"ping\n")
+            assert await reader.readline() == b"ping\n"
+        kept.append(session.summary())
+        await close_both(writer, server)
+        kept[0].close()
+
+    run(main())
+    by_span, busiest = kept[-1].split("I/O by span")[1].split("busiest transports")
+    leaky = [line.split() for line in by_span.splitlines() if "leaky" in line]
+    assert leaky == [["leaky", "5", "B", "5", "B", "2"]] and "sent 5 B" in busiest
+
+
 def test_tcp_counters_read_a_real_connection() -> None:
     """_tcp_counters.read: bytes written and received, and the FIN not counted as a byte."""
     if not _tcp_counters.AVAILABLE:
