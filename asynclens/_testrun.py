@@ -30,7 +30,6 @@ __all__ = ["HANDLE_KINDS", "Lens", "Recorder", "Window", "WindowSink", "session_
 HANDLE_KINDS = ("socket", "file", "subprocess", "transport", "task", "thread")
 _DEFAULT_STALL_THRESHOLD = 0.05
 _MIN_STALL_THRESHOLD = 0.001
-_LAG_INTERVAL_S = 0.01  # the session default
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 _KEEP_WINDOWS = 1000
@@ -279,7 +278,7 @@ class Recorder:
         if other is not None:
             return None, f"another asynclens session is already active ({other!r})"
         self.sink = WindowSink()
-        session = Session([self.sink], flush_interval=0.5, name=name, probes=_probes(options), **options)
+        session = Session([self.sink], flush_interval=0.5, name=name, **options)
         session.start()
         self.session = session
         self.probes = {probe.name: probe for probe in session.probes}
@@ -318,21 +317,6 @@ class Recorder:
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
-def _probes(options: dict[str, Any]) -> list[Any]:
-    """The probes a test run needs: the lag monitor (stalls), the handle registry
-    without I/O rates (nothing judges a test on them: that spares every new loop a
-    hook), and the scheduler probe where a test asks about scheduling delay."""
-    from .handles import HandleProbe
-    from .lag import LagProbe
-
-    probes: list[Any] = [LagProbe(_LAG_INTERVAL_S, options["stall_threshold"]), HandleProbe(count_io=False)]
-    if options.get("scheduler"):
-        from .scheduler import SchedulerProbe
-
-        probes.append(SchedulerProbe())
-    return probes
-
-
 def _duration(span: Span) -> int:
     return span.end_ns - span.start_ns
 
@@ -347,14 +331,15 @@ def _any_gaps(monitors: list[Any]) -> bool:
 
 def session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
     """Stall threshold low enough for the strictest ``max_stall``; the scheduler
-    probe only where a test asks about scheduling delay."""
+    probe only where a test asks about scheduling delay; no I/O rates (nothing judges a
+    test on them, and their readiness-event hook would cost every new loop)."""
     threshold = _DEFAULT_STALL_THRESHOLD
     scheduler = False
     for policy, uses_lens in policies:
         if policy.max_stall_ns is not None:
             threshold = min(threshold, max(_MIN_STALL_THRESHOLD, policy.max_stall_ns / 1e9))
         scheduler = scheduler or uses_lens or policy.max_sched_delay_ns is not None
-    return {"stall_threshold": threshold, "scheduler": scheduler}
+    return {"stall_threshold": threshold, "scheduler": scheduler, "io_rates": False}
 
 
 class Window:

@@ -1,7 +1,7 @@
 """The recording session: lifecycle, bounded buffer, flusher thread, sinks.
 
-Instrumentation points hand the session small objects (``record_span``) or
-frozen records (``emit``) from any thread; both only append to a bounded deque.
+Instrumentation points hand the session finished live spans or frozen records
+(``emit``) from any thread; both only append to a bounded deque.
 A background flusher turns buffered spans into :class:`~asynclens.records.Span`
 records, keeps the aggregates ``summary()`` reads, and hands batches to the
 sinks (with no sink it only aggregates, from the live spans). A sink that raises is logged once, disabled and counted; nothing
@@ -117,7 +117,8 @@ class Session:
             sinks, a flush only aggregates: it happens every few hundred records, at
             least once a second, and when ``summary()`` is asked for).
         lag, lag_interval, stall_threshold: the event-loop lag monitor.
-        track_handles: the open-handle registry.
+        track_handles: the open-handle registry; ``io_rates=False`` keeps it from
+            counting bytes and readiness events (no :class:`~asynclens.records.IoRates`).
         scheduler: the task step probe.
         name: a label for the run, written into the header.
 
@@ -135,6 +136,7 @@ class Session:
         lag_interval: float = 0.01,
         stall_threshold: float = 0.05,
         track_handles: bool = True,
+        io_rates: bool = True,
         scheduler: bool = True,
         probes: Iterable[Probe] | None = None,
         name: str | None = None,
@@ -153,6 +155,7 @@ class Session:
             "lag_interval": lag_interval,
             "stall_threshold": stall_threshold,
             "track_handles": bool(track_handles),
+            "io_rates": bool(io_rates),
             "scheduler": bool(scheduler),
         }
         self._sinks: list[Sink] = resolve_sinks(sinks)
@@ -272,19 +275,9 @@ class Session:
 
     # ------------------------------------------------------------ hot path
 
-    def record_span(self, live: Any) -> None:
-        """Buffer a finished live span (called by the tracing hot path)."""
-        buffer = self._buffer
-        size = len(buffer)
-        if size < self._limit:
-            buffer.append(live)
-            if size == self._wake_at:
-                self._wake.set()
-        else:
-            self._note_drop()
-
     def emit(self, record: Record) -> None:
-        """Buffer a frozen record from any thread; dropped (and counted) when full."""
+        """Buffer a record (or a finished live span: ``LiveSpan`` inlines this) from any
+        thread; dropped (and counted) when full."""
         buffer = self._buffer
         size = len(buffer)
         if size < self._limit:
@@ -510,7 +503,7 @@ def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
     if options["track_handles"]:
         from .handles import HandleProbe
 
-        probes.append(HandleProbe())
+        probes.append(HandleProbe(count_io=options.get("io_rates", True)))
     if options["scheduler"]:
         from .scheduler import SchedulerProbe
 

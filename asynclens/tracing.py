@@ -202,7 +202,7 @@ class LiveSpan:
         self.end_ns = session.now()
         if _observer is not None:
             _observer.span_ended(self)
-        buffer = session._buffer  # Session.record_span, inlined: this runs for every span
+        buffer = session._buffer  # Session.emit, inlined: this runs for every span
         size = len(buffer)
         if size < session._limit:
             buffer.append(self)

@@ -838,3 +838,32 @@ def test_pending_tasks_is_all_tasks_as_a_list(run: Callable[..., Any]) -> None:
             task.cancel()
 
     run(main())
+
+
+def test_io_rates_false_keeps_the_registry_but_counts_no_io() -> None:
+    """session(io_rates=False): handles are still tracked, but no loop gets the
+    readiness-event hook, no transport is counted and no IoRates record is made."""
+    sink = MemorySink()
+    hooked: list[bool] = []
+
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        loop = asyncio.get_running_loop()
+        hooked.append("_process_events" in vars(loop))
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"ping\n")
+        assert await reader.readline() == b"ping\n"
+        await close_both(writer, server)
+
+    with make_session(sink, io_rates=False) as session:
+        asyncio.run(main())
+        stats = session.statistics().probes["handles"]
+    assert session.options["io_rates"] is False and hooked == [False]
+    assert stats.opened["transport"] == 2
+    assert (stats.bytes_sent, stats.ops, stats.events) == (0, 0, None)
+    assert [r for r in sink.records if isinstance(r, IoRates)] == []

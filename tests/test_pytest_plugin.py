@@ -966,7 +966,7 @@ import itertools
 import types
 import pytest
 
-testrun_module = importlib.import_module("asynclens._testrun")
+session_module = importlib.import_module("asynclens.session")  # (asynclens.session is also a function)
 
 class FakeHandles:
     """Stands in for the handle registry: a live view of open handles, leaks at stop()."""
@@ -1017,14 +1017,14 @@ def closed(name):
     del FakeHandles.current.open[name]
 
 def pytest_configure(config):
-    original = testrun_module._probes
-    testrun_module._probes = lambda options: [
+    original = session_module._default_probes
+    session_module._default_probes = lambda options: [
         *(p for p in original(options) if p.name != "handles"), FakeHandles()
     ]
     config._restore_probes = original
 
 def pytest_unconfigure(config):
-    testrun_module._probes = config._restore_probes
+    session_module._default_probes = config._restore_probes
 '''
 
 LEAKS_BY_PHASE = """
