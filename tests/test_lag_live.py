@@ -61,16 +61,18 @@ async def serve() -> None:
     await asyncio.gather(asyncio.create_task(handler(), name="req-1"), asyncio.sleep(0.05))
 
 
-def big(stalls: list[Stall]) -> list[Stall]:
-    """The planted stalls (the machine may add short ones of its own)."""
-    return [s for s in stalls if s.duration_ns > 200_000_000]
+def planted_stalls(kind: str, coro: Coroutine[Any, Any, Any]) -> tuple[asynclens.Session, list[Stall]]:
+    """Run ``coro`` on a loop of ``kind`` in a session: the session and the planted
+    stalls it recorded (the machine may add short ones of its own)."""
+    with asynclens.session(sinks=["memory"], stall_threshold=0.05) as s:
+        run(kind, coro)
+    stalls: list[Stall] = s.sinks[0].of_type(Stall)  # type: ignore[attr-defined]
+    return s, [stall for stall in stalls if stall.duration_ns > 200_000_000]
 
 
 @pytest.mark.parametrize("kind", LOOPS)
 def test_planted_stalls_are_found_with_line_task_span_and_cause(kind: str) -> None:
-    with asynclens.session(sinks=["memory"], stall_threshold=0.05) as s:
-        run(kind, serve())
-    stalls = big(s.sinks[0].of_type(Stall))  # type: ignore[attr-defined]
+    s, stalls = planted_stalls(kind, serve())
     assert len(stalls) == 2, stalls
     slept, burned = stalls
     assert (slept.file, slept.line, slept.function) == (__file__, line_of(handler, "# SLEEP"), "handler")
@@ -94,9 +96,7 @@ async def block_at_once() -> None:
 @pytest.mark.parametrize("kind", LOOPS)
 def test_a_stall_in_a_new_loops_first_step_names_its_line(kind: str) -> None:
     """Every function-scoped pytest-asyncio test starts this way: no tick has run yet."""
-    with asynclens.session(sinks=["memory"], stall_threshold=0.05) as s:
-        run(kind, block_at_once())
-    stalls = big(s.sinks[0].of_type(Stall))  # type: ignore[attr-defined]
+    _, stalls = planted_stalls(kind, block_at_once())
     assert len(stalls) == 1, stalls
     assert stalls[0].sampled
     assert (stalls[0].line, stalls[0].function) == (line_of(block_at_once, "# FIRST"), "block_at_once")
