@@ -283,7 +283,6 @@ class TaskState:
         "span",
         "site",
         "jobs",
-        "pending",
         "done",
         "__weakref__",
     )
@@ -311,7 +310,6 @@ class TaskState:
         self.span: Any = None  # the LiveSpan current when the task was created
         self.site: Any = None  # (code, lineno) of the line that created it
         self.jobs: list[Any] | None = None  # executor jobs submitted while running
-        self.pending: list[Any] | None = None  # (LiveSpan, nested_ns) started in this step
         self.done = False
 
     # ----------------------------------------------------------- the steps
@@ -355,8 +353,6 @@ class TaskState:
 
     def end(self, t: int) -> None:
         """The step that began last ends at ``t``."""
-        if self.pending:
-            _pending_to_snapshots(self)
         ls = self.ls
         start = self.start_ns
         elapsed = t - start
@@ -432,47 +428,6 @@ def _finish(st: TaskState, t: int, exc: BaseException) -> None:
         st.ls.probe.internal_error("finishing a task", error)
 
 
-class _Snapshot(dict):  # type: ignore[type-arg]
-    """Held in ``LiveSpan.extra`` between start and end: the task's running totals
-    at span start. Empty as a mapping, so a span that ends unobserved freezes
-    without breakdown instead of failing."""
-
-    __slots__ = ("totals", "st", "links")
-    totals: tuple[int, int, int, int, int]
-    st: TaskState
-    links: tuple[int, ...] | None
-
-
-def _snapshot_of(live: Any, st: TaskState, nested: int) -> _Snapshot:
-    """Put the task's running totals as of ``live``'s start (inside the running step,
-    ``nested`` eager-child ns into it) into ``live.extra``."""
-    snap = _Snapshot()
-    snap.totals = (
-        st.run_ns + live.start_ns - st.start_ns - nested,
-        st.sched_ns + nested,
-        st.io_ns,
-        st.exec_ns,
-        st.steps,
-    )
-    snap.st = st
-    snap.links = None
-    extra = live.extra
-    if extra:
-        snap.update(extra)
-    live.extra = snap
-    return snap
-
-
-def _pending_to_snapshots(st: TaskState) -> None:
-    """At the end of a step: spans it started that are still open get their snapshot."""
-    pending = st.pending
-    st.pending = None
-    if pending:
-        for live, nested in pending:
-            if not live.end_ns and type(live.extra) is not _Snapshot:
-                _snapshot_of(live, st, nested)
-
-
 class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
     """The coroutine a tracked task runs: forwards to the user's coroutine and
     times every ``send``/``throw``. Looks like the wrapped coroutine to reprs
@@ -536,7 +491,7 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
             _finish(st, now(), exc)
             raise
         try:
-            if st.pending or ls.cpu is not None or ls.step_budget > 0:
+            if ls.cpu is not None or ls.step_budget > 0:
                 st.end(now())
             else:  # TaskState.end without CPU time and TaskStep records
                 t = now()

@@ -38,7 +38,7 @@ from ._asyncstack import format_frame, running_chain, task_stack
 from ._context import current_span as _span_var
 from ._gc import GcWatcher
 from ._patch import Patch
-from ._steps import ATTR, LoopState, StepCoro, TaskState, _Snapshot, _snapshot_of, task_state_of
+from ._steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
 from ._summary import format_ns
 from .records import ExecutorJob, SchedSnapshot, TaskRecord, fast_constructor
 from .stats import Histogram
@@ -49,7 +49,6 @@ _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MAX_NAMES = 1000
 _MAX_JOBS_PER_TASK = 64
-_MAX_PENDING = 64  # spans open in one step before they get a snapshot at once
 _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
@@ -508,11 +507,8 @@ class SchedulerProbe:
         return hist
 
     # ------------------------------------------------------ span breakdown
-
-    # A span that starts and ends within one task step (a request handler that never
-    # suspends) needs no snapshot: its breakdown is its duration on CPU, less any eager
-    # child steps. span_started only notes (live, nested_ns) on the task's state; the
-    # step's end turns the spans still open into snapshots (pending_to_snapshots).
+    # A span started inside a task's step holds the task's running totals at its start
+    # (LiveSpan.breakdown); at its end, the difference of the totals is its breakdown.
 
     def span_started(self, live: Any) -> None:
         task = live.task
@@ -523,109 +519,64 @@ class SchedulerProbe:
             st = task_state_of(task)
             if st is None:
                 return
-        if not st.start_ns or st.ls.running is not st:
+        step_start = st.start_ns
+        if not step_start or st.ls.running is not st:
             return
         try:
+            # the task's running totals at the span's start (inside the running step)
+            nested = st.nested_ns
+            live.breakdown = (
+                st,
+                st.run_ns + live.start_ns - step_start - nested,
+                st.sched_ns + nested,
+                st.io_ns,
+                st.exec_ns,
+                st.steps,
+            )
             creator = st.span
             if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
                 # a task that outlived its request: link to the request, do not parent
                 live.parent_id = None
                 live.trace_id = getrandbits(128) or 1
-                _snapshot_of(live, st, st.nested_ns).links = (creator.span_id,)
-                return
-            pending = st.pending
-            if pending is None:
-                st.pending = [(live, st.nested_ns)]
-            elif len(pending) < _MAX_PENDING:
-                pending.append((live, st.nested_ns))
-            else:
-                _snapshot_of(live, st, st.nested_ns)
+                live.extra = {"links": (creator.span_id,)}
         except Exception as exc:
+            live.breakdown = None
             self.internal_error("starting a span breakdown", exc)
 
     def span_ended(self, live: Any) -> None:
-        snap = live.extra
-        if type(snap) is not _Snapshot:
-            self._pending_span_ended(live, snap)
+        at_start = live.breakdown
+        if at_start is None:
             return
-        # The snapshot (a dict) becomes the span's extra: no second dict per span.
         try:
-            st = snap.st
+            st, run0, sched0, io0, ex0, steps0 = at_start
             if st.ls.running is st and st.start_ns:
-                run0, sched0, io0, ex0, steps0 = snap.totals
                 nested = st.nested_ns
                 end = live.end_ns
                 run = st.run_ns + end - st.start_ns - nested - run0
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
-                snap["cpu_ns"] = run
-                snap["sched_wait_ns"] = sched
-                snap["io_wait_ns"] = io
-                snap["executor_ns"] = ex
-                snap["steps"] = st.steps - steps0 + 1
-                self._tally(live, end, run, sched, io, ex)
-            # else: ended in another task or thread than it started in: no breakdown
-            links = snap.links
-            if links:
-                snap["links"] = links
-            error = live.error
-            if error is not None and error[0] == "error":
-                snap["error_stack"] = self._error_stack(st)
-            if not snap:
-                live.extra = None
-        except Exception as exc:
-            live.extra = None
-            self.internal_error("ending a span breakdown", exc)
-
-    def _pending_span_ended(self, live: Any, extra: Any) -> None:
-        """End of a span that started in the step running now (no snapshot yet)."""
-        task = live.task
-        if task is None:
-            return
-        st = getattr(task, ATTR, None)
-        if type(st) is not TaskState:
-            st = task_state_of(task)
-            if st is None:
-                return
-        pending = st.pending
-        if not pending:
-            return
-        try:
-            last = pending[-1]
-            if last[0] is live:
-                del pending[-1]
-                nested0 = last[1]
-            else:
-                for i in range(len(pending) - 1, -1, -1):
-                    if pending[i][0] is live:
-                        nested0 = pending.pop(i)[1]
-                        break
-                else:
-                    return
-            if st.ls.running is st and st.start_ns:
-                sched = st.nested_ns - nested0
-                end = live.end_ns
-                run = end - live.start_ns - sched
-                out = {"cpu_ns": run, "sched_wait_ns": sched, "io_wait_ns": 0, "executor_ns": 0, "steps": 1}
-                name = live.name
-                entry = self.by_name.get(name)
+                live.breakdown = (run, sched, io, ex, st.steps - steps0 + 1)
+                entry = self.by_name.get(live.name)
                 if entry is None:
-                    entry = self._name_entry(name)
+                    entry = self._name_entry(live.name)
                 if entry is not None:
                     entry[0] += 1
                     entry[1] += end - live.start_ns
                     entry[2] += run
                     entry[3] += sched
-            else:
-                out = {}
+                    if io or ex:
+                        entry[4] += io
+                        entry[5] += ex
+            else:  # ended in another task or thread than it started in: no breakdown
+                live.breakdown = None
             error = live.error
             if error is not None and error[0] == "error":
-                out["error_stack"] = self._error_stack(st)
-            if extra:
-                out = {**extra, **out}
-            live.extra = out or None
+                extra = live.extra
+                stack = self._error_stack(st)
+                live.extra = {**extra, "error_stack": stack} if extra else {"error_stack": stack}
         except Exception as exc:
+            live.breakdown = None
             self.internal_error("ending a span breakdown", exc)
 
     def _name_entry(self, name: str) -> list[int] | None:
@@ -633,19 +584,6 @@ class SchedulerProbe:
             return None
         entry = self.by_name[name] = [0, 0, 0, 0, 0, 0]
         return entry
-
-    def _tally(self, live: Any, end: int, run: int, sched: int, io: int, ex: int) -> None:
-        by_name = self.by_name
-        entry = by_name.get(live.name)
-        if entry is None and len(by_name) < _MAX_NAMES:
-            entry = by_name[live.name] = [0, 0, 0, 0, 0, 0]
-        if entry is not None:
-            entry[0] += 1
-            entry[1] += end - live.start_ns
-            entry[2] += run
-            entry[3] += sched
-            entry[4] += io
-            entry[5] += ex
 
     def _error_stack(self, st: TaskState) -> str:
         lines = running_chain(StepCoro.send.__code__, skip=2)

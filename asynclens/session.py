@@ -46,6 +46,8 @@ NO_SINK_FLUSH_S = 1.0
 _NO_ERROR = ("ok", None, None)
 # Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
 _EXTRA_FIELDS = ("links", "remote_parent", "error_stack", "cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
+#: LiveSpan.breakdown, once the span ended under the scheduler probe: these fields, in order.
+_BREAKDOWN_FIELDS = ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
 _NO_EXTRA = ((), False, None, None, None, None, None, None)
 _EXTRA_DEFAULTS = dict(zip(_EXTRA_FIELDS, _NO_EXTRA))
 _extra_values = operator.itemgetter(*_EXTRA_FIELDS)  # of {**_EXTRA_DEFAULTS, **extra}: ~0.3 µs less per span
@@ -381,6 +383,10 @@ class Session:
         events = live.events
         error = live.error or _NO_ERROR
         extra = live.extra
+        breakdown = live.breakdown
+        if breakdown is not None and len(breakdown) == len(_BREAKDOWN_FIELDS):
+            values = dict(zip(_BREAKDOWN_FIELDS, breakdown))
+            extra = {**extra, **values} if extra else values
         return _make_span(
             live.name,
             live.trace_id,

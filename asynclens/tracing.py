@@ -111,6 +111,7 @@ class LiveSpan:
         "thread_id",
         "session",
         "extra",
+        "breakdown",
     )
 
     def __init__(self, session: Any, name: str, parent: LiveSpan | None, attrs: dict[str, Any] | None) -> None:
@@ -128,6 +129,9 @@ class LiveSpan:
         self.error: tuple[str, str, str] | None = None  # (status, type, message)
         self.end_ns = 0
         self.extra: Any = None
+        # the scheduler probe's: the task's running totals at start, then (cpu, sched
+        # wait, I/O wait, executor, steps) at end; None when no probe watched the span
+        self.breakdown: Any = None
         ident = get_ident()
         if _CACHE_LOOPS:  # _running_task's common case inlined
             ref = _loop_of_thread.get(ident)

@@ -521,9 +521,7 @@ def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: A
             clock.spend_cpu(MS)
             await asyncio.sleep(0)
             clock.spend_cpu(2 * MS)
-        assert probe.by_name["a"][0] == 1  # the pending list is drained as spans end
-        task = asyncio.current_task()
-        assert not getattr(task, ATTR).pending
+        assert probe.by_name["a"][0] == 1  # tallied as the span ends
 
     with capture(clock=clock, probes=[probe]) as cap:
         run(factory, main)
