@@ -61,12 +61,12 @@ class LoopState:
         "delays",
         "timer_lateness",
         "window_start",
-        "steps",
-        "window_steps",
+        "window_due",
+        "_window_ns",
+        "steps_before",
         "tasks",
         "window_tasks",
         "step_budget",
-        "window_ns",
         "emit",
         "_installed",
         "__weakref__",
@@ -84,12 +84,12 @@ class LoopState:
         self.delays: list[int] = []  # ready->run delays not yet folded into the histogram
         self.timer_lateness = Histogram()
         self.window_start = now()
-        self.steps = 0
-        self.window_steps = 0
+        self._window_ns = 1_000_000_000
+        self.window_due = self.window_start + self._window_ns  # steps from then on close the window
+        self.steps_before = 0  # steps of the windows already taken
         self.tasks = 0
         self.window_tasks = 0
         self.step_budget = 0  # TaskStep records still allowed
-        self.window_ns = 1_000_000_000
         self.emit: Callable[[Any], None] = probe.emit if probe is not None else (lambda record: None)
         self._installed: dict[str, Any] = {}
 
@@ -124,6 +124,21 @@ class LoopState:
     # ------------------------------------------------------------ windows
 
     @property
+    def window_ns(self) -> int:
+        """Length of a window: the first step after it closes the window."""
+        return self._window_ns
+
+    @window_ns.setter
+    def window_ns(self, ns: int) -> None:
+        self._window_ns = ns
+        self.window_due = self.window_start + ns
+
+    @property
+    def steps(self) -> int:
+        """Steps taken on this loop (every step records one ready->run delay)."""
+        return self.steps_before + self._ready_hist.count + len(self.delays)
+
+    @property
     def ready_delay(self) -> Histogram:
         """Ready->run delays of the current window (every step's, folded in)."""
         self.fold()
@@ -147,9 +162,11 @@ class LoopState:
         ready, timers = self.ready_delay, self.timer_lateness
         self._ready_hist = Histogram()
         self.timer_lateness = Histogram()
-        steps, tasks = self.window_steps, self.window_tasks
-        self.window_steps = self.window_tasks = 0
+        steps, tasks = ready.count, self.window_tasks
+        self.steps_before += steps
+        self.window_tasks = 0
         self.window_start = end_ns
+        self.window_due = end_ns + self._window_ns
         return ready, timers, steps, tasks
 
 
@@ -158,9 +175,9 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
         owner = getattr(callback, "__self__", None)
-        if owner is not None:
+        if isinstance(owner, _Task):  # a task's wake-up (other callbacks: no attribute lookup)
             st = getattr(owner, ATTR, None)
-            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+            if st is None:  # an eager task still inside create_task()
                 coro = owner.get_coro()
                 st = coro._st if type(coro) is StepCoro else None
             if type(st) is TaskState and not st.ready_ns and ls.active:
@@ -187,9 +204,9 @@ def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Call
 
     def _call_soon(callback: Any, args: Any, context: Any) -> Any:
         owner = getattr(callback, "__self__", None)
-        if owner is not None:
+        if isinstance(owner, _Task):  # a task's wake-up (other callbacks: no attribute lookup)
             st = getattr(owner, ATTR, None)
-            if st is None and isinstance(owner, _Task):  # an eager task still inside create_task()
+            if st is None:  # an eager task still inside create_task()
                 coro = owner.get_coro()
                 st = coro._st if type(coro) is StepCoro else None
             if type(st) is TaskState and not st.ready_ns and ls.active:
@@ -341,9 +358,8 @@ class TaskState:
         delays.append(delay)
         if len(delays) >= _FOLD_EVERY:
             ls.fold()
-        if t - ls.window_start >= ls.window_ns:
+        if t >= ls.window_due:
             ls.probe._snapshot(ls, t)
-        self.nested_ns = 0
         outer = ls.running
         self.outer = outer
         ls.running = self
@@ -357,8 +373,12 @@ class TaskState:
         start = self.start_ns
         elapsed = t - start
         nested = self.nested_ns
-        self.run_ns += elapsed - nested
-        self.sched_ns += nested
+        if nested:  # eager child steps ran inside this one: the task waited meanwhile
+            self.run_ns += elapsed - nested
+            self.sched_ns += nested
+            self.nested_ns = 0
+        else:
+            self.run_ns += elapsed
         self.steps += 1
         self.start_ns = 0
         self.last_end_ns = t
@@ -371,8 +391,6 @@ class TaskState:
         if outer is not None:  # an eager first step ran inside the outer task's step
             outer.nested_ns += elapsed
             self.outer = None
-        ls.steps += 1
-        ls.window_steps += 1
         if ls.step_budget > 0:
             ls.step_budget -= 1
             span = self.span
@@ -450,23 +468,24 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
         try:
             t = now()
             ready = st.ready_ns
-            st.ready_ns = 0
             last = st.last_end_ns
             if not ready or ready > t:
-                ready = t
-            elif last:
-                if ready < last:
-                    ready = last
-            elif ready < st.created_ns:
-                ready = st.created_ns
+                ready = t  # woken by nothing we saw: the whole gap was waiting
+            else:
+                st.ready_ns = 0
+                if last:
+                    if ready < last:
+                        ready = last
+                elif ready < st.created_ns:
+                    ready = st.created_ns
             delay = t - ready
             if last:
-                waited = ready - last
                 if st.jobs:
                     in_pool = st._executor_overlap(last, ready)
                     st.exec_ns += in_pool
-                    waited -= in_pool
-                st.io_ns += waited
+                    st.io_ns += ready - last - in_pool
+                else:
+                    st.io_ns += ready - last
             st.step_ready = ready
             st.sched_ns += delay
             if delay > st.max_sched_ns:
@@ -475,9 +494,8 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
             delays.append(delay)
             if len(delays) >= _FOLD_EVERY:
                 ls.fold()
-            if t - ls.window_start >= ls.window_ns:
+            if t >= ls.window_due:
                 ls.probe._snapshot(ls, t)
-            st.nested_ns = 0
             st.outer = ls.running
             ls.running = st
             st.start_ns = t
@@ -497,8 +515,12 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
                 t = now()
                 elapsed = t - st.start_ns
                 nested = st.nested_ns
-                st.run_ns += elapsed - nested
-                st.sched_ns += nested
+                if nested:
+                    st.run_ns += elapsed - nested
+                    st.sched_ns += nested
+                    st.nested_ns = 0
+                else:
+                    st.run_ns += elapsed
                 st.steps += 1
                 st.start_ns = 0
                 st.last_end_ns = t
@@ -507,8 +529,6 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
                 if outer is not None:  # an eager first step ran inside the outer task's step
                     outer.nested_ns += elapsed
                     st.outer = None
-                ls.steps += 1
-                ls.window_steps += 1
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         return result

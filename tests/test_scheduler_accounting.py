@@ -349,16 +349,26 @@ def test_stdlib_loops_hook_the_private_call_soon_and_others_the_public_one(clock
             assert name in loop.__dict__ and {"call_later", "call_at"} <= set(loop.__dict__)
             st = TaskState(ls, clock.now_ns())
             st.ready_ns = 0
+            other = TaskState(ls, clock.now_ns())
+            other.ready_ns = 0
 
-            class Owner:
-                _asynclens_sched = st
+            class Owner:  # not a task: its callbacks are no wake-ups
+                _asynclens_sched = other
 
                 def wake(self) -> None:
                     pass
 
+            async def idle() -> None:
+                pass
+
+            task = loop.create_task(idle())
+            task._asynclens_sched = st  # type: ignore[attr-defined]
             clock.advance(MS)
+            loop.call_soon(task.get_name)
             loop.call_soon(Owner().wake)
-            assert st.ready_ns == clock.now_ns()  # the wake-up was stamped
+            assert st.ready_ns == clock.now_ns()  # the task's wake-up was stamped
+            assert other.ready_ns == 0
+            loop.run_until_complete(task)
             ls.remove(loop)
             assert not {"call_soon", "_call_soon", "call_later", "call_at"} & set(loop.__dict__)
         finally:
