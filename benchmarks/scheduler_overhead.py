@@ -294,6 +294,7 @@ def throughput(loops: list[str], rounds: int, seconds: float, clients: int) -> N
     off = {"lag": False, "track_handles": False, "scheduler": False}
     variants: dict[str, Any] = {
         "bare": Variant(),
+        "pure-Python floor (python_floor.py)": Variant(setup="python_floor:setup", wrap="python_floor:span"),
         "asynclens spans": Variant(
             setup="echo_service:asynclens_session", options=off, wrap="echo_service:asynclens_span"
         ),
