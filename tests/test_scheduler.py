@@ -521,7 +521,7 @@ def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: A
             clock.spend_cpu(MS)
             await asyncio.sleep(0)
             clock.spend_cpu(2 * MS)
-        assert probe.by_name["a"][0] == 1  # tallied as the span ends
+        assert probe.by_name["a"].totals()[:3] == (1, 3 * MS, 3 * MS)  # tallied as the span ends
 
     with capture(clock=clock, probes=[probe]) as cap:
         run(factory, main)
@@ -531,6 +531,40 @@ def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: A
     assert breakdown(spans["failing"]) == (MS, 0, 0, 0) and "test_scheduler" in (spans["failing"].error_stack or "")
     assert spans["across"].cpu_ns == 3 * MS and spans["across"].steps == 2
     assert sum(breakdown(spans["across"])) == spans["across"].duration_ns  # type: ignore[arg-type]
+
+
+def test_breakdown_by_name_sums_every_span_across_folds(factory: Any) -> None:
+    """The per-name tally appends breakdowns and sums them in bulk: nothing is lost at a
+    fold, and the wall time it reports is the spans' own."""
+    clock = FakeClock()
+    probe = SchedulerProbe()
+    count = 3 * 256 + 7  # three folds on the way and a remainder folded when read
+
+    async def main() -> None:
+        fut = asyncio.get_running_loop().create_future()
+
+        async def waker() -> None:
+            await asyncio.sleep(0)
+            clock.advance(2 * MS)  # the "I/O" the last span waits for
+            fut.set_result(None)
+
+        for _ in range(count - 1):
+            with asynclens.span("quick"):
+                clock.spend_cpu(MS)
+        helper = asyncio.ensure_future(waker())
+        async with asynclens.span("quick"):
+            await fut
+            clock.spend_cpu(MS)
+        await helper
+
+    with capture(clock=clock, probes=[probe]) as cap:
+        run(factory, main)
+    walls = sum(s.duration_ns for s in cap.spans if s.name == "quick")
+    runs = sum(s.cpu_ns or 0 for s in cap.spans if s.name == "quick")
+    count_, wall, run_, sched, io, ex = probe.by_name["quick"].totals()
+    assert (count_, wall, run_, ex) == (count, walls, runs, 0)
+    assert run_ == count * MS and io == 2 * MS and sched + io + run_ == wall
+    assert f"{count}× quick " in cap.session.summary()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
