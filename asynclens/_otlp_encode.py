@@ -37,7 +37,7 @@ _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
 _AGGREGATION_CUMULATIVE = 2
 
-_BREAKDOWN = ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps")
+_BREAKDOWN = ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps", "max_sched_wait_ns")
 
 
 def to_unix_offset(info: Any) -> int:

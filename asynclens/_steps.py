@@ -292,6 +292,7 @@ class TaskState:
         "cpu_ns",
         "cpu_start",
         "max_sched_ns",
+        "max_sched_earlier",
         "nested_ns",
         "step_ready",
         "outer",
@@ -318,7 +319,10 @@ class TaskState:
         self.steps = 0
         self.cpu_ns = 0
         self.cpu_start = 0
+        # Longest ready->run wait since the innermost open span started (since the task
+        # started when none is open); the longest before that is in max_sched_earlier.
         self.max_sched_ns = 0
+        self.max_sched_earlier = 0
         self.nested_ns = 0  # eager child steps run inside the current step
         self.step_ready = 0
         self.outer: TaskState | None = None
@@ -405,6 +409,10 @@ class TaskState:
                     span.span_id if span is not None else None,
                 )
             )
+
+    def longest_sched_ns(self) -> int:
+        """The longest single ready->run wait of the task's life so far."""
+        return max(self.max_sched_ns, self.max_sched_earlier)
 
     def _executor_overlap(self, begin: int, end: int) -> int:
         """How much of ``[begin, end]`` the task's pool jobs covered (their union)."""

@@ -245,6 +245,8 @@ class Span(Record):
     io_wait_ns: int | None = None
     executor_ns: int | None = None
     steps: int | None = None
+    #: the longest single ready->run wait of the span's task while the span was open
+    max_sched_wait_ns: int | None = None
 
     @property
     def duration_ns(self) -> int:

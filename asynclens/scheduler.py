@@ -60,7 +60,7 @@ class NameTally:
 
     def __init__(self) -> None:
         self.count = self.run = self.sched = self.io = self.executor = 0
-        self.recent: list[tuple[int, int, int, int, int]] = []  # (cpu, sched, io, executor, steps)
+        self.recent: list[tuple[int, ...]] = []  # (cpu, sched, io, executor, steps, longest wait)
 
     def fold(self) -> None:
         """Sum the breakdowns appended so far. Slicing, then deleting exactly what was
@@ -70,7 +70,7 @@ class NameTally:
         if n:
             taken = recent[:n]
             del recent[:n]
-            run, sched, io, executor, _steps = zip(*taken)
+            run, sched, io, executor = list(zip(*taken))[:4]
             self.count += n
             self.run += sum(run)
             self.sched += sum(sched)
@@ -427,7 +427,7 @@ class SchedulerProbe:
             if (
                 state == "done"
                 and t - st.created_ns < self.notable_ns
-                and st.max_sched_ns < self.notable_ns
+                and st.longest_sched_ns() < self.notable_ns
                 and (span is None or not span.end_ns)
             ):
                 self.tasks_unrecorded += 1
@@ -447,8 +447,9 @@ class SchedulerProbe:
             after = t - span.end_ns
             inherited = after >= self.worker_after_ns and after >= 10 * (span.end_ns - span.start_ns)
             self._note_outlived(name, span.name, after, inherited)
-        if st.max_sched_ns > self._worst_sched[0]:
-            self._worst_sched = (st.max_sched_ns, name)
+        longest = st.longest_sched_ns()
+        if longest > self._worst_sched[0]:
+            self._worst_sched = (longest, name)
         parent_name = None
         if st.parent is not None:
             parent = st.parent()
@@ -465,7 +466,7 @@ class SchedulerProbe:
                 st.steps,
                 st.cpu_ns if st.ls.cpu is not None else st.run_ns,
                 st.sched_ns,
-                st.max_sched_ns,
+                longest,
                 st.parent_task_id,
                 span.trace_id if span is not None else None,
                 span.span_id if span is not None else None,
@@ -564,8 +565,14 @@ class SchedulerProbe:
         if not step_start or st.ls.running is not st:
             return
         try:
-            # the task's running totals at the span's start (inside the running step)
+            # the task's running totals at the span's start (inside the running step), and
+            # its longest ready->run wait so far, which restarts from 0 for the span
             nested = st.nested_ns
+            longest = st.max_sched_ns
+            if longest:
+                if longest > st.max_sched_earlier:
+                    st.max_sched_earlier = longest
+                st.max_sched_ns = 0
             live.breakdown = (
                 st,
                 st.run_ns + live.start_ns - step_start - nested,
@@ -573,6 +580,7 @@ class SchedulerProbe:
                 st.io_ns,
                 st.exec_ns,
                 st.steps,
+                longest,
             )
             creator = st.span
             if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
@@ -589,7 +597,7 @@ class SchedulerProbe:
         if at_start is None:
             return
         try:
-            st, run0, sched0, io0, ex0, steps0 = at_start
+            st, run0, sched0, io0, ex0, steps0, longest0 = at_start
             if st.ls.running is st and st.start_ns:
                 nested = st.nested_ns
                 end = live.end_ns
@@ -597,7 +605,10 @@ class SchedulerProbe:
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
-                breakdown = live.breakdown = (run, sched, io, ex, st.steps - steps0 + 1)
+                longest = st.max_sched_ns
+                if longest0 > longest:  # what an enclosing span had seen before this one
+                    st.max_sched_ns = longest0
+                breakdown = live.breakdown = (run, sched, io, ex, st.steps - steps0 + 1, longest)
                 tally = self.by_name.get(live.name)
                 if tally is None:
                     tally = self._name_tally(live.name)

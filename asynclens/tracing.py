@@ -130,7 +130,7 @@ class LiveSpan:
         self.end_ns = 0
         self.extra: Any = None
         # the scheduler probe's: the task's running totals at start, then (cpu, sched
-        # wait, I/O wait, executor, steps) at end; None when no probe watched the span
+        # wait, I/O wait, executor, steps, longest wait) at end; None when no probe watched
         self.breakdown: Any = None
         ident = get_ident()
         if _CACHE_LOOPS:  # _running_task's common case inlined

@@ -69,6 +69,7 @@ def request_spans() -> list[Span]:
             io_wait_ns=40 * MS,
             executor_ns=10 * MS,
             steps=4,
+            max_sched_wait_ns=3 * MS,
         ),
         span("<script>alert(1)</script>", 7, None, 82, 90, trace=2, task="Task-4", attrs={"q": "</script><b>x</b>"}),
         span(

@@ -104,6 +104,7 @@ def test_full_run_conforms_and_shows_every_kind() -> None:
     handler = by_name[("X", "GET /user")][0]
     assert handler["ts"] == 5000.0 and handler["dur"] == 75000.0  # µs from the session start
     assert handler["args"]["cpu_ms"] == 15.0 and handler["args"]["steps"] == 4
+    assert handler["args"]["max_sched_wait_ms"] == 3.0
     error = by_name[("X", "boom")][0]
     assert error["args"]["status"] == "error" and error["args"]["error"] == "ValueError: bad <input>"
     stall = next(e for e in events if e["ph"] == "i")

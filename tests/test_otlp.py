@@ -60,12 +60,14 @@ def test_span_details_become_attributes_events_status_and_flags() -> None:
         attrs=MappingProxyType({"span.kind": "server", "http.response.status_code": 500}),
         events=(SpanEvent("http.response.start", 150, MappingProxyType({"n": 1})),),
         remote_parent=True, cpu_ns=50, sched_wait_ns=20, io_wait_ns=130, executor_ns=0, steps=3, task="Task-1",
+        max_sched_wait_ns=15,
     )
     (out,) = spans_of(encode_spans([err], resource=RES))
     assert out["kind"] == 2  # SERVER, and span.kind is not left as an attribute
     attrs = attrs_of(out)
     assert "span.kind" not in attrs and attrs["http.response.status_code"] == "500"
     assert attrs["asynclens.cpu_ns"] == "50" and attrs["asynclens.io_wait_ns"] == "130" and attrs["asynclens.task"] == "Task-1"
+    assert attrs["asynclens.max_sched_wait_ns"] == "15"
     assert out["status"] == {"code": 2, "message": "KeyError: 'x'"}
     assert [e["name"] for e in out["events"]] == ["http.response.start", "exception"]
     assert attrs_of(out["events"][1]) == {"exception.type": "KeyError", "exception.message": "'x'", "exception.stacktrace": "a.py:1 in f"}

@@ -533,6 +533,44 @@ def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: A
     assert sum(breakdown(spans["across"])) == spans["across"].duration_ns  # type: ignore[arg-type]
 
 
+def test_a_span_records_its_longest_ready_wait(factory: Any) -> None:
+    """Per-span maximum of the ready->run delay: only wake-ups while the span is open,
+    an inner span's own, the enclosing span still seeing it; the task keeps its life's."""
+    clock = FakeClock()
+    probe = SchedulerProbe()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(4)]
+
+        async def victim() -> None:
+            await futures[0]  # woken, then kept waiting 50 ms before any span
+            async with asynclens.span("outer"):
+                await futures[1]  # 20 ms
+                async with asynclens.span("inner"):
+                    await futures[2]  # 5 ms
+                await futures[3]  # 7 ms
+            with asynclens.span("one step"):
+                clock.spend_cpu(MS)
+
+        async def waker() -> None:
+            for future, hold in zip(futures, (50, 20, 5, 7)):
+                await asyncio.sleep(0)
+                future.set_result(None)
+                clock.spend_cpu(hold * MS)  # the victim is ready meanwhile
+
+        await asyncio.gather(asyncio.create_task(victim(), name="victim"), waker())
+
+    with capture(clock=clock, probes=[probe]) as cap:
+        run(factory, main)
+    spans = spans_by_name(cap.records)
+    assert spans["outer"].max_sched_wait_ns == 20 * MS
+    assert spans["inner"].max_sched_wait_ns == 5 * MS
+    assert spans["one step"].max_sched_wait_ns == 0
+    assert spans["outer"].sched_wait_ns == 32 * MS
+    assert tasks_by_name(cap.records)["victim"].max_sched_wait_ns == 50 * MS
+
+
 def test_breakdown_by_name_sums_every_span_across_folds(factory: Any) -> None:
     """The per-name tally appends breakdowns and sums them in bulk: nothing is lost at a
     fold, and the wall time it reports is the spans' own."""

@@ -379,7 +379,7 @@ def _span_args(span: Any) -> dict[str, Any]:
         args["status"] = span.status
         if span.error_type:
             args["error"] = f"{span.error_type}: {span.error_message}" if span.error_message else span.error_type
-    for name in ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns"):
+    for name in ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "max_sched_wait_ns"):
         value = getattr(span, name, None)
         if value is not None:
             args[name[:-3] + "_ms"] = _ms(value)
