@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -32,7 +33,7 @@ from ._attrs import remove_instance_attr
 from .records import TaskStep
 from .stats import Histogram
 
-__all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed"]
+__all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed", "take_all"]
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
@@ -145,16 +146,10 @@ class LoopState:
         return self._ready_hist
 
     def fold(self) -> None:
-        """Fold the delays collected by steps into the window's histogram.
-
-        Steps only append to a list (a histogram ``record`` per step costs ~0.3 µs);
-        slicing then deleting exactly what was taken loses nothing even if the
-        loop thread appends meanwhile (a reader on another thread)."""
-        delays = self.delays
-        n = len(delays)
-        if n:
-            taken = delays[:n]
-            del delays[:n]
+        """Fold the delays collected by steps into the window's histogram (steps only
+        append to a list: a histogram ``record`` per step costs ~0.3 µs)."""
+        taken = take_all(self.delays)
+        if taken:
             self._ready_hist.record_many(taken)
 
     def window(self, end_ns: int) -> tuple[Histogram, Histogram, int, int]:
@@ -168,6 +163,19 @@ class LoopState:
         self.window_start = end_ns
         self.window_due = end_ns + self._window_ns
         return ready, timers, steps, tasks
+
+
+_take_lock = threading.Lock()
+
+
+def take_all(items: list[Any]) -> list[Any]:
+    """Remove and return what ``items`` holds, while its owner thread may append to it
+    and a reader on another thread may take too: each item is taken exactly once."""
+    with _take_lock:
+        n = len(items)
+        taken = items[:n]
+        del items[:n]
+    return taken
 
 
 def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:

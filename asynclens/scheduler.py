@@ -38,7 +38,7 @@ from ._asyncstack import format_frame, running_chain, task_stack
 from ._context import current_span as _span_var
 from ._gc import GcWatcher
 from ._patch import Patch
-from ._steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
+from ._steps import ATTR, LoopState, StepCoro, TaskState, take_all, task_state_of
 from ._summary import format_ns
 from .records import ExecutorJob, SchedSnapshot, TaskRecord, fast_constructor
 from .stats import Histogram
@@ -48,7 +48,11 @@ __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_cha
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MAX_NAMES = 1000
-_FOLD_EVERY = 256  # span breakdowns kept per name before they are summed
+_MAX_JOBS_PER_TASK = 64
+_make_task_record = fast_constructor(TaskRecord)
+_INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
+_span_get = _span_var.get
+_TALLY_FOLD_EVERY = 256  # span breakdowns kept per name before they are summed
 
 
 class NameTally:
@@ -63,15 +67,11 @@ class NameTally:
         self.recent: list[tuple[int, ...]] = []  # (cpu, sched, io, executor, steps, longest wait)
 
     def fold(self) -> None:
-        """Sum the breakdowns appended so far. Slicing, then deleting exactly what was
-        taken, loses nothing if the span's thread appends meanwhile (a reader elsewhere)."""
-        recent = self.recent
-        n = len(recent)
-        if n:
-            taken = recent[:n]
-            del recent[:n]
+        """Sum the breakdowns appended so far."""
+        taken = take_all(self.recent)
+        if taken:
             run, sched, io, executor = list(zip(*taken))[:4]
-            self.count += n
+            self.count += len(taken)
             self.run += sum(run)
             self.sched += sum(sched)
             self.io += sum(io)
@@ -89,10 +89,6 @@ class NameTally:
             self.io,
             self.executor,
         )
-_MAX_JOBS_PER_TASK = 64
-_make_task_record = fast_constructor(TaskRecord)
-_INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
-_span_get = _span_var.get
 _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 
@@ -615,7 +611,7 @@ class SchedulerProbe:
                 if tally is not None:
                     recent = tally.recent
                     recent.append(breakdown)
-                    if len(recent) >= _FOLD_EVERY:
+                    if len(recent) >= _TALLY_FOLD_EVERY:
                         tally.fold()
             else:  # ended in another task or thread than it started in: no breakdown
                 live.breakdown = None

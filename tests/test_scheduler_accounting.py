@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from asynclens._clock import FakeClock
-from asynclens._steps import LoopState, StepCoro, TaskState, Timed
+from asynclens._steps import LoopState, StepCoro, TaskState, Timed, take_all
 
 MS = 1_000_000
 
@@ -373,3 +373,24 @@ def test_stdlib_loops_hook_the_private_call_soon_and_others_the_public_one(clock
             assert not {"call_soon", "_call_soon", "call_later", "call_at"} & set(loop.__dict__)
         finally:
             loop.close()
+
+
+def test_take_all_takes_each_item_once_while_another_thread_appends() -> None:
+    import threading
+
+    items: list[int] = []
+    taken: list[int] = []
+    done = threading.Event()
+
+    def producer() -> None:
+        for i in range(20_000):
+            items.append(i)
+        done.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    while not done.is_set():
+        taken.extend(take_all(items))
+    thread.join()
+    taken.extend(take_all(items))
+    assert taken == list(range(20_000)) and items == []
