@@ -18,6 +18,7 @@ import sys
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from random import getrandbits
+import threading
 from threading import get_ident
 from types import FunctionType, TracebackType
 from typing import Any, TypeVar, overload
@@ -88,6 +89,7 @@ def set_span_observer(observer: Any) -> None:
 
 
 _thread_ids: dict[int, int] = {}
+_new_id_lock = threading.Lock()
 
 
 class LiveSpan:
@@ -100,7 +102,7 @@ class LiveSpan:
     __slots__ = (
         "name",
         "_trace_id",
-        "span_id",
+        "_span_id",
         "parent_id",
         "start_ns",
         "end_ns",
@@ -117,11 +119,16 @@ class LiveSpan:
     def __init__(self, session: Any, name: str, parent: LiveSpan | None, attrs: dict[str, Any] | None) -> None:
         self.session = session
         self.name = name
-        self.span_id = getrandbits(64) or 1
+        self._span_id: int | None = None  # made when first asked for (see span_id)
         if parent is None:
             self._trace_id: int | None = None  # made when first asked for (see trace_id)
             self.parent_id = None
-        else:
+        elif type(parent) is LiveSpan:  # the parent's ids, made once by its first child
+            trace_id = parent._trace_id
+            self._trace_id = trace_id if trace_id is not None else parent.trace_id
+            parent_id = parent._span_id
+            self.parent_id = parent_id if parent_id is not None else parent.span_id
+        else:  # a remote parent (propagation.SpanContext)
             self._trace_id = parent.trace_id
             self.parent_id = parent.span_id
         self.attrs = attrs
@@ -153,14 +160,28 @@ class LiveSpan:
         until then does not hold a 128-bit int in the buffer (44 bytes)."""
         trace_id = self._trace_id
         if trace_id is None:
-            # Asked for by the span's own thread, or by the watchdog while that thread
-            # is blocked in user code: never by two threads at once in practice.
-            trace_id = self._trace_id = getrandbits(128) or 1
+            with _new_id_lock:  # the span's thread, the flusher and the watchdog may ask at once
+                trace_id = self._trace_id
+                if trace_id is None:
+                    trace_id = self._trace_id = getrandbits(128) or 1
         return trace_id
 
     @trace_id.setter
     def trace_id(self, value: int) -> None:
         self._trace_id = value
+
+    @property
+    def span_id(self) -> int:
+        """The 64-bit span id, made when first asked (by a child, ``inject()``, a probe
+        attributing something to the span, or when the session freezes it): a span
+        that is only aggregated never draws one, nor holds it in the buffer (36 bytes)."""
+        span_id = self._span_id
+        if span_id is None:
+            with _new_id_lock:
+                span_id = self._span_id
+                if span_id is None:
+                    span_id = self._span_id = getrandbits(64) or 1
+        return span_id
 
     @property
     def status(self) -> str:

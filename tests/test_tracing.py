@@ -502,3 +502,27 @@ def test_a_root_makes_its_trace_id_when_first_asked_and_children_share_it() -> N
     by_name = {s.name: s for s in cap.spans}
     assert by_name["lonely"].trace_id > 0  # made when the session froze the span
     assert by_name["child"].trace_id == by_name["root"].trace_id != by_name["lonely"].trace_id
+
+
+def test_a_span_makes_its_span_id_when_first_asked_once_for_every_asker() -> None:
+    import threading
+
+    with capture() as cap:
+        with asynclens.span("lonely") as lonely:
+            assert lonely._span_id is None  # nothing asked yet: no 64-bit int held
+        with asynclens.span("root") as root:
+            with asynclens.span("child") as first, asynclens.span("grandchild") as second:
+                pass
+            asked = root.span_id
+        with asynclens.span("contended") as contended:
+            seen: list[int] = []
+            threads = [threading.Thread(target=lambda: seen.append(contended.span_id)) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    by_name = {s.name: s for s in cap.spans}
+    assert by_name["lonely"].span_id > 0  # made when the session froze the span
+    assert first.parent_id == asked == by_name["root"].span_id == by_name["child"].parent_id
+    assert second.parent_id == first.span_id == by_name["child"].span_id
+    assert len(set(seen)) == 1 and seen[0] == by_name["contended"].span_id
