@@ -53,6 +53,8 @@ _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
 _TALLY_FOLD_EVERY = 256  # span breakdowns kept per name before they are summed
+_get_running_loop = asyncio.events._get_running_loop
+_current_task = asyncio.current_task
 
 
 class NameTally:
@@ -89,8 +91,6 @@ class NameTally:
             self.io,
             self.executor,
         )
-_get_running_loop = asyncio.events._get_running_loop
-_current_task = asyncio.current_task
 
 
 class SchedulerStatistics(dict):  # type: ignore[type-arg]
