@@ -192,6 +192,8 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
                 t = now()
                 origin = ls.origin
                 st.ready_ns = origin if 0 < origin < t else t
+        if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
+            return original(callback, args[0], context=context)
         return original(callback, *args, context=context)
 
     return call_soon

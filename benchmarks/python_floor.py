@@ -82,6 +82,8 @@ async def setup() -> Any:
             owner = getattr(callback, "__self__", None)
             if isinstance(owner, task_type):
                 owner.ready_ns = perf_counter_ns()
+            if len(args) == 1:  # no argument dict for the common call
+                return original(callback, args[0], context=context)
             return original(callback, *args, context=context)
 
     setattr(loop, name, stamp)

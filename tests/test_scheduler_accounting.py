@@ -368,7 +368,11 @@ def test_stdlib_loops_hook_the_private_call_soon_and_others_the_public_one(clock
             loop.call_soon(Owner().wake)
             assert st.ready_ns == clock.now_ns()  # the task's wake-up was stamped
             assert other.ready_ns == 0
+            calls: list[tuple[Any, ...]] = []
+            for args in ((), (1,), (1, 2)):  # forwarded whatever their number
+                loop.call_soon(lambda *a: calls.append(a), *args)
             loop.run_until_complete(task)
+            assert calls == [(), (1,), (1, 2)]
             ls.remove(loop)
             assert not {"call_soon", "_call_soon", "call_later", "call_at"} & set(loop.__dict__)
         finally:
