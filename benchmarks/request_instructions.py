@@ -17,7 +17,6 @@ minute: every run is some 50 times slower under callgrind.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -26,43 +25,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONFIGS = ["bare", "floor", "spans", "scheduler", "spans+scheduler", "all"]
+sys.path.insert(0, HERE)
+
+import scheduler_overhead  # noqa: E402
 
 
 def _child(config: str, requests: int, loop_name: str) -> None:
     """The measured run: ``requests`` echo-like requests in one configuration."""
-    sys.path.insert(0, HERE)
-    import scheduler_overhead
-
-    factory = scheduler_overhead._loops()[loop_name]
-    if config != "floor":
-        scheduler_overhead._per_request(factory, config, requests)
-        return
-    import python_floor
-
-    async def echo(data: bytes) -> bytes:
-        return data
-
-    handler = python_floor.span(echo)
-
-    async def main() -> None:
-        async with python_floor.setup():
-            loop = asyncio.get_running_loop()
-
-            async def serve(k: int) -> None:
-                for _ in range(k):
-                    future = loop.create_future()
-                    loop.call_soon(future.set_result, b"x")
-                    await handler(await future)
-
-            await asyncio.ensure_future(serve(requests // 10))  # tasks: made by the floor's factory
-            await asyncio.ensure_future(serve(requests))
-
-    loop = factory()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    scheduler_overhead._per_request(scheduler_overhead._loops()[loop_name], config, requests)
 
 
 def _instructions(config: str, requests: int, loop_name: str) -> int:
@@ -89,14 +59,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("request_instructions.py: valgrind is not on the PATH (Debian: apt-get install valgrind)")
+    configs = list(scheduler_overhead._REQUEST_CONFIGS)
     n = args.requests
-    jobs = [(config, count) for config in CONFIGS for count in (n, 2 * n)]
+    jobs = [(config, count) for config in configs for count in (n, 2 * n)]
     with ThreadPoolExecutor(2) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], args.loop), jobs)))
     print(f"Python {sys.version.split()[0]}, {args.loop} loop: instructions per echo-like request (callgrind, {n} vs {2 * n})")
     print(f"{'config':<18} {'instructions':>12} {'added':>9}")
     base = None
-    for config in CONFIGS:
+    for config in configs:
         per = (counts[(config, 2 * n)] - counts[(config, n)]) / n
         base = per if base is None else base
         print(f"{config:<18} {per:>12,.0f} {per - base:>+9,.0f}")

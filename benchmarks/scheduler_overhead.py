@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -185,12 +186,15 @@ def per_operation(repeats: int, steps: int) -> None:
 
 # ------------------------------------------------- 2b. echo-like request, in process
 
-_REQUEST_CONFIGS: dict[str, tuple[dict[str, bool], bool]] = {
-    "bare": ({"lag": False, "track_handles": False, "scheduler": False}, False),
-    "spans": ({"lag": False, "track_handles": False, "scheduler": False}, True),
-    "scheduler": ({"lag": False, "track_handles": False, "scheduler": True}, False),
-    "spans+scheduler": ({"lag": False, "track_handles": False, "scheduler": True}, True),
-    "all": ({"lag": True, "track_handles": True, "scheduler": True}, True),
+_OFF = {"lag": False, "track_handles": False, "scheduler": False}
+#: name -> (session options, or None for no session; the request handler's wrapper)
+_REQUEST_CONFIGS: dict[str, tuple[dict[str, bool] | None, str | None]] = {
+    "bare": (None, None),
+    "floor": (None, "floor"),  # python_floor.py: the least a pure-Python probe can do
+    "spans": (_OFF, "trace"),
+    "scheduler": ({**_OFF, "scheduler": True}, None),
+    "spans+scheduler": ({**_OFF, "scheduler": True}, "trace"),
+    "all": ({"lag": True, "track_handles": True, "scheduler": True}, "trace"),
 }
 
 
@@ -199,16 +203,24 @@ def _per_request(factory: Callable[[], asyncio.AbstractEventLoop], config: str, 
     one ``call_soon`` wake-up, like a connection task woken by its reader), then the
     request handler (traced or not). Process CPU includes the session's flusher thread
     and the flush of whatever is still buffered at the end."""
-    options, traced = _REQUEST_CONFIGS[config]
+    options, wrap = _REQUEST_CONFIGS[config]
 
     async def echo(data: bytes) -> bytes:
         return data
 
-    handler = asynclens.trace(name="echo")(echo) if traced else echo
+    handler: Callable[[bytes], Any] = echo
+    probes: Any = contextlib.nullcontext()
+    if wrap == "trace":
+        handler = asynclens.trace(name="echo")(echo)
+    elif wrap == "floor":
+        import python_floor
+
+        handler = python_floor.span(echo)
+        probes = python_floor.setup()
     loop = factory()
     try:
-        session = asynclens.session(buffer_limit=2 * n, **options) if config != "bare" else None
-        with session if session is not None else _nothing():
+        session = asynclens.session(buffer_limit=2 * n, **options) if options is not None else None
+        with session if session is not None else contextlib.nullcontext():
 
             async def main() -> float:
                 lp = asyncio.get_running_loop()
@@ -219,26 +231,19 @@ def _per_request(factory: Callable[[], asyncio.AbstractEventLoop], config: str, 
                         lp.call_soon(fut.set_result, b"x")
                         await handler(await fut)
 
-                await serve(n // 10)  # warm-up
-                if session is not None:
-                    session.flush()
-                c0 = time.process_time()
-                await serve(n)
-                if session is not None:  # what is still buffered costs its flush too
-                    session.flush()
-                return (time.process_time() - c0) / n * 1e6
+                async with probes:  # the serving task is made inside: the floor's factory makes it
+                    await asyncio.ensure_future(serve(n // 10))  # warm-up
+                    if session is not None:
+                        session.flush()
+                    c0 = time.process_time()
+                    await asyncio.ensure_future(serve(n))
+                    if session is not None:  # what is still buffered costs its flush too
+                        session.flush()
+                    return (time.process_time() - c0) / n * 1e6
 
             return loop.run_until_complete(main())
     finally:
         loop.close()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def per_request(repeats: int, n: int) -> None:
