@@ -165,7 +165,7 @@ class LoopState:
         return ready, timers, steps, tasks
 
 
-_take_lock = threading.Lock()
+_take_lock = threading.RLock()  # re-entrant: a gc callback or finalizer may run inside
 
 
 def take_all(items: list[Any]) -> list[Any]:

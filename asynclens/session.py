@@ -64,6 +64,16 @@ _extra_values = operator.itemgetter(*_EXTRA_FIELDS)  # of {**_EXTRA_DEFAULTS, **
 _make_span = fast_constructor(Span)
 
 
+class _ReentrantEvent(threading.Event):
+    """An Event whose set() may run again inside itself on the same thread (a gc callback
+    that emits a record while this thread is in set() or wait()): a plain Event would
+    deadlock on its own lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
+
+
 class SessionError(RuntimeError):
     """A session was used the wrong way (e.g. two sessions at once)."""
 
@@ -182,10 +192,13 @@ class Session:
         self._disabled: set[int] = set()
         self._internal_errors = 0
         self._logged: set[str] = set()
-        self._count_lock = threading.Lock()
+        # emit() runs wherever a record is made, also inside a gc callback or a weakref
+        # callback, which from 3.12 may run at any bytecode boundary, even while this same
+        # thread is inside emit(): the locks emit() takes are re-entrant.
+        self._count_lock = threading.RLock()
         self._flush_lock = threading.RLock()
         self._stop_flusher = threading.Event()
-        self._wake = threading.Event()  # set by the hot path at _wake_at buffered items, or by close()
+        self._wake = _ReentrantEvent()  # set by the hot path at _wake_at buffered items, or by close()
         self._wake_at = -1  # a buffer length: never, unless start() says otherwise
         self._flusher: threading.Thread | None = None
         self._watcher = LoopWatcher(self._attach_loop)

@@ -89,7 +89,9 @@ def set_span_observer(observer: Any) -> None:
 
 
 _thread_ids: dict[int, int] = {}
-_new_id_lock = threading.Lock()
+#: Re-entrant: from 3.12 a collection runs at any bytecode boundary, also while an id is
+#: being made, and asynclens's gc callback asks the current span for its ids.
+_new_id_lock = threading.RLock()
 
 
 class LiveSpan:
@@ -163,7 +165,10 @@ class LiveSpan:
             with _new_id_lock:  # the span's thread, the flusher and the watchdog may ask at once
                 trace_id = self._trace_id
                 if trace_id is None:
-                    trace_id = self._trace_id = getrandbits(128) or 1
+                    made = getrandbits(128) or 1
+                    trace_id = self._trace_id  # made meanwhile by a gc callback on this thread?
+                    if trace_id is None:
+                        trace_id = self._trace_id = made
         return trace_id
 
     @trace_id.setter
@@ -180,7 +185,10 @@ class LiveSpan:
             with _new_id_lock:
                 span_id = self._span_id
                 if span_id is None:
-                    span_id = self._span_id = getrandbits(64) or 1
+                    made = getrandbits(64) or 1
+                    span_id = self._span_id  # made meanwhile by a gc callback on this thread?
+                    if span_id is None:
+                        span_id = self._span_id = made
         return span_id
 
     @property

@@ -291,3 +291,27 @@ def test_a_failing_flush_is_counted_and_the_flusher_keeps_going() -> None:
             pass
         assert second_flushed.wait(5)  # by the same flusher thread: it survived the failure
     assert s.statistics().internal_errors == 1
+
+
+def test_emit_may_run_inside_itself_on_one_thread() -> None:
+    """A gc or weakref callback may emit while its thread is already inside emit() (from
+    3.12 a collection runs at any bytecode boundary): neither waking the flusher nor
+    counting a drop may deadlock on the thread's own lock."""
+    import threading
+
+    s = asynclens.session(flush_interval=3600, **NO_PROBES)  # not started: no flusher to wait on
+    s._limit, s._wake_at = 2, 0
+    done = threading.Event()
+
+    def reenter() -> None:
+        with s._wake._cond, s._count_lock:  # as if interrupted inside set() and a drop
+            s._wake.set()
+            for _ in range(3):
+                s.emit(object())  # type: ignore[arg-type]  # fills the buffer, then drops
+        done.set()
+
+    worker = threading.Thread(target=reenter, daemon=True)  # left behind if it deadlocks
+    worker.start()
+    worker.join(timeout=10)
+    assert done.is_set(), "a re-entrant emit deadlocked"
+    assert s._dropped == 1 and len(s._buffer) == 2 and s._wake.is_set()

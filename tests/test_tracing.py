@@ -526,3 +526,39 @@ def test_a_span_makes_its_span_id_when_first_asked_once_for_every_asker() -> Non
     assert first.parent_id == asked == by_name["root"].span_id == by_name["child"].parent_id
     assert second.parent_id == first.span_id == by_name["child"].span_id
     assert len(set(seen)) == 1 and seen[0] == by_name["contended"].span_id
+
+
+@pytest.mark.parametrize("which", ["span_id", "trace_id"])
+def test_an_id_asked_for_while_it_is_being_made_is_made_once(which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From 3.12 a collection runs at any bytecode boundary, also inside the making of an
+    id, and asynclens's gc callback asks the current span for its ids: no deadlock, and
+    the id it gets is the span's."""
+    import threading
+
+    from asynclens import tracing
+
+    real = tracing.getrandbits
+    inner: list[int] = []
+    outer: list[int] = []
+    with capture():
+        with asynclens.span("s") as live:
+
+            collecting: list[bool] = []
+
+            def collecting_meanwhile(bits: int) -> int:
+                if not collecting:  # a collection does not start inside itself
+                    collecting.append(True)
+                    inner.append(getattr(live, which))  # what the gc callback does
+                return real(bits)
+
+            monkeypatch.setattr(tracing, "getrandbits", collecting_meanwhile)
+            asker = threading.Thread(target=lambda: outer.append(getattr(live, which)), daemon=True)
+            asker.start()
+            asker.join(timeout=10)
+            monkeypatch.setattr(tracing, "getrandbits", real)
+            deadlocked = asker.is_alive()
+            if deadlocked:  # the lock stays held: let the session freeze the span without it
+                live._span_id = live._span_id or 1
+                live._trace_id = live._trace_id or 1
+    assert not deadlocked, "asking for an id while it was being made deadlocked"
+    assert outer == inner == [getattr(live, which)]
