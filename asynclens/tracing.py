@@ -161,15 +161,7 @@ class LiveSpan:
         ``inject()``, or when the session freezes the span): a root nobody asks about
         until then does not hold a 128-bit int in the buffer (44 bytes)."""
         trace_id = self._trace_id
-        if trace_id is None:
-            with _new_id_lock:  # the span's thread, the flusher and the watchdog may ask at once
-                trace_id = self._trace_id
-                if trace_id is None:
-                    made = getrandbits(128) or 1
-                    trace_id = self._trace_id  # made meanwhile by a gc callback on this thread?
-                    if trace_id is None:
-                        trace_id = self._trace_id = made
-        return trace_id
+        return trace_id if trace_id is not None else _make_id(self, "_trace_id", 128)
 
     @trace_id.setter
     def trace_id(self, value: int) -> None:
@@ -181,15 +173,7 @@ class LiveSpan:
         attributing something to the span, or when the session freezes it): a span
         that is only aggregated never draws one, nor holds it in the buffer (36 bytes)."""
         span_id = self._span_id
-        if span_id is None:
-            with _new_id_lock:
-                span_id = self._span_id
-                if span_id is None:
-                    made = getrandbits(64) or 1
-                    span_id = self._span_id  # made meanwhile by a gc callback on this thread?
-                    if span_id is None:
-                        span_id = self._span_id = made
-        return span_id
+        return span_id if span_id is not None else _make_id(self, "_span_id", 64)
 
     @property
     def status(self) -> str:
@@ -247,6 +231,21 @@ class LiveSpan:
     def __repr__(self) -> str:
         state = "ended" if self.end_ns else "running"
         return f"<LiveSpan {self.name!r} {self.span_id:016x} {state}>"
+
+
+def _make_id(live: LiveSpan, slot: str, bits: int) -> int:
+    """Draw ``live``'s id for ``slot`` once: the span's thread, the flusher and the
+    watchdog may ask at once, and a gc callback may ask again on this very thread while
+    the id is being drawn (hence a re-entrant lock, and the check after drawing)."""
+    with _new_id_lock:
+        made = getattr(live, slot)
+        if made is None:
+            drawn = getrandbits(bits) or 1
+            made = getattr(live, slot)  # drawn meanwhile by a gc callback on this thread?
+            if made is None:
+                setattr(live, slot, drawn)
+                made = drawn
+        return made  # type: ignore[no-any-return]
 
 
 def _safe_str(exc: BaseException) -> str:
