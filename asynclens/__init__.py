@@ -7,13 +7,13 @@ lag, stalls, open handles and scheduling) into pluggable sinks.
 
 from __future__ import annotations
 
-from ._clock import Clock, FakeClock, SystemClock
-from .fileformat import TraceFileError, read_jsonl
+from ._state.clock import Clock, FakeClock, SystemClock
+from .probes.scheduler.probe import SchedulerProbe, async_stack, creation_chain
 from .records import HandleRecord, IoRates, LagSnapshot, Leak, Span, StackSample, Stall
-from .scheduler import SchedulerProbe, async_stack, creation_chain
+from .report.fileformat import TraceFileError, read_jsonl
 from .session import Session, SessionError, SessionStatistics, session
 from .sinks import JsonLinesSink, MemorySink, Sink
-from .tracing import LiveSpan, current_span, span, trace
+from .tracing.spans import LiveSpan, current_span, span, trace
 
 __version__ = "0.1.0"
 
@@ -52,7 +52,7 @@ __all__ = [
 
 def current_session() -> Session | None:
     """The active session, or ``None``."""
-    from . import _context
+    from ._state import context as _context
 
     return _context.active
 
@@ -60,7 +60,7 @@ def current_session() -> Session | None:
 def watch(loop: object) -> None:
     """Instrument an event loop the active session would not find by itself
     (one already running in another thread). No-op without a session."""
-    from . import _context
+    from ._state import context as _context
 
     active = _context.active
     if active is not None:

@@ -1,7 +1,8 @@
-"""Parsing human durations: ``"50ms"``, ``"0.05s"``, ``"50"`` (milliseconds).
+"""Human durations, both ways: parsing ``"50ms"``, ``"0.05s"``, ``"50"``
+(milliseconds), and :func:`format_ns` for reports.
 
-Used by the pytest plugin for its options, ini keys and marker arguments; kept
-free of pytest so the parsing rules are tested on their own.
+Used by the pytest plugin for its options, ini keys and marker arguments, and by
+every part that prints a duration; it imports nothing of asynclens.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import re
 from datetime import timedelta
 
-__all__ = ["DurationError", "parse_duration"]
+__all__ = ["DurationError", "format_ns", "parse_duration"]
 
 _UNITS_NS = {
     "ns": 1,
@@ -59,3 +60,14 @@ def parse_duration(value: object, where: str) -> int:
     if scale is None:
         raise DurationError(f"{where}: {value!r} has an unknown unit {unit!r} (known: ns, us, ms, s; {_HINT})")
     return round(float(number) * scale)
+
+
+def format_ns(ns: float) -> str:
+    """A duration for humans: ``812 ns``, ``3.4 µs``, ``41.2 ms``, ``2.31 s``."""
+    if ns < 1_000:
+        return f"{ns:.0f} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1_000:.1f} µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.1f} ms"
+    return f"{ns / 1_000_000_000:.2f} s"

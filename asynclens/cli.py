@@ -103,7 +103,7 @@ def _size(path: str) -> str:
 def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) -> str:
     """Render a :class:`~asynclens._rundata.RunData` in ``fmt`` (one of :data:`FORMATS` but jsonl)."""
     if fmt == "text":
-        from ._summary import SpanAggregates, render_summary
+        from .report.summary import SpanAggregates, render_summary
 
         aggregates = SpanAggregates()
         for part in data.parts:
@@ -191,7 +191,7 @@ class _TextSink:
     """``-o report.txt``: the text summary written to a file."""
 
     def __init__(self, path: str) -> None:
-        from ._rundata import RunData
+        from .report.rundata import RunData
 
         self.path = path
         self.data = RunData()
@@ -326,9 +326,9 @@ def _die_by(signum: int) -> None:
 
 def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
     """Read JSON lines traces (one run each, merged onto one timeline) into a RunData."""
-    from ._rundata import RunData
-    from .fileformat import iter_jsonl
     from .records import SessionInfo
+    from .report.fileformat import iter_jsonl
+    from .report.rundata import RunData
 
     data = RunData()
     for path in paths:
@@ -367,7 +367,7 @@ def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .fileformat import TraceFileError
+    from .report.fileformat import TraceFileError
 
     fmt = args.format or (_format_of(args.output, None) if args.output else "text")
     if fmt == "jsonl":

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, cast
 
-from . import _context
-from ._clock import Clock, SystemClock
-from ._executor import ExecutorContext
-from ._loops import LoopWatcher
-from ._summary import SpanAggregates, render_summary
+from ._state import context as _context
+from ._state.clock import Clock, SystemClock
+from .probes._loops import LoopWatcher
 from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent, fast_constructor
+from .report.summary import SpanAggregates, render_summary
 from .sinks import Sink, SinkLike, resolve_sinks
+from .tracing.executor import ExecutorContext
 
 __all__ = ["Probe", "Session", "SessionError", "SessionStatistics", "session"]
 
@@ -526,15 +526,15 @@ def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
     """The probes the options ask for; each lives in its own module."""
     probes: list[Probe] = []
     if options["lag"]:
-        from .lag import LagProbe
+        from .probes.lag.probe import LagProbe
 
         probes.append(LagProbe(options["lag_interval"], options["stall_threshold"]))
     if options["track_handles"]:
-        from .handles import HandleProbe
+        from .probes.handles.probe import HandleProbe
 
         probes.append(HandleProbe(count_io=options.get("io_rates", True)))
     if options["scheduler"]:
-        from .scheduler import SchedulerProbe
+        from .probes.scheduler.probe import SchedulerProbe
 
         probes.append(SchedulerProbe())
     return probes

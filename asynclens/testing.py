@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._clock import FakeClock
+from ._state.clock import FakeClock
 from .records import Record, Span
 from .session import Session
 from .sinks.memory import MemorySink

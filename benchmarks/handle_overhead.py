@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import echo_service
 
 import asynclens
-from asynclens import _tcp_counters
-from asynclens._handle_registry import Entry
-from asynclens.handles import _count_io
+from asynclens.probes.handles import tcp_counters as _tcp_counters
+from asynclens.probes.handles.probe import _count_io
+from asynclens.probes.handles.registry import Entry
 
 
 def _file_pairs(path: str, n: int) -> None:

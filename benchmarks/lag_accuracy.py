@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover
     uvloop = None  # type: ignore[assignment]
 
 import asynclens
-from asynclens.lag import LagProbe
+from asynclens.probes.lag.probe import LagProbe
 from asynclens.records import Stall
 from asynclens.stats import Histogram
 

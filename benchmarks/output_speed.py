@@ -21,9 +21,9 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from asynclens import cli
-from asynclens._rundata import RunData
-from asynclens.fileformat import encode_record
 from asynclens.records import SessionEnd, SessionInfo, Span
+from asynclens.report.fileformat import encode_record
+from asynclens.report.rundata import RunData
 
 MS = 1_000_000
 BUDGET_S = 5.0

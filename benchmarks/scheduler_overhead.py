@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import asynclens  # noqa: E402
-from asynclens.records import Span  # noqa: E402
-from asynclens.scheduler import SchedulerProbe  # noqa: E402
-from asynclens.testing import capture  # noqa: E402
+from asynclens.probes.scheduler.probe import SchedulerProbe
+from asynclens.records import Span
+from asynclens.testing import capture
 
 MS = 1_000_000
 

@@ -115,11 +115,11 @@ def _bytes_per_span(root: bool, n: int = 20_000) -> float:
             tracemalloc.start()
             before = tracemalloc.get_traced_memory()[0]
             if root:
-                token = asynclens._context.current_span.set(None)
+                token = asynclens._state.context.current_span.set(None)
             for _ in range(n):
                 s_traced()
             if root:
-                asynclens._context.current_span.reset(token)
+                asynclens._state.context.current_span.reset(token)
             after = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
             assert len(session._buffer) == n, "spans were flushed during the measurement"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from asynclens._rundata import RunData
 from asynclens.records import SessionEnd, SessionInfo, Span
+from asynclens.report.rundata import RunData
 
 MS = 1_000_000
 T0 = 5_000 * MS  # monotonic start of the fake run

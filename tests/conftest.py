@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asynclens import _context
+from asynclens._state import context as _context
 
 
 @pytest.fixture(autouse=True)

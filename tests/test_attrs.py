@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from asynclens._attrs import instance_attr, remove_instance_attr
+from asynclens.probes._attrs import instance_attr, remove_instance_attr
 
 
 class Thing:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import asynclens
-from asynclens._rundata import RunData
 from asynclens.records import Span
+from asynclens.report.rundata import RunData
 from asynclens.sinks.chrome import ChromeTraceSink, render_chrome
 
 try:  # works whether or not tests/ is a package

@@ -177,7 +177,7 @@ def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) 
 def test_bad_input_is_one_line_and_nonzero(
     tmp_path: Any, program: str, args: list[str], code: int, message: str
 ) -> None:
-    from asynclens.fileformat import encode_record
+    from asynclens.report.fileformat import encode_record
 
     try:
         from ._render_data import info
@@ -193,7 +193,7 @@ def test_bad_input_is_one_line_and_nonzero(
 
 
 def test_report_skips_kinds_from_newer_versions(tmp_path: Any) -> None:
-    from asynclens.fileformat import encode_record
+    from asynclens.report.fileformat import encode_record
 
     try:
         from ._render_data import info

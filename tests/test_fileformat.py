@@ -9,8 +9,8 @@ import pytest
 
 import asynclens
 from asynclens import TraceFileError, read_jsonl
-from asynclens.fileformat import encode_record
 from asynclens.records import RecordError, SessionEnd, Span, SpanEvent, record_from_dict, record_types
+from asynclens.report.fileformat import encode_record
 from asynclens.testing import FakeClock
 
 NO_PROBES = dict(lag=False, track_handles=False, scheduler=False)

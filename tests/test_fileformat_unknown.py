@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asynclens.fileformat import TraceFileError, encode_record, iter_jsonl
+from asynclens.report.fileformat import TraceFileError, encode_record, iter_jsonl
 
 try:  # works whether or not tests/ is a package
     from ._render_data import info

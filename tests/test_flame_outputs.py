@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from asynclens._rundata import RunData
+from asynclens.report.rundata import RunData
 from asynclens.sinks.folded import FoldedSink, render_folded
 from asynclens.sinks.speedscope import SCHEMA_URL, render_speedscope
 

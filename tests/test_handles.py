@@ -23,7 +23,8 @@ import pytest
 import uvloop
 
 import asynclens
-from asynclens import _handle_patches, _tcp_counters
+from asynclens.probes.handles import patches as _handle_patches
+from asynclens.probes.handles import tcp_counters as _tcp_counters
 from asynclens.records import HandleRecord, IoRates, Leak, Span
 from asynclens.sinks import JsonLinesSink, MemorySink
 
@@ -595,7 +596,7 @@ def test_io_window_uses_the_session_clock() -> None:
 def test_tcp_reads_are_throttled_to_a_share_of_the_time() -> None:
     """Reading every open TCP connection's counters (in the rate windows) takes at most
     TCP_READ_SHARE of the time: a slow reading postpones the next one."""
-    from asynclens.handles import TCP_READ_SHARE
+    from asynclens.probes.handles.probe import TCP_READ_SHARE
 
     clock = asynclens.FakeClock()
     with make_session(clock=clock) as session:
@@ -789,7 +790,7 @@ def test_accepted_connection_leak_names_the_server_line(run: Callable[..., Any])
 def test_record_closes_emits_a_handle_record_per_close() -> None:
     """With record_closes, every handle gets a HandleRecord when closed and collected, or at
     the end if it is closed but still referenced."""
-    from asynclens.handles import HandleProbe
+    from asynclens.probes.handles.probe import HandleProbe
 
     sink = MemorySink()
     with asynclens.session([sink], probes=[HandleProbe(record_closes=True)]):
@@ -808,7 +809,7 @@ def test_record_closes_emits_a_handle_record_per_close() -> None:
 def test_pending_tasks_is_all_tasks_as_a_list(run: Callable[..., Any]) -> None:
     """_tasks.pending_tasks(loop) lists what asyncio.all_tasks(loop) does: the loop's tasks
     not done (eager ones too, 3.12+), not those of another loop."""
-    from asynclens._tasks import pending_tasks
+    from asynclens.probes._tasks import pending_tasks
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

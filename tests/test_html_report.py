@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from asynclens._rundata import RunData
 from asynclens.records import Span
+from asynclens.report.rundata import RunData
 from asynclens.sinks import html as html_sink
 from asynclens.sinks.html import HtmlSink, build_payload, render_html
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asynclens._loopmon import LoopBook
+from asynclens.probes.lag.monitor import LoopBook
 from asynclens.records import LagSnapshot
 
 MS = 1_000_000

@@ -11,8 +11,8 @@ import pytest
 
 import asynclens
 from asynclens import FakeClock
-from asynclens._loopmon import LoopBook
-from asynclens.lag import LagProbe
+from asynclens.probes.lag.monitor import LoopBook
+from asynclens.probes.lag.probe import LagProbe
 from asynclens.records import Stall
 
 MS = 1_000_000

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asynclens
-from asynclens import _frames
-from asynclens._loopmon import LoopBook
-from asynclens._watchdog import Collection, Segment, Watchdog, build_stall, classify, split
+from asynclens.probes.lag import frames as _frames
+from asynclens.probes.lag.monitor import LoopBook
+from asynclens.probes.lag.watchdog import Collection, Segment, Watchdog, build_stall, classify, split
 from asynclens.records import Stall
 
 MS = 1_000_000
@@ -315,8 +315,8 @@ def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
     """The watchdog samples another thread: it may catch LiveSpan.__init__ half way."""
     import sys
 
-    from asynclens._watchdog import _span_in_frames
-    from asynclens.tracing import LiveSpan
+    from asynclens.probes.lag.watchdog import _span_in_frames
+    from asynclens.tracing.spans import LiveSpan
 
     def blocked_in(first: Any, second: Any = None) -> Any:
         return sys._getframe()
@@ -331,7 +331,7 @@ def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
 def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
     import os
 
-    from asynclens import _frames
+    from asynclens.probes.lag import frames as _frames
 
     own = os.path.join(os.path.dirname(os.path.abspath(_frames.__file__)), "tracing.py")
     stack = [("app.py", 3, "main"), (own, 300, "traced"), ("app.py", 9, "handler")]

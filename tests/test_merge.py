@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import asynclens
 from asynclens import FakeClock
-from asynclens.fileformat import read_jsonl
-from asynclens.merge import align_offsets, cross_process_links, merge_runs, shift_record
-from asynclens.propagation import extract, inject
 from asynclens.records import Span, SpanEvent
+from asynclens.report.fileformat import read_jsonl
+from asynclens.report.merge import align_offsets, cross_process_links, merge_runs, shift_record
+from asynclens.tracing.propagation import extract, inject
 
 WALL = 1_700_000_000_000_000_000
 

@@ -13,13 +13,20 @@ import pytest
 from otlp_collector import running_collector
 
 import asynclens
-from asynclens._metrics import MetricsState
-from asynclens._otlp_encode import any_value, encode_metrics, encode_spans, encode_spans_json, resource, to_unix_offset
-from asynclens.propagation import SpanContext
 from asynclens.records import Span, SpanEvent
+from asynclens.sinks._metrics import MetricsState
+from asynclens.sinks._otlp_encode import (
+    any_value,
+    encode_metrics,
+    encode_spans,
+    encode_spans_json,
+    resource,
+    to_unix_offset,
+)
 from asynclens.sinks.otlp import OtlpExportError, OtlpSink
 from asynclens.stats import Histogram
 from asynclens.testing import capture
+from asynclens.tracing.propagation import SpanContext
 
 RES = resource("svc")
 T = 0xABC

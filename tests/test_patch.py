@@ -8,7 +8,7 @@ from typing import Any
 
 import wrapt
 
-from asynclens._patch import Patch
+from asynclens.probes._patch import Patch
 
 
 def record(calls: list[Any]) -> Any:
@@ -85,7 +85,7 @@ def test_a_patch_over_ours_is_left_in_place() -> None:
 def test_a_wrapper_finds_the_frame_that_called_the_patched_function() -> None:
     import sys
 
-    from asynclens._patch import caller_of_patched
+    from asynclens.probes._patch import caller_of_patched
 
     seen: list[Any] = []
 

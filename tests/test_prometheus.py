@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import asynclens
-from asynclens._metrics import MetricsState
 from asynclens.records import Span
+from asynclens.sinks._metrics import MetricsState
 from asynclens.sinks.prometheus import CONTENT_TYPE, PrometheusSink, render
 from asynclens.stats import Histogram
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 import asynclens
-from asynclens import propagation
-from asynclens.propagation import SpanContext, extract, inject, parse_traceparent
 from asynclens.testing import capture
+from asynclens.tracing import propagation
+from asynclens.tracing.propagation import SpanContext, extract, inject, parse_traceparent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

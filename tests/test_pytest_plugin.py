@@ -9,6 +9,7 @@ end use the real probes and skip while those are missing.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -85,7 +86,7 @@ def _default_session_has(probe: str) -> bool:
 
 def test_registered_through_the_pytest11_entry_point() -> None:
     plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert plugins.get("asynclens") == "asynclens.pytest_plugin"
+    assert plugins.get("asynclens") == "asynclens.pytest.plugin"
 
 
 def test_only_the_plugin_module_imports_pytest() -> None:
@@ -99,7 +100,7 @@ def test_only_the_plugin_module_imports_pytest() -> None:
             line.startswith(("import pytest", "from pytest", "from _pytest")) for line in path.read_text().splitlines()
         )
     )
-    assert importers == ["pytest_plugin.py"]
+    assert importers == [os.path.join("pytest", "plugin.py")]
 
 
 def test_options_appear_in_help(inner: pytest.Pytester) -> None:
@@ -1231,8 +1232,8 @@ def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
     import time
     from types import SimpleNamespace
 
-    from asynclens._budgets import Policy
-    from asynclens._testrun import Window
+    from asynclens.pytest.budgets import Policy
+    from asynclens.pytest.window import Window
 
     monitor = SimpleNamespace(gaps=collections.deque([(1, 2, 3, 4)]))
     watchdog = SimpleNamespace(polls=0)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from asynclens._budgets import (
+from asynclens._durations import DurationError, parse_duration
+from asynclens.pytest.budgets import (
     AllowRule,
     AllowRuleError,
     Policy,
@@ -19,7 +20,6 @@ from asynclens._budgets import (
     parse_frame,
     render_findings,
 )
-from asynclens._durations import DurationError, parse_duration
 
 MS = 1_000_000
 

@@ -18,12 +18,12 @@ import pytest
 from loop_kinds import loop_factories
 
 import asynclens
-from asynclens import tracing
-from asynclens._clock import FakeClock
-from asynclens._steps import ATTR
+from asynclens._state.clock import FakeClock
+from asynclens.probes.scheduler.probe import SchedulerProbe, async_stack, breakdown_line, creation_chain
+from asynclens.probes.scheduler.steps import ATTR
 from asynclens.records import ExecutorJob, GcPause, SchedSnapshot, Span, TaskRecord
-from asynclens.scheduler import SchedulerProbe, async_stack, breakdown_line, creation_chain
 from asynclens.testing import capture
+from asynclens.tracing import spans as tracing
 
 MS = 1_000_000
 
@@ -499,7 +499,7 @@ def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: A
     """Spans that start and end inside one step (the pending path): any end order,
     a remote parent's extra kept, the error stack added; one left open across an
     await gets its snapshot at the step's end."""
-    from asynclens.propagation import SpanContext
+    from asynclens.tracing.propagation import SpanContext
 
     clock = FakeClock()
     probe = SchedulerProbe()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from asynclens._clock import FakeClock
-from asynclens._steps import LoopState, StepCoro, TaskState, Timed, take_all
+from asynclens._state.clock import FakeClock
+from asynclens.probes.scheduler.steps import LoopState, StepCoro, TaskState, Timed, take_all
 
 MS = 1_000_000
 

@@ -10,8 +10,8 @@ import pytest
 from loop_kinds import loop_factories
 
 import asynclens
+from asynclens.probes.scheduler.probe import SchedulerProbe
 from asynclens.records import Span
-from asynclens.scheduler import SchedulerProbe
 from asynclens.testing import capture
 
 MS = 1_000_000

@@ -8,9 +8,9 @@ import threading
 from typing import Any
 
 import pytest
+from loop_kinds import loop_factories
 
 import asynclens
-from loop_kinds import loop_factories
 
 NO_PROBES = dict(lag=False, track_handles=False, scheduler=False)
 

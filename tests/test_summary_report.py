@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 import asynclens
-from asynclens._clock import FakeClock
-from asynclens._summary import SpanAggregates, render_summary
+from asynclens._state.clock import FakeClock
+from asynclens.report.summary import SpanAggregates, render_summary
 
 try:  # works whether or not tests/ is a package
     from ._render_data import MS, request_spans, stand_ins

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import asynclens
-from asynclens._patch import Patch
+from asynclens.probes._patch import Patch
 from asynclens.testing import FakeClock, capture
 
 

@@ -10,7 +10,7 @@ import traceback
 import pytest
 
 import asynclens
-from asynclens import _context
+from asynclens._state import context as _context
 from asynclens.testing import FakeClock, capture
 
 
@@ -535,7 +535,7 @@ def test_an_id_asked_for_while_it_is_being_made_is_made_once(which: str, monkeyp
     the id it gets is the span's."""
     import threading
 
-    from asynclens import tracing
+    from asynclens.tracing import spans as tracing
 
     real = tracing.getrandbits
     inner: list[int] = []

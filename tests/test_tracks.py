@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-from asynclens._tracks import assign_lanes, track_of
+from asynclens.report.tracks import assign_lanes, track_of
 
 
 def test_lanes_are_nested_or_disjoint() -> None:

@@ -30,9 +30,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "asynclens.integrations.aiohttp needs aiohttp: pip install aiohttp (or asyncio-lens[integration])"
     ) from exc
 
-from .. import _context
-from ..propagation import extract, inject
-from ..tracing import span
+from .._state import context as _context
+from ..tracing.propagation import extract, inject
+from ..tracing.spans import span
 
 __all__ = ["client_trace_config", "middleware"]
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .. import _context
-from ..propagation import extract
-from ..tracing import span
+from .._state import context as _context
+from ..tracing.propagation import extract
+from ..tracing.spans import span
 
 __all__ = ["AsgiMiddleware", "route_of"]
 

@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from .._rundata import DEFAULT_LIMIT, RunData
 from ..records import Record, SessionInfo
+from ..report.rundata import DEFAULT_LIMIT, RunData
 from .base import Sink
 
 __all__ = ["RenderingSink", "write_text_atomically"]

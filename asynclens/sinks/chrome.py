@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import __version__
-from .._rundata import DEFAULT_LIMIT, RunData, RunPart, frame_label
-from .._tracks import assign_lanes, track_of
-from ..fileformat import _fallback
+from ..report.fileformat import _fallback
+from ..report.rundata import DEFAULT_LIMIT, RunData, RunPart, frame_label
+from ..report.tracks import assign_lanes, track_of
 from ._rendering import RenderingSink
 
 __all__ = ["ChromeTraceSink", "render_chrome", "write_chrome"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from .._flame import weighted_stacks
-from .._rundata import DEFAULT_LIMIT, RunData
+from ..report.flame import weighted_stacks
+from ..report.rundata import DEFAULT_LIMIT, RunData
 from ._rendering import RenderingSink
 
 __all__ = ["FoldedSink", "render_folded"]

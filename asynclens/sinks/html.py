@@ -23,12 +23,12 @@ import time
 from typing import Any
 
 from .. import __version__
-from .._flame import STALL_ROOT, weighted_stacks
-from .._html_assets import CSS, JS
-from .._rundata import DEFAULT_LIMIT, RunData, frame_label
-from .._summary import SpanAggregates, render_summary
-from .._tracks import assign_lanes, track_of
-from ..fileformat import _fallback
+from ..report.fileformat import _fallback
+from ..report.flame import STALL_ROOT, weighted_stacks
+from ..report.rundata import DEFAULT_LIMIT, RunData, frame_label
+from ..report.summary import SpanAggregates, render_summary
+from ..report.tracks import assign_lanes, track_of
+from ._html_assets import CSS, JS
 from ._rendering import RenderingSink
 
 __all__ = ["MAX_TABLE_ROWS", "MAX_TIMELINE_SPANS", "HtmlSink", "render_html"]

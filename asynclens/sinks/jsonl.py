@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import IO
 
-from ..fileformat import encode_record
 from ..records import Record, SessionInfo
+from ..report.fileformat import encode_record
 from .base import Sink
 
 __all__ = ["JsonLinesSink"]

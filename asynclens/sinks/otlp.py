@@ -38,10 +38,10 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
 
-from .. import _context
-from .._metrics import MetricsState
-from .._otlp_encode import encode_metrics, encode_spans_json, resource, to_unix_offset
+from .._state import context as _context
 from ..records import Record, SessionInfo
+from ._metrics import MetricsState
+from ._otlp_encode import encode_metrics, encode_spans_json, resource, to_unix_offset
 from .base import Sink
 
 __all__ = ["OtlpExportError", "OtlpSink"]

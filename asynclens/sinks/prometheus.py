@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .. import _context
-from .._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point
+from .._state import context as _context
 from ..records import Record, SessionInfo
+from ._metrics import DEFAULT_BUCKETS, Family, HistogramPoint, MetricsState, Point
 from ._rendering import write_text_atomically
 from .base import Sink
 

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from .. import __version__
-from .._flame import STALL_ROOT, span_stacks, stall_stacks
-from .._rundata import DEFAULT_LIMIT, RunData
-from .._tracks import assign_lanes, track_of
+from ..report.flame import STALL_ROOT, span_stacks, stall_stacks
+from ..report.rundata import DEFAULT_LIMIT, RunData
+from ..report.tracks import assign_lanes, track_of
 from ._rendering import RenderingSink
 
 __all__ = ["MAX_TASK_PROFILES", "SCHEMA_URL", "SpeedscopeSink", "render_speedscope"]

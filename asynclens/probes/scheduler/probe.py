@@ -1,0 +1,599 @@
+"""The scheduler probe: where each span's time went, scheduling latency, GC, executor.
+
+How it sees task steps (on the stdlib loops *and* uvloop, 3.10–3.13):
+
+* ``create_task`` of ``asyncio.BaseEventLoop`` and ``uvloop.Loop`` is patched at
+  class level while the session is active, so every task created from then on
+  (including ``asyncio.run``'s main task, created before its loop runs, and
+  tasks of loops created later) runs its coroutine inside a
+  :class:`~asynclens._steps.StepCoro` that times each ``send``/``throw``. This
+  composes with any task factory (eager ones included) instead of replacing it,
+  so names, contexts and ``eager_start`` pass through untouched (a custom task
+  factory would rename unnamed tasks to "None" on 3.13.0–3.13.2).
+* Ready times come from per-instance ``call_soon``/``call_later``/``call_at``
+  hooks (see :mod:`asynclens._steps`); patching ``Handle._run`` would see nothing
+  on uvloop, ``sys.setprofile`` costs 15–47 µs per step here.
+
+Not covered (and reported): tasks created before the session started, coroutines
+that are not native coroutines, loops of other implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from collections.abc import Coroutine as CoroutineABC
+from random import getrandbits
+from types import CoroutineType, MappingProxyType
+from typing import Any
+
+from ..._durations import format_ns
+from ..._state.context import current_span as _span_var
+from ...records import SchedSnapshot, TaskRecord, fast_constructor
+from ...stats import Histogram
+from ...tracing import executor as _executor
+from ...tracing import spans as tracing
+from .._own import PACKAGE_DIR
+from .._patch import Patch
+from .asyncstack import running_chain, task_stack
+from .gc import GcWatcher
+from .jobs import ExecutorJobs
+from .lineage import async_stack, creation_chain, creation_chain_of_state
+from .steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
+from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
+
+__all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_MAX_NAMES = 1000
+_make_task_record = fast_constructor(TaskRecord)
+_INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
+_span_get = _span_var.get
+_get_running_loop = asyncio.events._get_running_loop
+_current_task = asyncio.current_task
+
+
+class SchedulerStatistics(dict):  # type: ignore[type-arg]
+    """The probe's counters (a dict, so it serialises as is)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+
+class SchedulerProbe(ExecutorJobs):
+    """Task steps, per-span breakdown, scheduling latency, GC pauses, executor jobs.
+
+    Args:
+        thread_cpu: also read the thread CPU clock around every step (``cpu_ns``
+            of tasks and steps; ~0.9 µs per step here). Span ``cpu_ns`` is the
+            time the span's own code ran either way.
+        record_steps: emit up to this many :class:`~asynclens.records.TaskStep`
+            records (0: none).
+        window: seconds per :class:`~asynclens.records.SchedSnapshot` window.
+        worker_after: a task that outlives its creating span by at least this
+            many seconds (and 10× the span's duration) is a worker that
+            inherited the request's context.
+        gc: watch garbage collections.
+        task_records: which finished tasks get a :class:`~asynclens.records.TaskRecord`:
+            ``"all"``, ``"none"`` or ``"notable"`` (the default: tasks that failed,
+            were cancelled, outlived their span, lived or waited for the loop
+            at least ``notable`` seconds; the others are only counted). Tasks
+            still pending at session end are always recorded.
+
+    .. versionadded:: 0.1
+    """
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        *,
+        thread_cpu: bool = False,
+        record_steps: int = 0,
+        window: float = 1.0,
+        worker_after: float = 1.0,
+        gc: bool = True,
+        task_records: str = "notable",
+        notable: float = 0.001,
+    ) -> None:
+        if isinstance(record_steps, bool) or not isinstance(record_steps, int) or record_steps < 0:
+            raise ValueError(f"SchedulerProbe(record_steps={record_steps!r}): must be an int >= 0")
+        if not isinstance(window, (int, float)) or window <= 0:
+            raise ValueError(f"SchedulerProbe(window={window!r}): must be a positive number of seconds")
+        if task_records not in ("all", "notable", "none"):
+            raise ValueError(f"SchedulerProbe(task_records={task_records!r}): expected 'all', 'notable' or 'none'")
+        self.task_records = task_records
+        self.notable_ns = int(notable * 1e9)
+        self.tasks_unrecorded = 0
+        self.thread_cpu = bool(thread_cpu)
+        self.record_steps = record_steps
+        self.window_ns = int(window * 1e9)
+        self.worker_after_ns = int(worker_after * 1e9)
+        self.session: Any = None
+        self.now: Callable[[], int] = lambda: 0
+        self._emit: Callable[[Any], None] = lambda record: None
+        self.active = False
+        self._patches: list[Patch] = []
+        self._loops: weakref.WeakKeyDictionary[Any, LoopState] = weakref.WeakKeyDictionary()
+        self._loop_states: list[LoopState] = []
+        self._gc: GcWatcher | None = GcWatcher(lambda: self.now(), lambda r: self._emit(r)) if gc else None
+        self._lock = threading.Lock()
+        # counters
+        self.tasks_tracked = 0
+        self.tasks_finished = 0
+        self.tasks_not_covered = 0
+        self.coroutines_not_covered = 0
+        self.outlived: list[tuple[str, str, int]] = []  # (task, span, ns after span end), first few
+        self.outlived_count = 0
+        self.workers: list[tuple[str, str]] = []
+        self.workers_count = 0
+        self.internal_errors = 0
+        self.by_name: dict[str, NameTally] = {}
+        self._init_jobs()
+        self.snapshots = 0
+        self._worst_sched = (0, "")
+        self._ready_total = Histogram()
+        self._timer_total = Histogram()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, session: Any) -> None:
+        self.session = session
+        self.now = session.now
+        self._emit = session.emit
+        self.active = True
+        self._patches = [Patch(asyncio.BaseEventLoop, "create_task", self._create_task)]
+        uvloop = sys.modules.get("uvloop")
+        if uvloop is not None and isinstance(getattr(uvloop, "Loop", None), type):
+            self._patches.append(Patch(uvloop.Loop, "create_task", self._create_task))
+        for patch in self._patches:
+            patch.install()
+        tracing.set_span_observer(self)
+        _executor.set_job_observer(self)
+        if self._gc is not None:
+            self._gc.start()
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        if asyncio.events._get_running_loop() is loop or not loop.is_running():
+            self._attach(loop, count_existing=True)
+        else:
+            loop.call_soon_threadsafe(self._attach, loop, True)
+
+    def stop(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        for patch in reversed(self._patches):
+            patch.remove()
+        self._patches = []
+        if tracing._observer is self:
+            tracing.set_span_observer(None)
+        if _executor.job_observer is self:
+            _executor.set_job_observer(None)
+        if self._gc is not None:
+            self._gc.stop()
+        end = self.now()
+        for loop, ls in list(self._loops.items()):
+            try:
+                self._report_pending(loop, ls, end)
+            except Exception as exc:
+                self.internal_error("reporting pending tasks", exc)
+            self._snapshot(ls, end)
+            ls.remove(loop)
+        for ls in self._loop_states:
+            ls.active = False
+
+    # --------------------------------------------------------------- loops
+
+    def _attach(self, loop: Any, count_existing: bool = False) -> LoopState | None:
+        ls = getattr(loop, ATTR, None)
+        if type(ls) is LoopState and ls.probe is self:
+            return ls
+        if not self.active:
+            return None
+        self._patch_class(type(loop))
+        ls = LoopState(self, loop, self.now, self.session.clock.cpu_ns if self.thread_cpu else None)
+        ls.step_budget = self.record_steps
+        ls.window_ns = self.window_ns
+        try:
+            ls.install(loop)
+            setattr(loop, ATTR, ls)
+        except Exception as exc:  # a loop type we cannot hook: its tasks still get steps, without ready times
+            self.internal_error(f"hooking {type(loop).__name__}", exc)
+        self._loops[loop] = ls
+        self._loop_states.append(ls)
+        if count_existing:
+            try:
+                for task in asyncio.all_tasks(loop):
+                    if task_state_of(task) is None:
+                        self.tasks_not_covered += 1
+            except Exception:
+                pass
+        return ls
+
+    def _patch_class(self, cls: type) -> None:
+        """Cover ``create_task`` of a loop class seen only once running (uvloop imported late)."""
+        if any(isinstance(p.owner, type) and issubclass(cls, p.owner) for p in self._patches):
+            return
+        if "create_task" in getattr(cls, "__dict__", {}) or hasattr(cls, "create_task"):
+            patch = Patch(cls, "create_task", self._create_task)
+            try:
+                patch.install()
+            except Exception:
+                return
+            self._patches.append(patch)
+
+    # ---------------------------------------------------------- task steps
+
+    def _create_task(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not self.active or not args or instance is None:
+            return wrapped(*args, **kwargs)
+        coro = args[0]
+        if type(coro) is not CoroutineType and (type(coro) is StepCoro or not isinstance(coro, CoroutineABC)):
+            self.coroutines_not_covered += 1
+            return wrapped(*args, **kwargs)
+        try:
+            ls = getattr(instance, ATTR, None)
+            if type(ls) is not LoopState or ls.probe is not self:
+                ls = self._attach(instance)
+            st = TaskState(ls, self.now()) if ls is not None else None
+        except Exception as exc:
+            self.internal_error("tracking a task", exc)
+            st = None
+        if st is None:
+            return wrapped(*args, **kwargs)
+        try:
+            self._lineage(st, instance)
+        except Exception as exc:
+            self.internal_error("recording task lineage", exc)
+        task = wrapped(StepCoro(coro, st), *args[1:], **kwargs)
+        try:
+            st.task_ref = weakref.ref(task)
+            setattr(task, ATTR, st)
+            self.tasks_tracked += 1
+            st.ls.tasks += 1
+            st.ls.window_tasks += 1
+        except Exception:  # a task type without __dict__/weakrefs: steps counted, no ready times
+            pass
+        return task
+
+    def _lineage(self, st: TaskState, loop: Any) -> None:
+        st.span = _span_get()
+        if _get_running_loop() is loop:
+            parent = _current_task(loop)
+            if parent is not None:
+                st.parent_task_id = id(parent)
+                parent_state = getattr(parent, ATTR, None)
+                if type(parent_state) is TaskState:
+                    st.parent = weakref.ref(parent_state)
+        frame: Any = sys._getframe(2)
+        internal = _INTERNAL_CODE
+        for _ in range(8):
+            if frame is None:
+                break
+            code = frame.f_code
+            hidden = internal.get(code)
+            if hidden is None:
+                filename = code.co_filename
+                hidden = internal[code] = filename.startswith(_ASYNCIO_DIR) or filename.startswith(PACKAGE_DIR)
+            if not hidden:
+                st.site = (code, frame.f_lineno)
+                break
+            frame = frame.f_back
+
+    def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
+        """Called by the step wrapper when a task's coroutine finishes."""
+        if isinstance(exc, StopIteration):
+            state = "done"
+        elif isinstance(exc, asyncio.CancelledError):
+            state = "cancelled"
+        else:
+            state = "error"
+        self.tasks_finished += 1
+        mode = self.task_records
+        if mode == "notable":
+            span = st.span
+            if (
+                state == "done"
+                and t - st.created_ns < self.notable_ns
+                and st.longest_sched_ns() < self.notable_ns
+                and (span is None or not span.end_ns)
+            ):
+                self.tasks_unrecorded += 1
+                return
+        elif mode == "none":
+            self.tasks_unrecorded += 1
+            return
+        self._emit_task(st, state, t)
+
+    def _emit_task(self, st: TaskState, state: str, t: int, stack: tuple[str, ...] = ()) -> None:
+        task = st.task_ref() if st.task_ref is not None else None
+        name = task.get_name() if task is not None else "?"
+        span = st.span
+        outlived = inherited = False
+        if span is not None and span.end_ns and (state == "pending" or span.end_ns < t):
+            outlived = True
+            after = t - span.end_ns
+            inherited = after >= self.worker_after_ns and after >= 10 * (span.end_ns - span.start_ns)
+            self._note_outlived(name, span.name, after, inherited)
+        longest = st.longest_sched_ns()
+        if longest > self._worst_sched[0]:
+            self._worst_sched = (longest, name)
+        parent_name = None
+        if st.parent is not None:
+            parent = st.parent()
+            parent_task = parent.task_ref() if parent is not None and parent.task_ref is not None else None
+            parent_name = parent_task.get_name() if parent_task is not None else None
+        site = st.site
+        self._emit(
+            _make_task_record(
+                id(task) if task is not None else 0,
+                name,
+                st.ls.loop_id,
+                st.created_ns,
+                t if state != "pending" else None,
+                st.steps,
+                st.cpu_ns if st.ls.cpu is not None else st.run_ns,
+                st.sched_ns,
+                longest,
+                st.parent_task_id,
+                span.trace_id if span is not None else None,
+                span.span_id if span is not None else None,
+                outlived,
+                inherited,
+                state,
+                st.run_ns,
+                st.io_ns,
+                st.exec_ns,
+                span.name if span is not None else None,
+                parent_name,
+                f"{site[0].co_filename}:{site[1]} in {site[0].co_name}" if site is not None else None,
+                stack,
+            )
+        )
+
+    def _note_outlived(self, task: str, span: str, after: int, inherited: bool) -> None:
+        self.outlived_count += 1
+        if len(self.outlived) < 5:
+            self.outlived.append((task, span, after))
+        if inherited:
+            self.workers_count += 1
+            if len(self.workers) < 5:
+                self.workers.append((task, span))
+
+    def _report_pending(self, loop: Any, ls: LoopState, end: int) -> None:
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+        except Exception:
+            return
+        for task in tasks:
+            st = task_state_of(task)
+            if st is None or st.ls is not ls or st.done or task.done():
+                continue
+            self._emit_task(st, "pending", end, task_stack(task))
+
+    # ------------------------------------------------------------ windows
+
+    def _snapshot(self, ls: LoopState, end: int) -> None:
+        """Emit the loop's current window as a SchedSnapshot and start a new one."""
+        try:
+            start = ls.window_start
+            ready, timers, steps, tasks = ls.window(end)
+            if not (ready.count or timers.count):
+                return
+            with self._lock:  # the most workers busy at once in this window (any pool)
+                busy = self._busy_window
+                self._busy_window = max((entry[0] for entry in self._busy.values()), default=0)
+            self.snapshots += 1
+            self._ready_total.merge(ready)
+            self._timer_total.merge(timers)
+            self._emit(
+                SchedSnapshot(
+                    loop_id=ls.loop_id,
+                    start_ns=start,
+                    end_ns=end,
+                    ready_delay=MappingProxyType(ready.summary()),
+                    timer_lateness=MappingProxyType(timers.summary()),
+                    executor_busy_max=busy,
+                    steps=steps,
+                    tasks=tasks,
+                    ready_histogram=MappingProxyType(ready.to_dict()) if ready.count else None,
+                )
+            )
+        except Exception as exc:
+            self.internal_error("emitting a scheduler snapshot", exc)
+
+    def ready_delay(self) -> Histogram:
+        """Ready→run delay over the whole session, all loops (merged)."""
+        hist = self._ready_total.copy()
+        for ls in list(self._loop_states):
+            hist.merge(ls.ready_delay)
+        return hist
+
+    def timer_lateness(self) -> Histogram:
+        """How late timer callbacks (``sleep``, ``call_later``) fired, all loops."""
+        hist = self._timer_total.copy()
+        for ls in list(self._loop_states):
+            hist.merge(ls.timer_lateness)
+        return hist
+
+    # ------------------------------------------------------ span breakdown
+    # A span started inside a task's step holds the task's running totals at its start
+    # (LiveSpan.breakdown); at its end, the difference of the totals is its breakdown.
+
+    def span_started(self, live: Any) -> None:
+        task = live.task
+        if task is None:
+            return
+        st = getattr(task, ATTR, None)
+        if type(st) is not TaskState:
+            st = task_state_of(task)
+            if st is None:
+                return
+        step_start = st.start_ns
+        if not step_start or st.ls.running is not st:
+            return
+        try:
+            # the task's running totals at the span's start (inside the running step), and
+            # its longest ready->run wait so far, which restarts from 0 for the span
+            nested = st.nested_ns
+            longest = st.max_sched_ns
+            if longest:
+                st.max_sched_earlier = max(st.max_sched_earlier, longest)
+                st.max_sched_ns = 0
+            live.breakdown = (
+                st,
+                st.run_ns + live.start_ns - step_start - nested,
+                st.sched_ns + nested,
+                st.io_ns,
+                st.exec_ns,
+                st.steps,
+                longest,
+            )
+            creator = st.span
+            if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
+                # a task that outlived its request: link to the request, do not parent
+                live.parent_id = None
+                live.trace_id = getrandbits(128) or 1
+                live.extra = {"links": (creator.span_id,)}
+        except Exception as exc:
+            live.breakdown = None
+            self.internal_error("starting a span breakdown", exc)
+
+    def span_ended(self, live: Any) -> None:
+        at_start = live.breakdown
+        if at_start is None:
+            return
+        try:
+            st, run0, sched0, io0, ex0, steps0, longest0 = at_start
+            if st.ls.running is st and st.start_ns:
+                nested = st.nested_ns
+                end = live.end_ns
+                run = st.run_ns + end - st.start_ns - nested - run0
+                sched = st.sched_ns + nested - sched0
+                io = st.io_ns - io0
+                ex = st.exec_ns - ex0
+                longest = st.max_sched_ns
+                if longest0 > longest:  # what an enclosing span had seen before this one
+                    st.max_sched_ns = longest0
+                breakdown = live.breakdown = (run, sched, io, ex, st.steps - steps0 + 1, longest)
+                tally = self.by_name.get(live.name)
+                if tally is None:
+                    tally = self._name_tally(live.name)
+                if tally is not None:
+                    recent = tally.recent
+                    recent.append(breakdown)
+                    if len(recent) >= TALLY_FOLD_EVERY:
+                        tally.fold()
+            else:  # ended in another task or thread than it started in: no breakdown
+                live.breakdown = None
+            error = live.error
+            if error is not None and error[0] == "error":
+                extra = live.extra
+                stack = self._error_stack(st)
+                live.extra = {**extra, "error_stack": stack} if extra else {"error_stack": stack}
+        except Exception as exc:
+            live.breakdown = None
+            self.internal_error("ending a span breakdown", exc)
+
+    def _name_tally(self, name: str) -> NameTally | None:
+        if len(self.by_name) >= _MAX_NAMES:
+            return None
+        tally = self.by_name[name] = NameTally()
+        return tally
+
+    def _error_stack(self, st: TaskState) -> str:
+        lines = running_chain(StepCoro.send.__code__, skip=2)
+        chain = creation_chain_of_state(st)
+        return "\n".join(lines + chain)
+
+    # -------------------------------------------------------------- GC
+
+    def gc_overlapping(self, start_ns: int, end_ns: int) -> list[Any]:
+        """GC pauses (recent ones) overlapping ``[start_ns, end_ns]``, e.g. a stall."""
+        return self._gc.overlapping(start_ns, end_ns) if self._gc is not None else []
+
+    # ------------------------------------------------------------ reporting
+
+    def emit(self, record: Any) -> None:
+        self._emit(record)
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        self.internal_errors += 1
+        session = self.session
+        if session is not None:
+            session.internal_error(f"scheduler: {where}", exc)
+
+    def statistics(self) -> SchedulerStatistics:
+        ready = self.ready_delay()
+        timers = self.timer_lateness()
+        gc = self._gc
+        return SchedulerStatistics(
+            loops=len(self._loop_states),
+            tasks_tracked=self.tasks_tracked,
+            tasks_finished=self.tasks_finished,
+            tasks_unrecorded=self.tasks_unrecorded,
+            tasks_not_covered=self.tasks_not_covered,
+            coroutines_not_covered=self.coroutines_not_covered,
+            steps=sum(ls.steps for ls in list(self._loop_states)),
+            outlived_span=self.outlived_count,
+            inherited_context=self.workers_count,
+            ready_delay=ready.summary(),
+            timer_lateness=timers.summary(),
+            gc_pauses=gc.pauses.summary() if gc is not None else None,
+            gc_by_generation=list(gc.by_generation) if gc is not None else None,
+            executor_jobs=self.jobs,
+            executor_queue=self.job_queue.summary(),
+            executor_run=self.job_run.summary(),
+            executor_busy_max=self.busy_max,
+            snapshots=self.snapshots,
+            internal_errors=self.internal_errors,
+        )
+
+    def summary_lines(self) -> list[str]:
+        """What only the live probe knows, for the summary's scheduling section:
+        where the time of each span name went, full-session histograms, pool
+        saturation, coverage, which tasks outlived their request."""
+        lines = []
+        if self.by_name:
+            lines.append("  where span time went, by name:")
+            totals = {name: tally.totals() for name, tally in list(self.by_name.items())}
+            ranked = sorted(totals.items(), key=lambda kv: kv[1][1], reverse=True)
+            for name, (count, wall, run, sched, io, ex) in ranked[:5]:
+                lines.append(f"    {count}× " + breakdown_line(name, wall, run, sched, io, ex, None))
+        ready = self.ready_delay()
+        if ready.count:
+            worst = self._worst_sched
+            who = f" (task {worst[1]!r})" if worst[0] and worst[0] >= ready.max else ""
+            lines.append("  ready→run delay: " + hist_line(ready) + who)
+        timers = self.timer_lateness()
+        if timers.count:
+            lines.append("  timer lateness:  " + hist_line(timers))
+        if self.jobs:
+            lines.append(
+                f"  executor: queue wait p50 {format_ns(self.job_queue.percentile(50))}"
+                f" p99 {format_ns(self.job_queue.percentile(99))}; busiest pool {self._busiest()}"
+            )
+        if not lines and not self.tasks_tracked:
+            return []
+        coverage = f"  coverage: {self.tasks_tracked} tasks tracked"
+        if self.tasks_unrecorded:
+            coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
+        if self.tasks_not_covered:
+            coverage += f", {self.tasks_not_covered} not covered (created before the session)"
+        if self.coroutines_not_covered:
+            coverage += f", {self.coroutines_not_covered} non-coroutine tasks not covered"
+        lines.append(coverage)
+        if self.outlived_count:
+            sample = ", ".join(f"{t!r} outlived {s!r} by {format_ns(ns)}" for t, s, ns in self.outlived[:3])
+            lines.append(f"  outlived their request: {sample}")
+        if self.workers_count:
+            sample = ", ".join(f"{t!r} (from {s!r})" for t, s in self.workers[:3])
+            lines.append(f"  long-lived workers that inherited a request context: {sample}")
+        return lines

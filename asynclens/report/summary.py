@@ -1,0 +1,496 @@
+"""Aggregates over a run's records and the text report (``Session.summary()``, the CLI).
+
+:class:`SpanAggregates` sees every batch the session flushes (or every record
+of a file being converted) and keeps fixed-size aggregates: per-name span
+totals, the slowest spans, the longest stalls, merged lag windows, task,
+GC and executor totals, and the first leaks. Records other than spans are read
+by ``kind`` with ``getattr`` defaults, so new record kinds need no change here
+until they deserve a section. :func:`render_summary` turns the aggregates into
+sections readable at 100 columns; ANSI colour only when asked (a TTY).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._durations import format_ns
+from ..records import Record, Span
+
+__all__ = ["NameStats", "SpanAggregates", "format_ns", "render_summary"]
+
+WIDTH = 100
+
+
+def _opt_ns(ns: Any) -> str:
+    return format_ns(ns) if isinstance(ns, (int, float)) else "-"
+
+
+@dataclass
+class NameStats:
+    count: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    total_ns: int = 0
+    max_ns: int = 0
+
+
+@dataclass
+class _Totals:
+    count: int = 0
+    total_ns: int = 0
+    max_ns: int = 0
+
+    def add(self, ns: Any) -> None:
+        self.count += 1
+        if isinstance(ns, int) and ns > 0:
+            self.total_ns += ns
+            self.max_ns = max(self.max_ns, ns)
+
+
+@dataclass
+class _Lag:
+    windows: int = 0
+    samples: int = 0
+    weighted_mean: float = 0.0
+    min_ns: int | None = None
+    max_ns: int = 0
+    worst_p99_ns: int = 0
+    worst_p999_ns: int = 0
+    elu_time: float = 0.0
+    elu_ns: int = 0
+    elu_max: float = 0.0
+    loops: set[int] = field(default_factory=set)
+
+
+class SpanAggregates:
+    """Fixed-memory view of a run: span totals and slowest spans, plus stalls,
+    lag, tasks, GC, executor jobs and leaks when those records are present."""
+
+    def __init__(self, keep_slowest: int = 10, max_names: int = 1000) -> None:
+        self.keep_slowest = keep_slowest
+        self.max_names = max_names
+        self.by_name: dict[str, NameStats] = {}
+        self.other = NameStats()  # names beyond max_names are folded here
+        self._slowest: list[tuple[int, int, Span]] = []
+        self._seq = 0
+        self.spans = 0
+        self.errors = 0
+        self.cancelled = 0
+        self.first_errors: list[Span] = []
+        # other record kinds
+        self.stalls = _Totals()
+        self.stall_causes: Counter[str] = Counter()
+        self._stalls: list[tuple[int, int, Any]] = []
+        self.lag = _Lag()
+        self.tasks = 0
+        self.task_states: Counter[str] = Counter()
+        self.task_steps = 0
+        self.task_max_wait_ns = 0
+        self.tasks_outlived = 0
+        self.tasks_inherited = 0
+        self.steps = 0
+        self.gc = _Totals()
+        self.gc_by_generation: Counter[int] = Counter()
+        self.jobs = _Totals()
+        self.job_queue = _Totals()
+        self.job_errors = 0
+        self.ready_p99_max: int | None = None
+        self.timer_p99_max: int | None = None
+        self.leaks = 0
+        self.leaks_by_kind: Counter[str] = Counter()
+        self.first_leaks: list[Any] = []
+        self.handles_closed = 0
+        self.other_kinds: Counter[str] = Counter()
+
+    def add_batch(self, records: Iterable[Record]) -> None:
+        for record in records:
+            if type(record) is Span:
+                self.add(record)
+            else:
+                self.add_other(record)
+
+    def add(self, span: Span) -> None:
+        duration = span.end_ns - span.start_ns
+        stats = self.by_name.get(span.name)
+        if stats is None:
+            stats = (
+                self.other if len(self.by_name) >= self.max_names else self.by_name.setdefault(span.name, NameStats())
+            )
+        stats.count += 1
+        stats.total_ns += duration
+        stats.max_ns = max(stats.max_ns, duration)
+        self.spans += 1
+        if span.status == "error":
+            stats.errors += 1
+            self.errors += 1
+            if len(self.first_errors) < self.keep_slowest:
+                self.first_errors.append(span)
+        elif span.status == "cancelled":
+            stats.cancelled += 1
+            self.cancelled += 1
+        self._seq += 1
+        entry = (duration, -self._seq, span)
+        if len(self._slowest) < self.keep_slowest:
+            heapq.heappush(self._slowest, entry)
+        elif entry > self._slowest[0]:
+            heapq.heapreplace(self._slowest, entry)
+
+    def add_live(self, spans: Iterable[Any], freeze: Callable[[Any], Span | None]) -> None:
+        """Fold finished live spans (objects with ``name``, ``start_ns``, ``end_ns`` and
+        ``error``: ``None`` or ``(status, type, message)``) exactly as :meth:`add` folds
+        their records, freezing (``freeze(live)``, ``None`` when that failed) only the
+        few this keeps: the slowest and the first errors."""
+        slowest = self._slowest
+        keep = self.keep_slowest
+        durations: dict[str, list[int]] = {}  # by name, in order of first appearance
+        ended: list[Any] = []  # failed or cancelled, in order
+        frozen: dict[int, Span | None] = {}  # id(live) -> its record, for spans kept twice
+        seq = self._seq
+        count = 0
+        # a new span enters the heap while it is not full, or when strictly slower than
+        # its minimum ((duration, -seq) of a newer span is never above an older one's)
+        floor = float("inf") if keep <= 0 else slowest[0][0] if len(slowest) >= keep else float("-inf")
+        for live in spans:
+            duration = live.end_ns - live.start_ns
+            name = live.name
+            group = durations.get(name)
+            if group is None:
+                group = durations[name] = []
+            group.append(duration)
+            count += 1
+            seq += 1
+            if live.error is not None:
+                ended.append(live)
+            if duration > floor:
+                record = frozen[id(live)] = freeze(live)
+                if record is not None:
+                    if len(slowest) < keep:
+                        heapq.heappush(slowest, (duration, -seq, record))
+                    else:
+                        heapq.heapreplace(slowest, (duration, -seq, record))
+                    if len(slowest) >= keep:
+                        floor = slowest[0][0]
+        self._seq = seq
+        self.spans += count
+        by_name = self.by_name
+        for name, group in durations.items():
+            stats = by_name.get(name)
+            if stats is None:
+                stats = self.other if len(by_name) >= self.max_names else by_name.setdefault(name, NameStats())
+            stats.count += len(group)
+            stats.total_ns += sum(group)
+            longest = max(group)
+            if longest > stats.max_ns:
+                stats.max_ns = longest
+        first_errors = self.first_errors
+        for live in ended:
+            stats = by_name.get(live.name) or self.other
+            status = live.error[0]
+            if status == "error":
+                stats.errors += 1
+                self.errors += 1
+                if len(first_errors) < keep:
+                    key = id(live)
+                    record = frozen[key] if key in frozen else freeze(live)
+                    if record is not None:
+                        first_errors.append(record)
+            elif status == "cancelled":
+                stats.cancelled += 1
+                self.cancelled += 1
+
+    def add_other(self, record: Any) -> None:
+        """Fold a non-span record (dispatch on ``record.kind``)."""
+        kind = getattr(record, "kind", None)
+        if kind == "span":
+            self.add(record)
+        elif kind == "stall":
+            duration = (getattr(record, "end_ns", 0) or 0) - (getattr(record, "start_ns", 0) or 0)
+            self.stalls.add(duration)
+            self.stall_causes[str(getattr(record, "cause", None) or "unknown")] += 1
+            self._seq += 1
+            entry = (duration, -self._seq, record)
+            if len(self._stalls) < self.keep_slowest:
+                heapq.heappush(self._stalls, entry)
+            elif entry > self._stalls[0]:
+                heapq.heapreplace(self._stalls, entry)
+        elif kind == "lag":
+            self._add_lag(record)
+        elif kind == "task":
+            self.tasks += 1
+            self.task_states[str(getattr(record, "state", None) or "unknown")] += 1
+            self.task_steps += getattr(record, "steps", 0) or 0
+            self.task_max_wait_ns = max(self.task_max_wait_ns, getattr(record, "max_sched_wait_ns", 0) or 0)
+            self.tasks_outlived += bool(getattr(record, "outlived_span", False))
+            self.tasks_inherited += bool(getattr(record, "inherited_context", False))
+        elif kind == "step":
+            self.steps += 1
+        elif kind == "gc":
+            self.gc.add((getattr(record, "end_ns", 0) or 0) - (getattr(record, "start_ns", 0) or 0))
+            generation = getattr(record, "generation", None)
+            if isinstance(generation, int):
+                self.gc_by_generation[generation] += 1
+        elif kind == "executor_job":
+            start = getattr(record, "start_ns", None)
+            submit = getattr(record, "submit_ns", None)
+            end = getattr(record, "end_ns", None)
+            self.jobs.add(end - start if isinstance(end, int) and isinstance(start, int) else None)
+            self.job_queue.add(start - submit if isinstance(start, int) and isinstance(submit, int) else None)
+            self.job_errors += bool(getattr(record, "error_type", None))
+        elif kind == "sched":
+            for attr, name in (("ready_delay", "ready_p99_max"), ("timer_lateness", "timer_p99_max")):
+                summary: Any = getattr(record, attr, None)
+                p99 = summary.get("p99") if hasattr(summary, "get") else None
+                if isinstance(p99, (int, float)):
+                    current = getattr(self, name)
+                    setattr(self, name, int(p99) if current is None else max(current, int(p99)))
+        elif kind == "leak":
+            self.leaks += 1
+            self.leaks_by_kind[str(getattr(record, "handle_kind", None) or "handle")] += 1
+            if len(self.first_leaks) < self.keep_slowest:
+                self.first_leaks.append(record)
+        elif kind == "handle":
+            self.handles_closed += getattr(record, "close_ns", None) is not None
+        elif isinstance(kind, str) and kind not in ("session", "session_end", "span_event"):
+            self.other_kinds[kind] += 1
+
+    def _add_lag(self, record: Any) -> None:
+        lag = self.lag
+        count = getattr(record, "count", 0) or 0
+        lag.windows += 1
+        loop = getattr(record, "loop_id", None)
+        if loop is not None:
+            lag.loops.add(loop)
+        if count:
+            mean = getattr(record, "mean_ns", 0) or 0
+            lag.weighted_mean = (lag.weighted_mean * lag.samples + mean * count) / (lag.samples + count)
+            lag.samples += count
+            low = getattr(record, "min_ns", None)
+            if isinstance(low, int):
+                lag.min_ns = low if lag.min_ns is None else min(lag.min_ns, low)
+            lag.max_ns = max(lag.max_ns, getattr(record, "max_ns", 0) or 0)
+            lag.worst_p99_ns = max(lag.worst_p99_ns, getattr(record, "p99_ns", 0) or 0)
+            lag.worst_p999_ns = max(lag.worst_p999_ns, getattr(record, "p999_ns", 0) or 0)
+        elu = getattr(record, "elu", None)
+        if isinstance(elu, (int, float)):
+            window = max(0, (getattr(record, "end_ns", 0) or 0) - (getattr(record, "start_ns", 0) or 0))
+            lag.elu_time += float(elu) * window
+            lag.elu_ns += window
+            lag.elu_max = max(lag.elu_max, float(elu))
+
+    def slowest(self) -> list[Span]:
+        """The slowest spans, slowest first."""
+        return [span for _, _, span in sorted(self._slowest, reverse=True, key=lambda e: e[:2])]
+
+    def longest_stalls(self) -> list[Any]:
+        """The longest stalls, longest first."""
+        return [stall for _, _, stall in sorted(self._stalls, reverse=True, key=lambda e: e[:2])]
+
+
+# --------------------------------------------------------------------- render
+
+
+class _Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def head(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def bad(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def warn(self, text: str) -> str:
+        return self._wrap("33", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _span_line(span: Span, style: _Style) -> str:
+    def cell(value: Any) -> str:
+        return f"{_opt_ns(value):>9}"
+
+    where = f" [{span.task}]" if span.task else ""
+    status = ""
+    if span.status == "error":
+        status = f" ✗ {_clip(str(span.error_type), 24)}"
+    elif span.status == "cancelled":
+        status = f" ({_clip(str(span.error_type or 'cancelled'), 24)})"
+    head = (
+        f"  {format_ns(span.duration_ns):>9} {cell(span.cpu_ns)} {cell(span.sched_wait_ns)}"
+        f" {cell(span.io_wait_ns)} {cell(span.executor_ns)}  "
+    )
+    name = _clip(f"{span.name}{where}", WIDTH - len(head) - len(status))
+    return head + name + (style.bad(status) if span.status == "error" else style.warn(status))
+
+
+def _culprit(stall: Any) -> str:
+    file = getattr(stall, "file", None)
+    if file:
+        function = getattr(stall, "function", None)
+        line = getattr(stall, "line", None)
+        return f"{file}:{line}" + (f" in {function}" if function else "")
+    stack = getattr(stall, "stack", None) or ()
+    return str(stack[-1]) if stack else "(no stack sampled)"
+
+
+def render_summary(
+    aggregates: SpanAggregates,
+    stats: Any,
+    wall_ns: int,
+    sections: Mapping[str, Sequence[str]],
+    *,
+    color: bool = False,
+) -> str:
+    """The text report: headline, slowest spans with their breakdown, spans by name,
+    stalls, lag and ELU, scheduling/GC/executor, leaks, probe sections, problems.
+
+    ``sections`` are extra lines by their source (a probe's name). The live ``lag`` and
+    ``scheduler`` probes know more than their records (session-wide histograms), so
+    their lines stand in for the record-derived lag figures and complete the
+    scheduling section; the other probes' lines follow the record sections.
+    """
+    by_probe = dict(sections)
+    live_lag = by_probe.pop("lag", None)
+    live_sched = by_probe.pop("scheduler", None)
+    a = aggregates
+    st = _Style(color)
+    lines = [
+        st.head(f"asynclens: {a.spans} spans in {format_ns(wall_ns)}")
+        + f" ({a.errors} failed, {a.cancelled} cancelled)"
+    ]
+    slowest = a.slowest()
+    if slowest:
+        lines.append("")
+        lines.append(st.head("Slowest spans") + st.dim("  (cpu: on-CPU, sched: ready but waiting for the loop)"))
+        lines.append(f"  {'wall':>9} {'cpu':>9} {'sched':>9} {'io wait':>9} {'executor':>9}  name [task]")
+        lines.extend(_span_line(s, st) for s in slowest)
+        lines.append("")
+        lines.append(st.head("Spans by name"))
+        lines.append(f"  {'count':>7}  {'total':>9}  {'mean':>9}  {'max':>9}  {'errors':>6}  name")
+        ranked = sorted(a.by_name.items(), key=lambda kv: kv[1].total_ns, reverse=True)
+        if a.other.count:
+            ranked.append(("(other names)", a.other))
+        for name, s in ranked[:20]:
+            errors = f"{s.errors:>6}"
+            lines.append(
+                f"  {s.count:>7}  {format_ns(s.total_ns):>9}  {format_ns(s.total_ns / s.count):>9}"
+                f"  {format_ns(s.max_ns):>9}  {st.bad(errors) if s.errors else errors}  {_clip(name, WIDTH - 56)}"
+            )
+        if len(ranked) > 20:
+            lines.append(st.dim(f"  … and {len(ranked) - 20} more names"))
+    if a.first_errors:
+        lines.append("")
+        more = f" (the first {len(a.first_errors)})" if a.errors > len(a.first_errors) else ""
+        lines.append(st.bad(st.head(f"Failed spans: {a.errors}")) + more)
+        for span in a.first_errors:
+            where = f" [{span.task}]" if span.task else ""
+            lines.append("  " + _clip(f"{span.name}{where}: {span.error_type}: {span.error_message}", WIDTH - 2))
+    if live_lag:
+        lines.append("")
+        head, *details = live_lag
+        lines.append(st.bad(st.head(head)) if a.stalls.count else st.head(head))
+        lines.extend(details)
+    if a.stalls.count:
+        causes = ", ".join(f"{n} {c}" for c, n in a.stall_causes.most_common())
+        totals = f"({causes}), blocked {format_ns(a.stalls.total_ns)} in total, longest {format_ns(a.stalls.max_ns)}"
+        if live_lag:
+            lines.append(f"  stalls {totals}")
+        else:
+            lines.append("")
+            lines.append(st.bad(st.head(f"Event loop stalls: {a.stalls.count}")) + f" {totals}")
+        for stall in a.longest_stalls():
+            duration = (getattr(stall, "end_ns", 0) or 0) - (getattr(stall, "start_ns", 0) or 0)
+            who = getattr(stall, "span_name", None) or getattr(stall, "task", None) or "-"
+            cause = str(getattr(stall, "cause", None) or "?")
+            head = f"  {format_ns(duration):>9}  {cause:<8} "
+            lines.append(head + _clip(f"{_culprit(stall)}  ← {who}", WIDTH - len(head)))
+    if a.lag.windows and not live_lag:
+        lag = a.lag
+        lines.append("")
+        loops = f" over {len(lag.loops)} loops" if len(lag.loops) > 1 else ""
+        lines.append(st.head("Event loop lag") + f" ({lag.samples} samples in {lag.windows} windows{loops})")
+        lines.append(
+            f"  min {_opt_ns(lag.min_ns)}  mean {format_ns(lag.weighted_mean)}  max {format_ns(lag.max_ns)}"
+            f"  worst window p99 {format_ns(lag.worst_p99_ns)}  p99.9 {format_ns(lag.worst_p999_ns)}"
+        )
+        if lag.elu_ns:
+            lines.append(
+                f"  event loop utilisation: mean {lag.elu_time / lag.elu_ns:.0%}, busiest window {lag.elu_max:.0%}"
+            )
+    sched_lines = []
+    if a.tasks:
+        states = ", ".join(f"{n} {s}" for s, n in a.task_states.most_common())
+        sched_lines.append(
+            f"  tasks: {a.tasks} ({states}), {a.task_steps} steps, longest ready-to-run wait {format_ns(a.task_max_wait_ns)}"
+        )
+        if a.tasks_outlived or a.tasks_inherited:
+            sched_lines.append(
+                st.warn(
+                    f"  {a.tasks_outlived} tasks outlived the span that created them;"
+                    f" {a.tasks_inherited} long-lived tasks inherited a request's context"
+                )
+            )
+    if not live_sched and (a.ready_p99_max is not None or a.timer_p99_max is not None):
+        sched_lines.append(
+            f"  ready-to-run delay p99 (worst window) {_opt_ns(a.ready_p99_max)}; timer lateness p99 {_opt_ns(a.timer_p99_max)}"
+        )
+    if a.gc.count:
+        gens = ", ".join(f"gen{g}: {n}" for g, n in sorted(a.gc_by_generation.items()))
+        sched_lines.append(
+            f"  GC pauses: {a.gc.count} ({gens}), {format_ns(a.gc.total_ns)} in total, longest {format_ns(a.gc.max_ns)}"
+        )
+    if a.jobs.count:
+        failed = f", {a.job_errors} failed" if a.job_errors else ""
+        sched_lines.append(
+            f"  executor jobs: {a.jobs.count}{failed}; queued {format_ns(a.job_queue.total_ns)} (max"
+            f" {format_ns(a.job_queue.max_ns)}), ran {format_ns(a.jobs.total_ns)} (max {format_ns(a.jobs.max_ns)})"
+        )
+    sched_lines.extend(live_sched or ())
+    if sched_lines:
+        lines.append("")
+        lines.append(st.head("Scheduling, GC, executor"))
+        lines.extend(sched_lines)
+    if a.leaks:
+        lines.append("")
+        kinds = ", ".join(f"{n} {k}" for k, n in a.leaks_by_kind.most_common())
+        lines.append(st.bad(st.head(f"Left open: {a.leaks}")) + f" ({kinds})")
+        for leak in a.first_leaks:
+            kind = str(getattr(leak, "handle_kind", None) or "handle")
+            desc = getattr(leak, "description", None) or ""
+            if getattr(leak, "closed_by", None) == "gc":
+                desc = f"{desc} (closed by GC, never by the program)"
+            site = getattr(leak, "site", None) or "unknown site"
+            who = getattr(leak, "span_name", None)
+            head = f"  {kind:<10} "
+            lines.append(head + _clip(str(desc) or "-", WIDTH - len(head)))
+            lines.append(
+                " " * len(head) + _clip(f"opened at {site}" + (f" [span {who}]" if who else ""), WIDTH - len(head))
+            )
+        if a.leaks > len(a.first_leaks):
+            lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
+    for probe_lines in by_probe.values():
+        if probe_lines:
+            lines.append("")
+            lines.extend(probe_lines)
+    if stats is not None and (stats.records_dropped or stats.sinks_disabled or stats.internal_errors):
+        lines.append("")
+        lines.append(
+            st.warn(
+                f"Recording problems: {stats.records_dropped} records dropped (buffer limit {stats.buffer_limit}),"
+                f" {stats.sinks_disabled} sinks disabled, {stats.internal_errors} internal errors"
+            )
+        )
+    return "\n".join(lines)
