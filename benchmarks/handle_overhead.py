@@ -43,8 +43,8 @@ import echo_service
 
 import asynclens
 from asynclens.probes.handles import tcp_counters as _tcp_counters
-from asynclens.probes.handles.probe import _count_io
 from asynclens.probes.handles.registry import Entry
+from asynclens.probes.handles.transport_io import count_transport_io
 
 
 def _file_pairs(path: str, n: int) -> None:
@@ -120,7 +120,7 @@ def micro_unix_hooks(n: int, rounds: int) -> list[tuple[str, float, float]]:
     plain, hooked = _Transport(), _Transport()
     entry = Entry(hooked)
     entry.io = None
-    _count_io(hooked, entry, [0, 0, 0])
+    count_transport_io(hooked, entry, [0, 0, 0])
     cases = {
         "transport.write": (lambda: plain.write(data), lambda: hooked.write(data)),
         "protocol.data_received": (

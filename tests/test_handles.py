@@ -340,7 +340,7 @@ def test_open_keys_name_the_open_handles_without_making_their_records(
             keys = {(r.handle_kind, r.handle_id) for r in everything}
             with monkeypatch.context() as m:
                 m.setattr(probe.registry, "record", lambda *a, **k: pytest.fail("a record was made"))
-                m.setattr(probe, "_task_leak", lambda *a, **k: pytest.fail("a task's record was made"))
+                m.setattr("asynclens.probes.handles.probe.task_leak", lambda *a, **k: pytest.fail("a task's record was made"))
                 assert probe.open_keys() == keys
             socket_key = next(k for k in keys if k[0] == "socket")
             task_key = ("task", id(task))

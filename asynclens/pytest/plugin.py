@@ -36,8 +36,10 @@ from ..records import Record
 from ..session import SessionError
 from ..sinks import sink_for
 from .budgets import LEAK_MODES, AllowRule, AllowRuleError, Policy, evaluate, findings_from
+from .lens import Lens
+from .recorder import Recorder, session_options
 from .suite_summary import render_suite, unused_rules
-from .window import Lens, Recorder, Window, session_options
+from .window import Window
 
 __all__ = ["AsyncLensWarning", "Lens"]
 

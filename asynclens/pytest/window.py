@@ -1,320 +1,31 @@
 """One test's window on an asynclens session: its records, leaks and verdicts.
 
-The machinery behind the pytest plugin, free of pytest: :class:`Recorder` owns
-the session tests are recorded in (one per test, or one for the whole run),
-:class:`Window` is one test's share of it (records taken at its boundaries,
-handles it opened, tasks it left pending, findings judged once each), and
-:class:`Lens` is what the ``lens`` fixture hands the test.
+The machinery behind the pytest plugin, free of pytest: a :class:`Window` is one
+test's share of the :class:`~.recorder.Recorder`'s session (records taken at its
+boundaries, handles it opened, tasks it left pending, findings judged once
+each); :class:`~.lens.Lens` is what the ``lens`` fixture hands the test.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._durations import parse_duration
-from .._state import context as _context
 from ..probes._tasks import pending_tasks
-from ..records import Record, SessionInfo, Span
-from ..session import Session, SessionStatistics
-from ..sinks import Sink
+from ..records import Record, Span
+from ..session import Session
 from .budgets import AllowRule, Finding, Policy, Verdict, evaluate, findings_from
+from .lens import AsLeak, handle_key
+from .recorder import Recorder, WindowSink, current_task_id
 
-__all__ = ["HANDLE_KINDS", "Lens", "Recorder", "Window", "WindowSink", "session_options"]
+__all__ = ["Window"]
 
-HANDLE_KINDS = ("socket", "file", "subprocess", "transport", "task", "thread")
-_DEFAULT_STALL_THRESHOLD = 0.05
-_MIN_STALL_THRESHOLD = 0.001
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
-_KEEP_WINDOWS = 1000
-_KEEP_CLOSING_LEAKS = 100
 #: record kinds a test's findings come from (``task`` records also need the spans)
 _JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
-
-
-class Lens:
-    """What the ``lens`` fixture gives a test: the session recording it and the
-    test's own records so far.
-
-    ``spans``, ``stalls``, ``leaks``, ``lag``, ``tasks`` and ``sched`` are lists
-    of records made while this test ran (its fixtures included); ``statistics()``
-    the session's counters (with ``--asynclens`` one session records the whole
-    run, so these count every test so far). The ``assert_*`` helpers raise
-    ``AssertionError`` naming the culprit line, span and duration.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(self, run: Window) -> None:
-        self._run = run
-
-    @property
-    def session(self) -> Session:
-        assert self._run.session is not None
-        return self._run.session
-
-    @property
-    def policy(self) -> Policy:
-        """The limits this test runs under (options, ini, marker)."""
-        return self._run.policy
-
-    @property
-    def records(self) -> list[Record]:
-        """Every record so far (flushes the session first)."""
-        return self._run.records()
-
-    def _of_kind(self, kind: str) -> list[Any]:
-        return [r for r in self.records if getattr(r, "kind", None) == kind]
-
-    @property
-    def spans(self) -> list[Span]:
-        return [r for r in self.records if isinstance(r, Span)]
-
-    @property
-    def stalls(self) -> list[Any]:
-        """``Stall`` records (each blocked stretch of the event loop over the threshold)."""
-        return self._of_kind("stall")
-
-    @property
-    def leaks(self) -> list[Any]:
-        """Handles open now (while the test runs) or ``Leak`` records (after the session ended)."""
-        if not self._run.ended:
-            return self._run.open_handles(before=self._run.open_before_call)
-        return self._of_kind("leak") + list(self._run.leak_records)
-
-    @property
-    def lag(self) -> list[Any]:
-        """``LagSnapshot`` records (event-loop lag histograms per window)."""
-        return self._of_kind("lag")
-
-    @property
-    def tasks(self) -> list[Any]:
-        return self._of_kind("task")
-
-    @property
-    def sched(self) -> list[Any]:
-        return self._of_kind("sched")
-
-    def statistics(self) -> SessionStatistics:
-        return self.session.statistics()
-
-    def assert_no_leaks(self, kinds: Iterable[str] | str | None = None) -> None:
-        """Fail if a handle opened by this test is still open (``kinds`` limits which:
-        ``"socket"``, ``"file"``, ``"subprocess"``, ``"transport"``, ``"task"``, ``"thread"``)."""
-        wanted = leak_kinds(kinds)
-        if self._run.probe("handles") is None:
-            raise AssertionError(
-                "asynclens: cannot check for leaks: the handle registry is not running in this session"
-            )
-        current = current_task_id()
-        handles = [
-            h
-            for h in self.leaks
-            if (wanted is None or getattr(h, "handle_kind", None) in wanted)
-            and not (getattr(h, "handle_kind", None) == "task" and getattr(h, "handle_id", None) == current)
-        ]
-        self._check(findings_from_handles(handles, self.session.now()), "leak", leaks="fail")
-
-    def assert_no_stalls(self, longer_than: object = None) -> None:
-        """Fail if the event loop was blocked longer than ``longer_than`` (default: the
-        test's ``max_stall``, else every stall the session recorded).
-
-        A loop times a stall when it runs again: a block in the current step of
-        the calling coroutine is seen only after its next ``await``."""
-        if self._run.probe("lag") is None:
-            raise AssertionError("asynclens: cannot check for stalls: the lag monitor is not running in this session")
-        self._run.settle()
-        limit = parse_duration(longer_than, "assert_no_stalls(longer_than=...)") if longer_than is not None else None
-        if limit is None:
-            limit = self.policy.max_stall_ns if self.policy.max_stall_ns is not None else 0
-        self._check(self._run.findings(), "stall", max_stall_ns=limit)
-
-    def assert_max_sched_delay(self, limit: object) -> None:
-        """Fail if a ready task (or callback) waited longer than ``limit`` to run."""
-        if self._run.probe("scheduler") is None:
-            raise AssertionError(
-                "asynclens: cannot check scheduling delay: the scheduler probe is not running in this session"
-            )
-        limit_ns = parse_duration(limit, "assert_max_sched_delay(limit)")
-        self._check(self._run.findings(), "sched", max_sched_delay_ns=limit_ns)
-
-    def _check(self, findings: Sequence[Finding], kind: str, **limits: Any) -> None:
-        base = self.policy
-        policy = Policy(
-            max_stall_ns=limits.get("max_stall_ns"),
-            leaks=limits.get("leaks", "ignore"),
-            max_sched_delay_ns=limits.get("max_sched_delay_ns"),
-            allow=base.allow,
-        )
-        verdict = self._run.judge([f for f in findings if f.kind == kind], policy)
-        if verdict.failures:
-            raise AssertionError(verdict.failure_message())
-
-    def __repr__(self) -> str:
-        return f"<Lens {self._run.nodeid} {self._run.session!r}>"
-
-
-def findings_from_handles(handles: Iterable[Any], now_ns: int) -> list[Finding]:
-    """Open handles (``HandleRecord``-like) as leak findings."""
-    leaks = []
-    for handle in handles:
-        if getattr(handle, "kind", None) != "leak":
-            handle = AsLeak(handle)
-        leaks.append(handle)
-    return findings_from(leaks, now_ns)
-
-
-class AsLeak:
-    """A live handle seen as a leak (the handle record's fields, ``kind == "leak"``)."""
-
-    kind = "leak"
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
-
-
-def handle_key(handle: Any) -> tuple[Any, Any]:
-    return getattr(handle, "handle_kind", None), getattr(handle, "handle_id", None)
-
-
-def leak_kinds(kinds: Iterable[str] | str | None) -> frozenset[str] | None:
-    if kinds is None:
-        return None
-    wanted = frozenset([kinds] if isinstance(kinds, str) else kinds)
-    unknown = sorted(wanted - set(HANDLE_KINDS))
-    if unknown:
-        raise ValueError(f"assert_no_leaks(kinds=...): unknown kind {unknown[0]!r} (known: {', '.join(HANDLE_KINDS)})")
-    return wanted
-
-
-def current_task_id() -> int | None:
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return None
-    return id(task) if task is not None else None
-
-
-class WindowSink(Sink):
-    """Collects what the session records; ``take()`` hands it to the test running now.
-
-    Bounded: records beyond ``limit`` per test are dropped and counted.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self.dropped = 0
-        self.info: SessionInfo | None = None
-        self._records: list[Record] = []
-        self._lock = threading.Lock()
-
-    def open(self, info: SessionInfo) -> None:
-        self.info = info
-
-    def write(self, records: Sequence[Record]) -> None:
-        with self._lock:
-            room = max(0, self.limit - len(self._records))
-            if room < len(records):
-                self.dropped += len(records) - room
-            self._records.extend(records[:room])
-
-    def take(self) -> list[Record]:
-        with self._lock:
-            taken, self._records = self._records, []
-        return taken
-
-
-class Recorder:
-    """Owns the asynclens session tests are recorded in.
-
-    Without ``--asynclens`` each instrumented test gets a session of its own
-    (closed after its teardown, so its leaks are the handles the session's end
-    finds open). With ``--asynclens`` one session records the whole run and each
-    test takes the records of its own window; leaks are then the handles opened
-    in the window and still open after teardown (a live snapshot), which spares
-    every test the cost of starting and stopping the probes.
-    """
-
-    def __init__(self, long_lived: bool) -> None:
-        self.long_lived = long_lived
-        self.session: Session | None = None
-        self.sink = WindowSink()
-        self.options: dict[str, Any] = {}
-        self.probes: dict[str, Any] = {}  # the session's probes by name
-        self._problems = (0, 0)
-        self._last: Session | None = None
-        self._checked_s = 0.0
-        self.open_keys: frozenset[tuple[Any, Any]] | None = None
-        self.windows: deque[tuple[int, int, str]] = deque(maxlen=_KEEP_WINDOWS)
-        self.closing_leaks: list[Any] = []
-        self.reported: set[Any] = set()  # handle ids some test's report named already
-        #: ids of the tasks module-, class-, package- or session-scoped fixtures started
-        #: while being set up: theirs, never a test's leak (a weak set would need the tasks)
-        self.fixture_tasks: set[int] = set()
-
-    def owner_of(self, t: int) -> str | None:
-        """The test whose window (in this session) contains time ``t``, if any."""
-        for start, end, nodeid in reversed(self.windows):
-            if start <= t <= end:
-                return nodeid
-            if end < t:
-                return None
-        return None
-
-    def acquire(self, name: str, options: dict[str, Any]) -> tuple[Session | None, str | None]:
-        current = self.session
-        if current is not None and current.state == "active":
-            return current, None
-        other = _context.active
-        if other is not None:
-            return None, f"another asynclens session is already active ({other!r})"
-        self.sink = WindowSink()
-        session = Session([self.sink], flush_interval=0.5, name=name, **options)
-        session.start()
-        self.session = session
-        self.probes = {probe.name: probe for probe in session.probes}
-        self._problems = (0, 0)
-        self._checked_s = time.monotonic()
-        self.open_keys = None
-        return session, None
-
-    def new_problems(self, force: bool = False) -> tuple[int, int]:
-        """Records dropped and internal errors since the last look (for one test's report).
-
-        A long-lived session is looked at about once a second: its statistics ask
-        every probe, which costs more than a small test."""
-        session = self.session or self._last
-        now_s = time.monotonic()
-        if session is None or (not force and self.session is not None and now_s - self._checked_s < 1.0):
-            return 0, 0
-        self._checked_s = now_s
-        stats = session.statistics()
-        now = (stats.records_dropped + self.sink.dropped, stats.internal_errors)
-        before, self._problems = self._problems, now
-        return now[0] - before[0], now[1] - before[1]
-
-    def close(self) -> None:
-        session, self.session = self.session, None
-        if session is not None and session.state == "active":
-            self._last = session
-            session.close()
-            if self.long_lived:  # what the session's end reports belongs to no test
-                taken = self.sink.take()
-                leaks = [
-                    r
-                    for r in taken
-                    if getattr(r, "kind", None) == "leak" and getattr(r, "handle_id", None) not in self.reported
-                ]
-                self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
 
 def _duration(span: Span) -> int:
@@ -327,19 +38,6 @@ def _any_gaps(monitors: list[Any]) -> bool:
         if getattr(monitor, "gaps", None):
             return True
     return False
-
-
-def session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
-    """Stall threshold low enough for the strictest ``max_stall``; the scheduler
-    probe only where a test asks about scheduling delay; no I/O rates (nothing judges a
-    test on them, and their readiness-event hook would cost every new loop)."""
-    threshold = _DEFAULT_STALL_THRESHOLD
-    scheduler = False
-    for policy, uses_lens in policies:
-        if policy.max_stall_ns is not None:
-            threshold = min(threshold, max(_MIN_STALL_THRESHOLD, policy.max_stall_ns / 1e9))
-        scheduler = scheduler or uses_lens or policy.max_sched_delay_ns is not None
-    return {"stall_threshold": threshold, "scheduler": scheduler, "io_rates": False}
 
 
 class Window:

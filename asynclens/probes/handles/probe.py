@@ -34,20 +34,20 @@ import dataclasses
 import heapq
 import threading
 import weakref
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._durations import format_ns
 from ...records import HandleRecord, IoRates, Leak
 from .._attrs import instance_attr, remove_instance_attr
 from .._patch import Patch
 from .._tasks import pending_tasks
-from ..scheduler.steps import task_state_of
 from . import patches as _handle_patches
 from . import tcp_counters as _tcp_counters
 from .registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
-from .sites import code_location, site_of, stack_of
+from .task_leaks import task_leak
+from .text import handle_line, io_lines
+from .transport_io import count_transport_io, remove_hooks
 
 __all__ = ["HandleProbe", "HandleStatistics"]
 
@@ -186,7 +186,7 @@ class HandleProbe:
         if _tcp_counters.AVAILABLE and _tcp_counters.is_tcp(sock) and self._count_tcp(transport, entry, sock):
             return
         if hasattr(transport, "__dict__"):  # a stdlib transport (uvloop's are C objects)
-            _count_io(transport, entry, self.totals)
+            count_transport_io(transport, entry, self.totals)
 
     def _count_tcp(self, transport: Any, entry: Entry, sock: Any) -> bool:
         """Count ``transport``'s bytes from its socket's kernel counters: read when asked,
@@ -266,7 +266,7 @@ class HandleProbe:
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
                 self._task_leaks.append(
-                    self._task_leak(task, "still pending when asyncio.run() finished (cancelled by it)")
+                    task_leak(self.session.start_ns, task, "still pending when asyncio.run() finished (cancelled by it)")
                 )
 
     def _is_leaked_task(self, task: asyncio.Task[Any]) -> bool:
@@ -275,54 +275,6 @@ class HandleProbe:
             and task not in self._tasks_before
             and task not in self._tasks_reported
             and not task_is_own(task)
-        )
-
-    def _task_leak(self, task: asyncio.Task[Any], note: str) -> Leak:
-        coro: Any = task.get_coro()
-        chain: list[Any] = []  # outermost first
-        while coro is not None and len(chain) < 80:
-            frame = (
-                getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-            )
-            if frame is None:
-                break
-            chain.append((frame.f_code, frame.f_lasti))
-            coro = (
-                getattr(coro, "cr_await", None)
-                or getattr(coro, "gi_yieldfrom", None)
-                or getattr(coro, "ag_await", None)
-            )
-        pairs: list[Any] = []
-        for code, line in reversed(chain):
-            pairs.append(code)
-            pairs.append(line)
-        # The scheduler probe saw the task being created: where, when and in which span.
-        created = task_state_of(task)
-        span = getattr(created, "span", None)
-        if span is None:
-            get_context = getattr(task, "get_context", None)  # Python 3.12+
-            if get_context is not None:
-                from ..._state.context import current_span
-
-                span = get_context().get(current_span)
-        creation = getattr(created, "site", None)
-        if creation is not None:
-            site: str | None = code_location(*creation)
-            stack: tuple[str, ...] = (site,) if site is not None else ()
-            waiting = f", waiting at {site_of(pairs)}" if pairs else ""
-        else:  # only where it waits now is known
-            site, stack, waiting = site_of(pairs), stack_of(pairs), ""
-        qualname = getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
-        return Leak(
-            handle_id=id(task),
-            handle_kind=KINDS[TASK],
-            description=f"task {task.get_name()!r} ({qualname}) {note}{waiting}",
-            open_ns=getattr(created, "created_ns", None) or self.session.start_ns,
-            site=site,
-            stack=stack,
-            trace_id=span.trace_id if span is not None else None,
-            span_id=span.span_id if span is not None else None,
-            span_name=span.name if span is not None else None,
         )
 
     def _on_collected(self, entry: Entry) -> None:
@@ -421,10 +373,10 @@ class HandleProbe:
             transport = entry()
             if entry.io is None or transport is None:
                 continue
-            _remove_hooks(transport, ("write", "writelines"))
+            remove_hooks(transport, ("write", "writelines"))
             protocol = entry.io[3]() if entry.io[3] is not None else None
             if protocol is not None:
-                _remove_hooks(protocol, ("data_received", "buffer_updated", "connection_lost"))
+                remove_hooks(protocol, ("data_received", "buffer_updated", "connection_lost"))
         self._tcp.clear()
 
     def _uncount_events(self) -> None:
@@ -495,7 +447,7 @@ class HandleProbe:
         ]
         for task in self._open_tasks():
             if only is None or (KINDS[TASK], id(task)) in only:
-                leak = self._task_leak(task, "pending")
+                leak = task_leak(self.session.start_ns, task, "pending")
                 records.append(HandleRecord(**{f: getattr(leak, f) for f in _FIELDS}))
         records.sort(key=lambda r: (r.open_ns, r.handle_id))
         return records
@@ -537,7 +489,7 @@ class HandleProbe:
             current = _current_task(loop)
             for task in pending_tasks(loop):
                 if task is not current and self._is_leaked_task(task):
-                    leaks.append(self._task_leak(task, "still pending at session end"))
+                    leaks.append(task_leak(self.session.start_ns, task, "still pending at session end"))
         leaks.sort(key=lambda r: (r.open_ns, r.handle_id))
         return leaks
 
@@ -575,65 +527,15 @@ class HandleProbe:
         if self._active:
             current = self.open_handles()
             lines.append(f"  open now: {len(current)}")
-            lines.extend(_handle_line(r) for r in current[:SUMMARY_LIMIT])
+            lines.extend(handle_line(r) for r in current[:SUMMARY_LIMIT])
             if len(current) > SUMMARY_LIMIT:
                 lines.append(f"  ... and {len(current) - SUMMARY_LIMIT} more (Session.open_handles())")
-        lines.extend(self._io_lines(stats))
+        lines.extend(io_lines(self, stats))
         return lines
 
-    def _io_lines(self, stats: HandleStatistics) -> list[str]:
-        session = self.session
-        if session is None or not (stats.ops or stats.events):
-            return []
-        end = session.end_ns or session.now()
-        seconds = max((end - session.start_ns) / 1e9, 1e-9)
-        line = (
-            f"I/O: sent {_bytes(stats.bytes_sent)} ({_bytes(stats.bytes_sent / seconds)}/s),"
-            f" received {_bytes(stats.bytes_received)} ({_bytes(stats.bytes_received / seconds)}/s),"
-            f" {stats.ops} ops ({stats.ops / seconds:.0f}/s)"
-        )
-        if stats.events is not None:
-            line += f", {stats.events} readiness events ({stats.events / seconds:.0f}/s)"
-        lines = [line]
-        spans = {name: list(v) for name, v in self._span_io.items()}
-        busiest = [r for _, _, r in self._busiest]
-        if self._active:
-            for entry, obj in self.registry.open_entries():
-                if entry.io is not None:
-                    totals = spans.setdefault(entry.span_name, [0, 0, 0])
-                    for i in range(3):
-                        totals[i] += entry.io[i]
-                    busiest.append(self.registry.record(HandleRecord, entry, obj))
-        if spans:
-            lines.append("  I/O by span that opened the transport:      sent   received      ops")
-            for name, (sent, received, ops) in sorted(spans.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:10]:
-                lines.append(f"    {name or '(no span)'!s:<40} {_bytes(sent):>9}  {_bytes(received):>9}  {ops:>7}")
-        busiest.sort(key=lambda r: -((r.bytes_sent or 0) + (r.bytes_received or 0)))
-        if busiest:
-            lines.append("  busiest transports:")
-            for r in busiest[:5]:
-                life = ((r.close_ns or end) - r.open_ns) / 1e9 or 1e-9
-                lines.append(
-                    f"    {r.description}  sent {_bytes(r.bytes_sent or 0)}, received {_bytes(r.bytes_received or 0)},"
-                    f" {r.ops} ops over {format_ns(life * 1e9)} ({_bytes(((r.bytes_sent or 0) + (r.bytes_received or 0)) / life)}/s)"
-                )
-        return lines
 
 
 _FIELDS = [f.name for f in dataclasses.fields(HandleRecord)]
-
-
-def _handle_line(record: HandleRecord | Leak) -> str:
-    span = f"  [span {record.span_name}]" if record.span_name else ""
-    return f"  {record.handle_kind:<10} {record.description}\n    opened at {record.site or '?'}{span}"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def _current_task(loop: asyncio.AbstractEventLoop) -> Any:
@@ -642,67 +544,3 @@ def _current_task(loop: asyncio.AbstractEventLoop) -> Any:
     return None
 
 
-def _remove_hooks(obj: Any, names: tuple[str, ...]) -> None:
-    for name in names:
-        hook = instance_attr(obj, name)
-        if getattr(hook, "__asynclens_hook__", False):
-            remove_instance_attr(obj, name, hook)
-
-
-def _count_io(transport: Any, entry: Entry, totals: list[int]) -> None:
-    """Count bytes and ops of a stdlib socket transport via instance attributes.
-
-    The hooks reach the transport through the entry (a weak reference) and the
-    protocol through a weak reference: a strong one from the object's own
-    ``__dict__`` would form a cycle and change when it is collected.
-    """
-    io = entry.io = [0, 0, 0, None]  # sent, received, ops, weak ref to the protocol
-    cls = type(transport)
-    transport.write = _counted(cls.write, entry, SENT, len, io, totals)
-    writelines = cls.writelines
-    if writelines is not asyncio.WriteTransport.writelines:  # 3.12+: not built on write()
-
-        def counted_writelines(list_of_data: Any) -> Any:
-            list_of_data = list(list_of_data)
-            n = sum(len(d) for d in list_of_data)
-            io[0] += n
-            io[2] += 1
-            totals[0] += n
-            totals[2] += 1
-            return writelines(entry(), list_of_data)
-
-        counted_writelines.__asynclens_hook__ = True  # type: ignore[attr-defined]
-        transport.writelines = counted_writelines
-    protocol = getattr(transport, "_protocol", None)
-    if protocol is None:
-        return
-    pref = io[3] = weakref.ref(protocol)
-    proto_cls = type(protocol)
-    try:
-        if isinstance(protocol, asyncio.BufferedProtocol):
-            protocol.buffer_updated = _counted(proto_cls.buffer_updated, pref, RECEIVED, int, io, totals)  # type: ignore[method-assign,assignment]
-        elif instance_attr(protocol, "data_received") is None:  # (no __dict__: the setattr fails below)
-            protocol.data_received = _counted(proto_cls.data_received, pref, RECEIVED, len, io, totals)
-    except (AttributeError, TypeError):
-        pass  # a protocol with __slots__: receives are not counted
-
-
-SENT, RECEIVED = 0, 1
-
-
-def _counted(
-    method: Any, owner: Callable[[], Any], side: int, size: Callable[[Any], int], io: list[Any], totals: list[int]
-) -> Callable[[Any], Any]:
-    """``method`` of the object ``owner()`` returns, counting one operation of ``size(arg)``
-    bytes on ``side`` (SENT or RECEIVED) per call, for the object and the session."""
-
-    def counted(arg: Any) -> Any:
-        n = size(arg)
-        io[side] += n
-        io[2] += 1
-        totals[side] += n
-        totals[2] += 1
-        return method(owner(), arg)
-
-    counted.__asynclens_hook__ = True  # type: ignore[attr-defined]
-    return counted
