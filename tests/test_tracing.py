@@ -97,7 +97,6 @@ def test_introspection_survives() -> None:
         assert traced.__wrapped__ is func
         assert traced.__name__ == func.__name__
         assert traced.__doc__ == func.__doc__
-    assert asyncio.iscoroutinefunction(asynclens.trace(coro))
 
 
 def test_methods_classmethods_staticmethods() -> None:
