@@ -5,19 +5,31 @@ by hand: a suspended coroutine's ``cr_await`` (``gi_yieldfrom``, ``ag_await``)
 leads to what it awaits, and a task blocked on another task (``_fut_waiter``)
 continues into that task. The running task has no ``cr_await`` (its frames are
 live), so its chain is read from the thread's frame stack instead.
+
+From 3.14 the interpreter keeps the other direction too: every future knows the
+tasks awaiting it (``_asyncio_awaited_by``, the graph ``asyncio.capture_call_graph``
+reads), including a ``gather()`` or ``TaskGroup`` child's parent. There the
+stacks start with the awaiting tasks' chains, outermost first, so that a child's
+stack names the whole chain up to the request (``main`` <- ``handler`` <- ``child``).
+The graph is only read when a stack is built (a stall, a leak, an error).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from types import FrameType
 from typing import Any
 
 from .._own import PACKAGE_DIR
 
-__all__ = ["await_chain", "format_frame", "running_chain", "task_stack"]
+__all__ = ["HAS_AWAITED_BY", "await_chain", "awaiter_frames", "awaiters", "format_frame", "running_chain", "task_stack"]
 
 _MAX_DEPTH = 64
+_MAX_AWAITERS = 16
+
+#: 3.14+: futures and tasks know who awaits them.
+HAS_AWAITED_BY = hasattr(asyncio, "capture_call_graph")
 
 
 def format_frame(filename: str, lineno: int | None, name: str) -> str:
@@ -51,9 +63,54 @@ def await_chain(coro: Any) -> list[str]:
     return frames
 
 
-def task_stack(task: Any, max_tasks: int = 8) -> tuple[str, ...]:
-    """The await chain of a pending task, continued into the tasks it awaits."""
+def awaiters(fut: Any, limit: int = _MAX_AWAITERS) -> list[Any]:
+    """The tasks awaiting ``fut``, up the interpreter's awaited-by graph, innermost
+    first (the first awaiter where there are several; plain futures between two
+    tasks, e.g. ``shield()``'s, are passed through). Empty before 3.14."""
+    out: list[Any] = []
+    if not HAS_AWAITED_BY:
+        return out
+    seen = {id(fut)}
+    hops = 0
+    while fut is not None and len(out) < limit and hops < 4 * limit:
+        hops += 1
+        try:
+            parents = fut._asyncio_awaited_by  # a fresh frozenset (or None): safe from another thread
+        except Exception:
+            break
+        nxt = None
+        for parent in parents or ():
+            if id(parent) in seen:
+                continue
+            if nxt is None or (not hasattr(nxt, "get_coro") and hasattr(parent, "get_coro")):
+                nxt = parent  # a task before a plain future: its frames are what the stack is for
+        if nxt is None:
+            break
+        seen.add(id(nxt))
+        if hasattr(nxt, "get_coro"):
+            out.append(nxt)
+        fut = nxt
+    return out
+
+
+def awaiter_frames(task: Any) -> list[str]:
+    """The await chains of the tasks awaiting ``task`` (see :func:`awaiters`),
+    outermost first: what comes before ``task``'s own frames. Empty before 3.14."""
     frames: list[str] = []
+    if not HAS_AWAITED_BY:
+        return frames
+    for parent in reversed(awaiters(task)):
+        try:
+            frames.extend(await_chain(parent.get_coro()))
+        except Exception:
+            continue
+    return frames
+
+
+def task_stack(task: Any, max_tasks: int = 8) -> tuple[str, ...]:
+    """The await chain of a pending task, continued into the tasks it awaits; from
+    3.14 preceded by the chains of the tasks awaiting it."""
+    frames: list[str] = awaiter_frames(task) if HAS_AWAITED_BY else []
     seen: set[int] = set()
     while task is not None and id(task) not in seen and len(seen) < max_tasks:
         seen.add(id(task))
@@ -78,7 +135,8 @@ def task_stack(task: Any, max_tasks: int = 8) -> tuple[str, ...]:
 
 def running_chain(stop_code: Any = None, skip: int = 1) -> list[str]:
     """Frames of the calling thread, outermost first, from below the frame running
-    ``stop_code`` (the step wrapper) down to the caller; asynclens frames skipped."""
+    ``stop_code`` (the step wrapper) down to the caller; asynclens frames skipped.
+    From 3.14, when a task runs, preceded by the chains of the tasks awaiting it."""
     try:
         frame: FrameType | None = sys._getframe(skip + 1)
     except ValueError:
@@ -92,4 +150,11 @@ def running_chain(stop_code: Any = None, skip: int = 1) -> list[str]:
             out.append(format_frame(code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
     out.reverse()
+    if HAS_AWAITED_BY:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running loop in this thread
+            task = None
+        if task is not None:
+            out[:0] = awaiter_frames(task)
     return out

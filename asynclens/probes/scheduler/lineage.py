@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .asyncstack import format_frame, task_stack
+from .asyncstack import HAS_AWAITED_BY, awaiters, format_frame, task_stack
 from .steps import TaskState, task_state_of
 
 __all__ = ["async_stack", "creation_chain", "creation_chain_of_state"]
@@ -41,6 +41,8 @@ def creation_chain_of_state(st: TaskState) -> list[str]:
     parent = st.parent() if st.parent is not None else None
     parent_task = parent.task_ref() if parent is not None and parent.task_ref is not None else None
     if parent_task is not None and not parent_task.done():
+        if HAS_AWAITED_BY and task is not None and any(t is parent_task for t in awaiters(task)):
+            return lines  # 3.14+: it awaits this task, so its frames already head the running chain
         stack = task_stack(parent_task)
         if stack:
             lines.append(f"task {parent_task.get_name()!r} awaiting:")
