@@ -11,7 +11,9 @@ Its weights are its *self* time:
   thread (``0`` when the scheduler probe did not measure it).
 
 Stalls add stacks under a ``[event loop stall]`` root: the sampled Python stacks
-of the blocked loop, the stall's duration split over the samples by count.
+of the blocked loop, the stall's duration split over the samples by count. The
+stacks hold the program's frames (``full_stacks=True``: the libraries' too, runpy
+and asyncio included); asynclens's own frames are never in them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .rundata import RunData, RunPart, frame_label
+from .frames import shown_frames
+from .rundata import RunData, RunPart
 
 __all__ = ["STALL_ROOT", "span_stacks", "stall_stacks", "weighted_stacks"]
 
@@ -77,7 +80,7 @@ def span_stacks(part: RunPart) -> Iterator[tuple[tuple[str, ...], Any, int, int]
         yield path_of(s), s, wall, cpu
 
 
-def _samples_of(stall: Any) -> list[tuple[tuple[str, ...], int]]:
+def _samples_of(stall: Any, full: bool) -> list[tuple[tuple[str, ...], int]]:
     out = []
     for sample in getattr(stall, "samples", None) or ():
         frames = getattr(sample, "frames", None)
@@ -85,29 +88,31 @@ def _samples_of(stall: Any) -> list[tuple[tuple[str, ...], int]]:
         if frames is None and isinstance(sample, dict):
             frames, count = sample.get("frames"), sample.get("count")
         if frames:
-            out.append((tuple(frame_label(f) for f in frames), int(count or 1)))
+            out.append((tuple(shown_frames(frames, full=full)), int(count or 1)))
     if not out:
         stack = getattr(stall, "stack", None) or ()
         if stack:
-            out.append((tuple(frame_label(f) for f in stack), 1))
+            out.append((tuple(shown_frames(stack, full=full)), 1))
         else:
             where = getattr(stall, "function", None) or "unknown"
             out.append(((str(where),), 1))
     return out
 
 
-def stall_stacks(data: RunData) -> Iterator[tuple[tuple[str, ...], int, int, int]]:
+def stall_stacks(data: RunData, *, full_stacks: bool = False) -> Iterator[tuple[tuple[str, ...], int, int, int]]:
     """``(stack, wall_ns, cpu_ns, samples)`` for the sampled stacks of every stall."""
     for _, stall in data.all("stall"):
         duration = max(0, (getattr(stall, "end_ns", 0) or 0) - (getattr(stall, "start_ns", 0) or 0))
         cpu = getattr(stall, "cpu_ns", None) or 0
-        samples = _samples_of(stall)
+        samples = _samples_of(stall, full_stacks)
         total = sum(c for _, c in samples) or 1
         for frames, count in samples:
             yield (STALL_ROOT, *frames), duration * count // total, cpu * count // total, count
 
 
-def weighted_stacks(data: RunData, *, stalls: bool = True) -> dict[tuple[str, ...], list[int]]:
+def weighted_stacks(
+    data: RunData, *, stalls: bool = True, full_stacks: bool = False
+) -> dict[tuple[str, ...], list[int]]:
     """Aggregated ``stack -> [wall_ns, cpu_ns]`` over every run (spans, then stalls)."""
     totals: dict[tuple[str, ...], list[int]] = {}
     for part in data.parts:
@@ -119,7 +124,7 @@ def weighted_stacks(data: RunData, *, stalls: bool = True) -> dict[tuple[str, ..
                 entry[0] += wall
                 entry[1] += cpu
     if stalls:
-        for stack, wall, cpu, _ in stall_stacks(data):
+        for stack, wall, cpu, _ in stall_stacks(data, full_stacks=full_stacks):
             entry = totals.setdefault(stack, [0, 0])
             entry[0] += wall
             entry[1] += cpu

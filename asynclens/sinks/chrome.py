@@ -26,7 +26,8 @@ from typing import Any
 
 from .. import __version__
 from ..report.fileformat import _fallback
-from ..report.rundata import DEFAULT_LIMIT, RunData, RunPart, frame_label
+from ..report.frames import clean_frame, clean_path, shown_frames
+from ..report.rundata import DEFAULT_LIMIT, RunData, RunPart
 from ..report.tracks import assign_lanes, track_of
 from ._rendering import RenderingSink
 
@@ -212,8 +213,8 @@ class _Builder:
                     "trace_id": _hex(getattr(stall, "trace_id", None), 32),
                     "span_id": _hex(getattr(stall, "span_id", None), 16),
                     "cpu_ms": _ms(getattr(stall, "cpu_ns", None)),
-                    "stack": [frame_label(f) for f in getattr(stall, "stack", ()) or ()],
-                    "async_stack": [frame_label(f) for f in getattr(stall, "async_stack", ()) or ()],
+                    **_stacks(getattr(stall, "stack", ()) or ()),
+                    "async_stack": shown_frames(getattr(stall, "async_stack", ()) or ()),
                     "sampled": getattr(stall, "sampled", None),
                 }
             )
@@ -359,9 +360,17 @@ def _culprit(stall: Any) -> str:
     line = getattr(stall, "line", None)
     function = getattr(stall, "function", None)
     if file:
+        file = clean_path(str(file))
         return f"{file}:{line} in {function}" if function else f"{file}:{line}"
     stack = getattr(stall, "stack", None) or ()
-    return frame_label(stack[-1]) if stack else "unknown (no stack sampled)"
+    return clean_frame(stack[-1]) if stack else "unknown (no stack sampled)"
+
+
+def _stacks(stack: Any) -> dict[str, list[str]]:
+    """``stack``: the program's frames; ``full_stack``: with the libraries' (when that shows more)."""
+    program = shown_frames(stack)
+    full = shown_frames(stack, full=True)
+    return {"stack": program, "full_stack": full} if len(full) > len(program) else {"stack": program}
 
 
 def _compact(args: dict[str, Any]) -> dict[str, Any]:

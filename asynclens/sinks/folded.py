@@ -2,7 +2,8 @@
 
 Each line is one stack of span names, root first, and its self time in
 microseconds (wall clock by default, on-CPU with ``weight="cpu"``); stalls add
-``[event loop stall];frame;frame`` lines with the sampled Python stacks.
+``[event loop stall];frame;frame`` lines with the sampled Python stacks (the
+program's frames; ``full_stacks=True`` keeps the libraries' too).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ def _clean(name: str) -> str:
     return name.replace(";", ":").replace("\n", " ").replace("\r", " ").strip() or "?"
 
 
-def render_folded(data: RunData, weight: str = "wall") -> str:
+def render_folded(data: RunData, weight: str = "wall", *, full_stacks: bool = False) -> str:
     """The folded-stacks text of ``data``: one ``stack count`` line per distinct stack, sorted."""
     if weight not in _WEIGHTS:
         raise ValueError(f"folded weight must be 'wall' or 'cpu', not {weight!r}")
     column = _WEIGHTS[weight]
     lines = []
-    for stack, weights in weighted_stacks(data).items():
+    for stack, weights in weighted_stacks(data, full_stacks=full_stacks).items():
         micros = weights[column] // 1000
         if micros > 0:
             lines.append(f"{';'.join(_clean(f) for f in stack)} {micros}")
@@ -43,11 +44,19 @@ class FoldedSink(RenderingSink):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, weight: str = "wall", limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        weight: str = "wall",
+        full_stacks: bool = False,
+        limit: int = DEFAULT_LIMIT,
+    ) -> None:
         if weight not in _WEIGHTS:
             raise ValueError(f"FoldedSink(weight={weight!r}): must be 'wall' or 'cpu'")
         super().__init__(path, limit=limit)
         self.weight = weight
+        self.full_stacks = full_stacks
 
     def render(self, data: RunData) -> str:
-        return render_folded(data, self.weight)
+        return render_folded(data, self.weight, full_stacks=self.full_stacks)

@@ -106,8 +106,9 @@ def _evented(name: str, spans: list[Any], shift: int, frames: _Frames) -> list[d
     return profiles
 
 
-def render_speedscope(data: RunData) -> dict[str, Any]:
-    """The speedscope file of ``data`` as a JSON-ready dict."""
+def render_speedscope(data: RunData, *, full_stacks: bool = False) -> dict[str, Any]:
+    """The speedscope file of ``data`` as a JSON-ready dict (stall stacks: the program's
+    frames, or the libraries' too with ``full_stacks``)."""
     frames = _Frames()
     wall: dict[tuple[int, ...], int] = {}
     cpu: dict[tuple[int, ...], int] = {}
@@ -120,7 +121,7 @@ def render_speedscope(data: RunData) -> dict[str, Any]:
                 cpu[key] = cpu.get(key, 0) + self_cpu
             by_task.setdefault((part.index, track_of(span)), []).append(span)
     stalls: dict[tuple[int, ...], int] = {}
-    for stack, weight, _, _ in stall_stacks(data):
+    for stack, weight, _, _ in stall_stacks(data, full_stacks=full_stacks):
         key = (frames.get(STALL_ROOT), *(frames.get(f, True) for f in stack[1:]))
         stalls[key] = stalls.get(key, 0) + weight
     first, last = data.extent()
@@ -167,8 +168,9 @@ class SpeedscopeSink(RenderingSink):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, full_stacks: bool = False, limit: int = DEFAULT_LIMIT) -> None:
         super().__init__(path, limit=limit)
+        self.full_stacks = full_stacks
 
     def render(self, data: RunData) -> str:
-        return json.dumps(render_speedscope(data), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(render_speedscope(data, full_stacks=self.full_stacks), ensure_ascii=False, separators=(",", ":"))
