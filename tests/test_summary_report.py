@@ -36,6 +36,7 @@ def test_sections_in_order() -> None:
         "Event loop lag (8 samples in 2 windows)",
         "Scheduling, GC, executor",
         "Left open: 1 (1 socket)",
+        "I/O: sent 1.0 kB (10.0 kB/s), received 5.0 kB (50.0 kB/s), 0 ops (0/s), 50 readiness events (500/s)",
         "Probe section line",
     ]
 

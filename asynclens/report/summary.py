@@ -12,17 +12,28 @@ sections readable at 100 columns; ANSI colour only when asked (a TTY).
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+import os
+import re
+import shutil
+import sys
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._durations import format_ns
 from ..records import Record, Span
+from .frames import clean_frame, clean_path
+from .leaks import endpoints, group_leaks
+from .rundata import RunData
 
-__all__ = ["NameStats", "SpanAggregates", "format_ns", "render_summary"]
+__all__ = ["NameStats", "SpanAggregates", "format_ns", "render_summary", "summary_from_run", "summary_width"]
 
+#: The width of the summary when it is not shown on a terminal (a file, the HTML report).
 WIDTH = 100
+#: Span ends remembered for the "outlived their request" line (the spans a late task outlived
+#: ended shortly before it; older ones are forgotten).
+_RECENT_SPANS = 4096
 
 
 def _opt_ns(ns: Any) -> str:
@@ -103,7 +114,18 @@ class SpanAggregates:
         self.leaks = 0
         self.leaks_by_kind: Counter[str] = Counter()
         self.first_leaks: list[Any] = []
+        self.leak_pairs = 0  # socket + transport of one connection, counted once
+        self._unpaired: Counter[tuple[str, str]] = Counter()
         self.handles_closed = 0
+        # per name, from span records that carry the scheduler's breakdown:
+        # [count, wall, cpu, sched, io, executor]
+        self.breakdown: dict[str, list[int]] = {}
+        self._span_ends: OrderedDict[int, int] = OrderedDict()
+        self.outlived: list[list[Any]] = []  # [task, span name, by ns or None, span id, done ns]
+        self.io: list[int] = [0, 0, 0]  # bytes sent, received, ops (io_rates records)
+        self.io_events: int | None = None
+        self.io_by_span: dict[str, list[int]] = {}
+        self._busiest: list[tuple[int, int, Any]] = []
         self.other_kinds: Counter[str] = Counter()
 
     def add_batch(self, records: Iterable[Record]) -> None:
@@ -138,6 +160,23 @@ class SpanAggregates:
             heapq.heappush(self._slowest, entry)
         elif entry > self._slowest[0]:
             heapq.heapreplace(self._slowest, entry)
+        if span.cpu_ns is not None:
+            parts = self.breakdown.get(span.name)
+            if parts is None:
+                if len(self.breakdown) >= self.max_names:
+                    parts = self.breakdown.setdefault("(other names)", [0] * 6)
+                else:
+                    parts = self.breakdown[span.name] = [0] * 6
+            parts[0] += 1
+            parts[1] += duration
+            parts[2] += span.cpu_ns
+            parts[3] += span.sched_wait_ns or 0
+            parts[4] += span.io_wait_ns or 0
+            parts[5] += span.executor_ns or 0
+        ends = self._span_ends
+        ends[span.span_id] = span.end_ns
+        if len(ends) > _RECENT_SPANS:
+            ends.popitem(last=False)
 
     def add_live(self, spans: Iterable[Any], freeze: Callable[[Any], Span | None]) -> None:
         """Fold finished live spans (objects with ``name``, ``start_ns``, ``end_ns`` and
@@ -224,7 +263,15 @@ class SpanAggregates:
             self.task_states[str(getattr(record, "state", None) or "unknown")] += 1
             self.task_steps += getattr(record, "steps", 0) or 0
             self.task_max_wait_ns = max(self.task_max_wait_ns, getattr(record, "max_sched_wait_ns", 0) or 0)
-            self.tasks_outlived += bool(getattr(record, "outlived_span", False))
+            if getattr(record, "outlived_span", False):
+                self.tasks_outlived += 1
+                if len(self.outlived) < 3:
+                    done = getattr(record, "done_ns", None)
+                    span_id = getattr(record, "span_id", None)
+                    ended = self._span_ends.get(span_id or 0)
+                    by = done - ended if isinstance(done, int) and ended is not None else None
+                    name = str(getattr(record, "name", "?"))
+                    self.outlived.append([name, str(getattr(record, "span_name", None) or "?"), by, span_id, done])
             self.tasks_inherited += bool(getattr(record, "inherited_context", False))
         elif kind == "step":
             self.steps += 1
@@ -249,13 +296,56 @@ class SpanAggregates:
                     setattr(self, name, int(p99) if current is None else max(current, int(p99)))
         elif kind == "leak":
             self.leaks += 1
-            self.leaks_by_kind[str(getattr(record, "handle_kind", None) or "handle")] += 1
-            if len(self.first_leaks) < self.keep_slowest:
+            handle_kind = str(getattr(record, "handle_kind", None) or "handle")
+            self.leaks_by_kind[handle_kind] += 1
+            if len(self.first_leaks) < 2 * self.keep_slowest:  # pairs share a line
                 self.first_leaks.append(record)
+            pair = endpoints(getattr(record, "description", None))
+            if pair is not None and handle_kind in ("socket", "transport"):
+                other = (("transport" if handle_kind == "socket" else "socket"), pair)
+                if self._unpaired[other]:
+                    self._unpaired[other] -= 1
+                    self.leak_pairs += 1
+                elif len(self._unpaired) < 100_000:
+                    self._unpaired[(handle_kind, pair)] += 1
+            self._add_io(record)
         elif kind == "handle":
             self.handles_closed += getattr(record, "close_ns", None) is not None
+            self._add_io(record)
+        elif kind == "io_rates":
+            self.io[0] += getattr(record, "bytes_sent", 0) or 0
+            self.io[1] += getattr(record, "bytes_received", 0) or 0
+            self.io[2] += getattr(record, "ops", 0) or 0
+            events = getattr(record, "events", None)
+            if isinstance(events, int):
+                self.io_events = (self.io_events or 0) + events
         elif isinstance(kind, str) and kind not in ("session", "session_end", "span_event"):
             self.other_kinds[kind] += 1
+
+    def _add_io(self, record: Any) -> None:
+        sent = getattr(record, "bytes_sent", None) or 0
+        received = getattr(record, "bytes_received", None) or 0
+        ops = getattr(record, "ops", None) or 0
+        if not (sent or received or ops):
+            return
+        name = str(getattr(record, "span_name", None) or "(no span)")
+        totals = self.io_by_span.get(name)
+        if totals is None:
+            totals = self.io_by_span.setdefault(name if len(self.io_by_span) < self.max_names else "(other)", [0, 0, 0])
+        totals[0] += sent
+        totals[1] += received
+        totals[2] += ops
+        self._seq += 1
+        entry = (sent + received, -self._seq, record)
+        if len(self._busiest) < 5:
+            heapq.heappush(self._busiest, entry)
+        elif entry > self._busiest[0]:
+            heapq.heapreplace(self._busiest, entry)
+
+    @property
+    def left_open(self) -> int:
+        """Things left open, a connection's socket and transport counted once."""
+        return self.leaks - self.leak_pairs
 
     def _add_lag(self, record: Any) -> None:
         lag = self.lag
@@ -314,8 +404,63 @@ class _Style:
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
+    text = _one_line(text)
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def summary_width() -> int:
+    """The terminal's width when stderr (where ``run`` prints) is one, else :data:`WIDTH`."""
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return max(40, shutil.get_terminal_size((WIDTH, 24)).columns)
+    except (OSError, ValueError):
+        pass
+    return WIDTH
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    """``line`` broken at spaces into lines of at most ``width`` visible characters (only
+    a word wider than a whole line is cut); continuations are indented past the line's
+    own indent."""
+    if len(_ANSI.sub("", line)) <= width:
+        return [line]
+    indent = len(line) - len(line.lstrip(" "))
+    hang = " " * min(indent + 4, width // 2)
+    out: list[str] = []
+    current = line[:indent]
+    visible = indent
+    pending = ""  # spaces between the current text and the next word
+    for token in re.split(r"( +)", line[indent:]):
+        if not token:
+            continue
+        if token.startswith(" "):
+            pending = token
+            continue
+        size = len(_ANSI.sub("", token))
+        room = width - len(hang)
+        if size > room and size == len(token) and room > 0:  # one word wider than a line: cut it
+            for at in range(0, size - room, room):
+                if current.strip():
+                    out.append(current)
+                current, visible, pending = hang + token[at : at + room], width, ""
+            token = token[(size - 1) // room * room :]
+            size = len(token)
+        if visible + len(pending) + size > width and current.strip():
+            out.append(current)
+            current, visible = hang + token, len(hang) + size
+        else:
+            current += pending + token
+            visible += len(pending) + size
+        pending = ""
+    out.append(current)
+    return out
 
 
 def _span_line(span: Span, style: _Style) -> str:
@@ -332,7 +477,7 @@ def _span_line(span: Span, style: _Style) -> str:
         f"  {format_ns(span.duration_ns):>9} {cell(span.cpu_ns)} {cell(span.sched_wait_ns)}"
         f" {cell(span.io_wait_ns)} {cell(span.executor_ns)}  "
     )
-    name = _clip(f"{span.name}{where}", WIDTH - len(head) - len(status))
+    name = _one_line(f"{span.name}{where}")
     return head + name + (style.bad(status) if span.status == "error" else style.warn(status))
 
 
@@ -341,9 +486,9 @@ def _culprit(stall: Any) -> str:
     if file:
         function = getattr(stall, "function", None)
         line = getattr(stall, "line", None)
-        return f"{file}:{line}" + (f" in {function}" if function else "")
+        return f"{clean_path(str(file))}:{line}" + (f" in {function}" if function else "")
     stack = getattr(stall, "stack", None) or ()
-    return str(stack[-1]) if stack else "(no stack sampled)"
+    return clean_frame(stack[-1]) if stack else "(no stack sampled)"
 
 
 def render_summary(
@@ -353,24 +498,35 @@ def render_summary(
     sections: Mapping[str, Sequence[str]],
     *,
     color: bool = False,
+    blind_spots: Sequence[str] | None = None,
+    width: int | None = None,
 ) -> str:
-    """The text report: headline, slowest spans with their breakdown, spans by name,
-    stalls, lag and ELU, scheduling/GC/executor, leaks, probe sections, problems.
+    """The text report: what was not measured, headline, slowest spans with their
+    breakdown, spans by name, stalls, lag and ELU, scheduling/GC/executor, leaks,
+    probe sections, problems.
+
+    ``blind_spots`` (``"Not measured: ..."`` lines; by default ``stats.blind_spots``)
+    come first, before anything that could read as "all is well".
 
     ``sections`` are extra lines by their source (a probe's name). The live ``lag`` and
     ``scheduler`` probes know more than their records (session-wide histograms), so
     their lines stand in for the record-derived lag figures and complete the
-    scheduling section; the other probes' lines follow the record sections.
+    scheduling section; the live ``handles`` lines stand in for the record-derived I/O
+    lines; the other probes' lines follow the record sections. Lines are wrapped at
+    spaces to ``width`` (default: :func:`summary_width`).
     """
     by_probe = dict(sections)
     live_lag = by_probe.pop("lag", None)
     live_sched = by_probe.pop("scheduler", None)
     a = aggregates
     st = _Style(color)
-    lines = [
+    if blind_spots is None:
+        blind_spots = getattr(stats, "blind_spots", None) or ()
+    lines = [st.warn(line) for line in blind_spots]
+    lines.append(
         st.head(f"asynclens: {a.spans} spans in {format_ns(wall_ns)}")
         + f" ({a.errors} failed, {a.cancelled} cancelled)"
-    ]
+    )
     slowest = a.slowest()
     if slowest:
         lines.append("")
@@ -387,7 +543,7 @@ def render_summary(
             errors = f"{s.errors:>6}"
             lines.append(
                 f"  {s.count:>7}  {format_ns(s.total_ns):>9}  {format_ns(s.total_ns / s.count):>9}"
-                f"  {format_ns(s.max_ns):>9}  {st.bad(errors) if s.errors else errors}  {_clip(name, WIDTH - 56)}"
+                f"  {format_ns(s.max_ns):>9}  {st.bad(errors) if s.errors else errors}  {_one_line(name)}"
             )
         if len(ranked) > 20:
             lines.append(st.dim(f"  … and {len(ranked) - 20} more names"))
@@ -397,7 +553,7 @@ def render_summary(
         lines.append(st.bad(st.head(f"Failed spans: {a.errors}")) + more)
         for span in a.first_errors:
             where = f" [{span.task}]" if span.task else ""
-            lines.append("  " + _clip(f"{span.name}{where}: {span.error_type}: {span.error_message}", WIDTH - 2))
+            lines.append("  " + _one_line(f"{span.name}{where}: {span.error_type}: {span.error_message}"))
     if live_lag:
         lines.append("")
         head, *details = live_lag
@@ -416,7 +572,7 @@ def render_summary(
             who = getattr(stall, "span_name", None) or getattr(stall, "task", None) or "-"
             cause = str(getattr(stall, "cause", None) or "?")
             head = f"  {format_ns(duration):>9}  {cause:<8} "
-            lines.append(head + _clip(f"{_culprit(stall)}  ← {who}", WIDTH - len(head)))
+            lines.append(head + _one_line(f"{_culprit(stall)}  ← {who}"))
     if a.lag.windows and not live_lag:
         lag = a.lag
         lines.append("")
@@ -458,6 +614,13 @@ def render_summary(
             f"  executor jobs: {a.jobs.count}{failed}; queued {format_ns(a.job_queue.total_ns)} (max"
             f" {format_ns(a.job_queue.max_ns)}), ran {format_ns(a.jobs.total_ns)} (max {format_ns(a.jobs.max_ns)})"
         )
+    if not live_sched:
+        sched_lines.extend(_breakdown_lines(a))
+        if a.outlived:
+            sample = ", ".join(
+                f"{t!r} outlived {n!r}" + (f" by {format_ns(by)}" if by is not None else "") for t, n, by, *_ in a.outlived
+            )
+            sched_lines.append(f"  outlived their request: {sample}")
     sched_lines.extend(live_sched or ())
     if sched_lines:
         lines.append("")
@@ -465,22 +628,33 @@ def render_summary(
         lines.extend(sched_lines)
     if a.leaks:
         lines.append("")
-        kinds = ", ".join(f"{n} {k}" for k, n in a.leaks_by_kind.most_common())
-        lines.append(st.bad(st.head(f"Left open: {a.leaks}")) + f" ({kinds})")
-        for leak in a.first_leaks:
-            kind = str(getattr(leak, "handle_kind", None) or "handle")
-            desc = getattr(leak, "description", None) or ""
+        kinds: Counter[str] = Counter(a.leaks_by_kind)
+        if a.leak_pairs:
+            kinds["socket"] -= a.leak_pairs
+            kinds["transport"] -= a.leak_pairs
+            kinds["connection"] += a.leak_pairs
+        listed = ", ".join(f"{n} {k}" for k, n in kinds.most_common() if n > 0)
+        lines.append(st.bad(st.head(f"Left open: {a.left_open}")) + f" ({listed})")
+        groups = group_leaks(a.first_leaks)[: a.keep_slowest]
+        for group in groups:
+            leak = group.leak
+            desc = group.description
             if getattr(leak, "closed_by", None) == "gc":
                 desc = f"{desc} (closed by GC, never by the program)"
-            site = getattr(leak, "site", None) or "unknown site"
+            site = getattr(leak, "site", None)
+            site = clean_frame(site) if site else "unknown site"
             who = getattr(leak, "span_name", None)
-            head = f"  {kind:<10} "
-            lines.append(head + _clip(str(desc) or "-", WIDTH - len(head)))
-            lines.append(
-                " " * len(head) + _clip(f"opened at {site}" + (f" [span {who}]" if who else ""), WIDTH - len(head))
-            )
-        if a.leaks > len(a.first_leaks):
-            lines.append(st.dim(f"  … and {a.leaks - len(a.first_leaks)} more"))
+            head = f"  {group.kind:<10} "
+            lines.append(head + (_one_line(desc) or "-"))
+            lines.append(" " * len(head) + _one_line(f"opened at {site}" + (f" [span {who}]" if who else "")))
+        shown = sum(len(g.members) for g in groups)
+        if a.leaks > shown:
+            lines.append(st.dim(f"  … and {a.leaks - shown} more handles"))
+    if "handles" not in by_probe:
+        io_lines = _io_lines(a, wall_ns)
+        if io_lines:
+            lines.append("")
+            lines.extend(io_lines)
     for probe_lines in by_probe.values():
         if probe_lines:
             lines.append("")
@@ -493,4 +667,77 @@ def render_summary(
                 f" {stats.sinks_disabled} sinks disabled, {stats.internal_errors} internal errors"
             )
         )
-    return "\n".join(lines)
+    limit = summary_width() if width is None else width
+    return "\n".join(part for line in lines for text in line.split("\n") for part in _wrap(text, limit))
+
+
+def _breakdown_lines(a: SpanAggregates) -> list[str]:
+    """Where span time went, by name (from span records that carry the breakdown)."""
+    if not a.breakdown:
+        return []
+    lines = ["  where span time went, by name:"]
+    ranked = sorted(a.breakdown.items(), key=lambda kv: kv[1][1], reverse=True)
+    for name, (count, wall, cpu, sched, io, ex) in ranked[:5]:
+        text = f"{_one_line(name)} {format_ns(wall)} = {format_ns(cpu)} CPU + {format_ns(sched)} starved by the loop"
+        text += f" + {format_ns(io)} I/O" + (f" + {format_ns(ex)} executor" if ex else "")
+        lines.append(f"    {count}× {text}")
+    return lines
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _io_lines(a: SpanAggregates, wall_ns: int) -> list[str]:
+    """I/O rates (io_rates records), I/O by span and the busiest transports (handle records)."""
+    sent, received, ops = a.io
+    if not (sent or received or ops or a.io_events):
+        return []
+    seconds = max(wall_ns / 1e9, 1e-9)
+    line = (
+        f"I/O: sent {_bytes(sent)} ({_bytes(sent / seconds)}/s), received {_bytes(received)}"
+        f" ({_bytes(received / seconds)}/s), {ops} ops ({ops / seconds:.0f}/s)"
+    )
+    if a.io_events is not None:
+        line += f", {a.io_events} readiness events ({a.io_events / seconds:.0f}/s)"
+    lines = [line]
+    if a.io_by_span:
+        lines.append("  I/O by span that opened the transport:      sent   received      ops")
+        ranked = sorted(a.io_by_span.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
+        for name, (s_bytes, r_bytes, n_ops) in ranked[:10]:
+            lines.append(f"    {_one_line(name):<40} {_bytes(s_bytes):>9}  {_bytes(r_bytes):>9}  {n_ops:>7}")
+    busiest = [r for _, _, r in sorted(a._busiest, reverse=True, key=lambda e: e[:2])]
+    if busiest:
+        lines.append("  busiest transports:")
+        for r in busiest:
+            sent_r = getattr(r, "bytes_sent", None) or 0
+            received_r = getattr(r, "bytes_received", None) or 0
+            opened = getattr(r, "open_ns", None)
+            closed = getattr(r, "close_ns", None)
+            life = closed - opened if isinstance(opened, int) and isinstance(closed, int) and closed > opened else None
+            over = f" over {format_ns(life)} ({_bytes((sent_r + received_r) / (life / 1e9))}/s)" if life else ""
+            lines.append(
+                f"    {_one_line(getattr(r, 'description', None) or '?')}  sent {_bytes(sent_r)},"
+                f" received {_bytes(received_r)}, {getattr(r, 'ops', None) or 0} ops{over}"
+            )
+    return lines
+
+
+def summary_from_run(data: RunData, *, color: bool = False, width: int | None = None) -> str:
+    """The text report of recorded runs (``report --format text``, the HTML report of a
+    converted file): every section the records can tell."""
+    aggregates = SpanAggregates()
+    for part in data.parts:
+        aggregates.add_batch(part.spans)
+        for records in part.other.values():
+            aggregates.add_batch(records)
+        for entry in aggregates.outlived:  # the span ended too long before its task to be remembered
+            if entry[2] is None and isinstance(entry[4], int):
+                ended = next((s.end_ns for s in part.spans if s.span_id == entry[3]), None)
+                entry[2] = entry[4] - ended if ended is not None else None
+    first, last = data.extent()
+    return render_summary(aggregates, None, max(0, last - first), {"problems": data.problems()}, color=color, width=width)
