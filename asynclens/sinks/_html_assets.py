@@ -47,8 +47,10 @@ pre{margin:4px 0;white-space:pre-wrap;word-break:break-all}
 pre.summary{background:#f8f9fb;padding:10px;border-radius:4px;white-space:pre;overflow-x:auto;word-break:normal}
 .cause{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;background:#fee4e2;color:var(--bad)}
 .empty{color:var(--mut);font-style:italic}
+details.full>summary{color:var(--mut);font-size:12px}
 #al-error{display:none;background:var(--bad);color:#fff;padding:8px 22px}
 svg text{font-size:11px;fill:var(--mut)}
+svg text.elu{fill:#12b76a}
 """
 
 JS = r"""
@@ -310,13 +312,18 @@ function timeline() {
 
 // -------------------------------------------------------------- flame graph
 function flame() {
-  var s = section('flame', 'Flame graph', 'Span names nested by parent; widths are self time summed over every span (concurrent children add up). Stalls appear under [event loop stall] with their sampled stacks. Click to zoom in, click the top bar to zoom out.');
+  var s = section('flame', 'Flame graph', 'Span names nested by parent; widths are self time summed over every span (concurrent children add up). Stalls appear under [event loop stall] with their sampled stacks (the program\'s frames; full stacks adds the standard library\'s and packages\'). Click to zoom in, click the top bar to zoom out.');
   var root = D.flame.root;
   if (!root[1] && !root[2]) { add(s, el('p', 'empty', 'Nothing to draw yet: no spans or stalls were recorded.')); return; }
   var mode = 1;
   var tools = el('div', 'tools'), bw = el('button', 'on', 'wall time'), bc = el('button', null, 'CPU time');
   if (!D.flame.has_cpu) { bc.disabled = true; bc.title = 'no CPU time was measured (the scheduler probe was off)'; }
   add(tools, bw, bc);
+  if (D.flame.root_full) {
+    var bf = el('button', null, 'full stacks');
+    bf.onclick = function () { var full = bf.className !== 'on'; bf.className = full ? 'on' : ''; root = full ? D.flame.root_full : D.flame.root; focus = [root]; maxDepth = Math.min(depthOf(root), 40); draw(); };
+    add(tools, bf);
+  }
   var canvas = el('canvas');
   add(s, tools, canvas);
   var ROW = 18, focus = [root], W = 0, ctx, boxes = [];
@@ -370,32 +377,38 @@ function flame() {
 var SVG = 'http://www.w3.org/2000/svg';
 function svgEl(tag, attrs) { var e = document.createElementNS(SVG, tag); for (var k in attrs) e.setAttribute(k, attrs[k]); return e; }
 function lagChart() {
-  var s = section('lag', 'Event loop lag', 'How late the event loop ran its callbacks (p99 and max per window, ms), with utilisation (ELU) and stalls marked in red.');
+  var s = section('lag', 'Event loop lag', 'How late the event loop ran its callbacks: p99 (shaded) and max per lag window on the left axis (ms), utilisation (ELU) on the right axis (0–100 %), and each stall where it happened (red band, dot at the time the loop was blocked for).');
   var L = D.lag, stalls = D.stalls;
   if (!L.length && !stalls.length) { add(s, el('p', 'empty', 'No lag data: the lag monitor was off or the run was too short for a window.')); return; }
-  var W = Math.max(400, s.clientWidth - 44), H = 190, PL = 48, PB = 22, PT = 10;
+  var W = Math.max(400, s.clientWidth - 44), H = 210, PL = 56, PR = 46, PB = 22, PT = 10;
   var end = D.duration_us || 1;
   L.forEach(function (r) { if (r[1] > end) end = r[1]; });
-  var maxMs = 1;
+  stalls.forEach(function (st) { if (st.t + st.dur > end) end = st.t + st.dur; });
+  var maxMs = 0;
   L.forEach(function (r) { if (r[4] > maxMs) maxMs = r[4]; if (r[3] > maxMs) maxMs = r[3]; });
   stalls.forEach(function (st) { if (st.dur / 1000 > maxMs) maxMs = st.dur / 1000; });
-  maxMs *= 1.1;
-  function x(t) { return PL + t / end * (W - PL - 8); }
+  maxMs = maxMs > 0 ? maxMs * 1.1 : 1;
+  function x(t) { return PL + t / end * (W - PL - PR); }
   function y(ms) { return PT + (1 - ms / maxMs) * (H - PT - PB); }
   function yElu(e) { return PT + (1 - e) * (H - PT - PB); }
   var svg = svgEl('svg', { width: W, height: H, role: 'img' });
-  svg.appendChild(svgEl('line', { x1: PL, y1: H - PB, x2: W - 8, y2: H - PB, stroke: '#d0d5dd' }));
+  svg.appendChild(svgEl('line', { x1: PL, y1: H - PB, x2: W - PR, y2: H - PB, stroke: '#d0d5dd' }));
   svg.appendChild(svgEl('line', { x1: PL, y1: PT, x2: PL, y2: H - PB, stroke: '#d0d5dd' }));
-  [0, 0.5, 1].forEach(function (f) { var t = svgEl('text', { x: 4, y: y(maxMs * f) + 4 }); t.textContent = (maxMs * f).toFixed(1) + ' ms'; svg.appendChild(t); });
-  [0, 0.5, 1].forEach(function (f) { var t = svgEl('text', { x: x(end * f) - (f === 1 ? 40 : 0), y: H - 6 }); t.textContent = fmt(end * f); svg.appendChild(t); });
+  function label(text, attrs) { var t = svgEl('text', attrs); t.textContent = text; svg.appendChild(t); }
+  [0, 0.5, 1].forEach(function (f) { label((maxMs * f).toFixed(maxMs < 10 ? 2 : 1) + ' ms', { x: PL - 4, y: y(maxMs * f) + 4, 'text-anchor': 'end' }); });
+  [0, 0.5, 1].forEach(function (f) { label(fmt(end * f), { x: x(end * f), y: H - 6, 'text-anchor': f === 0 ? 'start' : (f === 1 ? 'end' : 'middle') }); });
+  var hasElu = L.some(function (r) { return r[5] !== null; });
+  if (hasElu) {
+    svg.appendChild(svgEl('line', { x1: W - PR, y1: PT, x2: W - PR, y2: H - PB, stroke: '#b7e4c7' }));
+    [0, 0.5, 1].forEach(function (f) { label(Math.round(100 * f) + ' %', { x: W - PR + 4, y: yElu(f) + 4, 'class': 'elu' }); });
+  }
   stalls.forEach(function (st) {
-    var r = svgEl('rect', { x: x(st.t), y: PT, width: Math.max(2, x(st.t + st.dur) - x(st.t)), height: H - PT - PB, fill: 'rgba(217,45,32,0.18)' });
-    var title = svgEl('title', {}); title.textContent = 'stall ' + fmt(st.dur) + ': ' + st.culprit; r.appendChild(title);
+    var r = svgEl('rect', { x: x(st.t), y: PT, width: Math.max(2, x(st.t + st.dur) - x(st.t)), height: H - PT - PB, fill: 'rgba(217,45,32,0.14)' });
+    var title = svgEl('title', {}); title.textContent = 'stall at ' + fmt(st.t) + ', ' + fmt(st.dur) + ' (' + st.cause + '): ' + st.culprit; r.appendChild(title);
     svg.appendChild(r);
-    var m = svgEl('circle', { cx: x(st.t), cy: y(st.dur / 1000), r: 3.5, fill: '#d92d20' }); svg.appendChild(m);
   });
   // each window is a step: a flat segment from its start to its end
-  function steps(col, color, dash, scale) {
+  function stepPath(col, scale) {
     var d = '', prevEnd = null;
     L.forEach(function (r) {
       if (r[col] === null) { prevEnd = null; return; }
@@ -403,23 +416,37 @@ function lagChart() {
       d += (prevEnd !== null && Math.abs(prevEnd - r[0]) < 1e-6 * end + 1 ? 'L' : 'M') + a + ',' + v + 'L' + b + ',' + v;
       prevEnd = r[1];
     });
-    if (d) svg.appendChild(svgEl('path', { d: d, fill: 'none', stroke: color, 'stroke-width': 1.8, 'stroke-dasharray': dash || '' }));
+    return d;
   }
-  steps(4, '#f79009', '', y); steps(3, '#2e5bff', '', y);
-  var hasElu = L.some(function (r) { return r[5] !== null; });
-  if (hasElu) steps(5, '#12b76a', '4 3', yElu);
+  // p99 as a shaded area: the max line is drawn over it, so it stays visible where they are equal
   L.forEach(function (r) {
-    var hit = svgEl('rect', { x: x(r[0]), y: PT, width: Math.max(2, x(r[1]) - x(r[0])), height: H - PT - PB, fill: 'transparent' });
+    if (r[3] === null) return;
+    svg.appendChild(svgEl('rect', { x: x(r[0]), y: y(r[3]), width: Math.max(1, x(r[1]) - x(r[0])), height: Math.max(0, H - PB - y(r[3])), fill: 'rgba(46,91,255,0.22)' }));
+  });
+  var d99 = stepPath(3, y);
+  if (d99) svg.appendChild(svgEl('path', { d: d99, fill: 'none', stroke: '#2e5bff', 'stroke-width': 1.5 }));
+  if (hasElu) { var de = stepPath(5, yElu); if (de) svg.appendChild(svgEl('path', { d: de, fill: 'none', stroke: '#12b76a', 'stroke-width': 1.5, 'stroke-dasharray': '5 3' })); }
+  var dmax = stepPath(4, y);
+  if (dmax) svg.appendChild(svgEl('path', { d: dmax, fill: 'none', stroke: '#f79009', 'stroke-width': 2, 'stroke-dasharray': '1 0' }));
+  L.forEach(function (r) { if (r[4] !== null) svg.appendChild(svgEl('circle', { cx: x((r[0] + r[1]) / 2), cy: y(r[4]), r: 2.5, fill: '#f79009' })); });
+  stalls.forEach(function (st) {
+    var m = svgEl('circle', { cx: x(st.t + st.dur / 2), cy: y(st.dur / 1000), r: 4, fill: '#d92d20', stroke: '#fff', 'stroke-width': 1 });
+    var title = svgEl('title', {}); title.textContent = 'stall at ' + fmt(st.t) + ': blocked ' + fmt(st.dur) + ' (' + st.cause + ') at ' + st.culprit; m.appendChild(title);
+    svg.appendChild(m);
+  });
+  L.forEach(function (r) {
+    var hit = svgEl('rect', { x: x(r[0]), y: PT, width: Math.max(2, x(r[1]) - x(r[0])), height: 8, fill: 'transparent' });
     var title = svgEl('title', {});
     title.textContent = fmt(r[0]) + ' – ' + fmt(r[1]) + ': lag p50 ' + r[2] + ' ms, p99 ' + r[3] + ' ms, max ' + r[4] + ' ms' + (r[5] !== null ? ', ELU ' + Math.round(100 * r[5]) + '%' : '');
     hit.appendChild(title); svg.appendChild(hit);
   });
   var legend = el('div', 'legend');
-  [['#2e5bff', 'p99 lag'], ['#f79009', 'max lag'], hasElu ? ['#12b76a', 'ELU (0–100 %, dashed)'] : null, ['#d92d20', 'stall']].forEach(function (p) {
+  [['rgba(46,91,255,0.5)', 'p99 lag (left axis)'], ['#f79009', 'max lag (left axis)'], hasElu ? ['#12b76a', 'ELU (right axis, dashed)'] : null, ['#d92d20', 'stall (time blocked, left axis)']].forEach(function (p) {
     if (!p) return; var k = el('i'); k.style.background = p[0]; legend.appendChild(k); legend.appendChild(document.createTextNode(p[1]));
   });
   add(s, svg, legend);
   if (!L.length) add(s, el('p', 'hint', 'No lag windows were recorded; only stalls are shown.'));
+  else add(s, el('p', 'hint', L.length + ' lag window' + (L.length === 1 ? '' : 's') + ' (median window ' + fmt(D.lag_window_us) + ')' + (stalls.length ? '; ' + stalls.length + ' stall' + (stalls.length === 1 ? '' : 's') + ' marked where ' + (stalls.length === 1 ? 'it' : 'they') + ' happened' : '') + '.'));
 }
 
 // ------------------------------------------------------------------ tables
@@ -432,13 +459,22 @@ function table(parent, heads, rows, cell) {
   t.appendChild(body); parent.appendChild(t);
 }
 function td(text, cls) { return el('td', cls, text); }
-function stackCell(stack, astack) {
-  var c = el('td');
-  if (!stack.length && !(astack && astack.length)) { c.textContent = '-'; return c; }
-  var d = el('details'), sm = el('summary', null, (stack.length ? stack.length + ' frames' : '') + (astack && astack.length ? ' + async stack' : ''));
+// the program's frames; the full stack (runpy, asyncio, packages) one click further
+function frames(parent, stack, full) {
+  if (stack.length) parent.appendChild(el('pre', null, stack.join('\n')));
+  if (full && full.length > stack.length) {
+    var d = el('details', 'full'); d.appendChild(el('summary', null, 'full stack (' + full.length + ' frames, with the standard library and packages)'));
+    d.appendChild(el('pre', null, full.join('\n'))); parent.appendChild(d);
+  }
+}
+function stackCell(r, prefix) {
+  var stack = r[prefix] || [], full = r[prefix + '_full'], astack = r.astack || [], c = el('td');
+  if (prefix !== 'stack') astack = [];
+  if (!stack.length && !(full && full.length) && !astack.length) { c.textContent = '-'; return c; }
+  var d = el('details'), sm = el('summary', null, (stack.length ? stack.length + ' frames' : 'stack') + (astack.length ? ' + async stack' : ''));
   d.appendChild(sm);
-  if (stack.length) d.appendChild(el('pre', null, stack.join('\n')));
-  if (astack && astack.length) { d.appendChild(el('div', 'hint', 'async stack (awaiting tasks):')); d.appendChild(el('pre', null, astack.join('\n'))); }
+  frames(d, stack, full);
+  if (astack.length) { d.appendChild(el('div', 'hint', 'async stack (awaiting tasks):')); frames(d, astack, r.astack_full); }
   c.appendChild(d); return c;
 }
 function stallsTable() {
@@ -447,19 +483,19 @@ function stallsTable() {
   table(s, ['at', 'blocked for', 'cause', 'culprit line', 'task', 'span', 'stack'], D.stalls, function (r) {
     var cause = el('td'); cause.appendChild(el('span', 'cause', r.cause));
     var culprit = el('td'); culprit.appendChild(el('code', null, r.culprit));
-    return [td(fmt(r.t), 'num'), td(fmt(r.dur), 'num'), cause, culprit, td(r.task || '-'), td(r.span || '-'), stackCell(r.stack, r.astack)];
+    return [td(fmt(r.t), 'num'), td(fmt(r.dur), 'num'), cause, culprit, td(r.task || '-'), td(r.span || '-'), stackCell(r, 'stack')];
   });
 }
 function leaksTable() {
-  var s = section('leaks', 'Left open', 'Sockets, files, subprocesses, transports, tasks and threads still open when the session ended (or closed only by the garbage collector), with where they were opened.');
+  var s = section('leaks', 'Left open', 'Sockets, files, subprocesses, transports, tasks and threads still open when the session ended (or closed only by the garbage collector), with where they were opened. A connection is one row: its transport with the socket under it.');
   if (!D.leaks.length) { add(s, el('p', 'empty', 'Nothing was left open (or handle tracking was off).')); return; }
   table(s, ['kind', 'what', 'opened at', 'by span', 'opened', 'closed by', 'stack'], D.leaks, function (r) {
     var site = el('td'); site.appendChild(el('code', null, r.site));
-    return [td(r.kind), td(r.desc), site, td(r.span || '-'), td(r.t === null ? '-' : fmt(r.t), 'num'), td(r.by || 'never'), stackCell(r.stack)];
+    return [td(r.kind), td(r.desc), site, td(r.span || '-'), td(r.t === null ? '-' : fmt(r.t), 'num'), td(r.by || 'never'), stackCell(r, 'stack')];
   });
 }
 function summary() {
-  var s = section('summary', 'Summary', 'The text report (also printed by python -m asynclens run): slowest spans with their breakdown, scheduling, GC and executor.');
+  var s = section('summary', 'Summary', 'The text summary python -m asynclens run prints (for a converted file, everything its records tell): slowest spans with their breakdown, where span time went, scheduling, GC, executor, I/O.');
   s.appendChild(el('pre', 'summary', D.summary));
 }
 

@@ -25,8 +25,10 @@ from typing import Any
 from .. import __version__
 from ..report.fileformat import _fallback
 from ..report.flame import STALL_ROOT, weighted_stacks
-from ..report.rundata import DEFAULT_LIMIT, RunData, frame_label
-from ..report.summary import SpanAggregates, render_summary
+from ..report.frames import clean_frame, clean_path, split_stack
+from ..report.leaks import group_leaks
+from ..report.rundata import DEFAULT_LIMIT, RunData
+from ..report.summary import WIDTH, summary_from_run
 from ..report.tracks import assign_lanes, track_of
 from ._html_assets import CSS, JS
 from ._rendering import RenderingSink
@@ -173,8 +175,18 @@ def _short(value: Any) -> Any:
 
 
 def _flame(data: RunData, strings: _Strings) -> dict[str, Any]:
+    program = _flame_tree(weighted_stacks(data), strings)
+    out = {"root": program, "has_cpu": program[2] > 0}
+    if data.all("stall"):
+        full = _flame_tree(weighted_stacks(data, full_stacks=True), strings)
+        if full != program:
+            out["root_full"] = full
+    return out
+
+
+def _flame_tree(stacks: dict[tuple[str, ...], list[int]], strings: _Strings) -> list[Any]:
     root: dict[str, Any] = {"n": strings("all"), "w": 0, "c": 0, "k": {}}
-    for stack, (wall, cpu) in weighted_stacks(data).items():
+    for stack, (wall, cpu) in stacks.items():
         if stack and stack[0] == STALL_ROOT:  # the innermost frames tell; short file names
             frames = tuple(_short_frame(f) for f in stack[1:])
             if len(frames) > STALL_FRAMES:
@@ -208,7 +220,7 @@ def _flame(data: RunData, strings: _Strings) -> dict[str, Any]:
             kids.append([strings("(small)"), _us(other_w), _us(other_c), []])
         return [node["n"], _us(node["w"]), _us(node["c"]), kids]
 
-    return {"root": prune(root), "has_cpu": root["c"] > 0}
+    return prune(root)
 
 
 def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
@@ -221,9 +233,9 @@ def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
         end = getattr(s, "end_ns", start) or start
         file = getattr(s, "file", None)
         culprit = (
-            f"{file}:{getattr(s, 'line', None)} in {getattr(s, 'function', None)}"
+            f"{clean_path(str(file))}:{getattr(s, 'line', None)} in {getattr(s, 'function', None)}"
             if file
-            else (frame_label((getattr(s, "stack", None) or ("(no stack sampled)",))[-1]))
+            else (clean_frame((getattr(s, "stack", None) or ("(no stack sampled)",))[-1]))
         )
         out.append(
             {
@@ -234,8 +246,8 @@ def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
                 "task": _short(getattr(s, "task", None)),
                 "span": _short(getattr(s, "span_name", None)),
                 "cpu": _us(s.cpu_ns) if isinstance(getattr(s, "cpu_ns", None), int) else None,
-                "stack": [frame_label(f) for f in (getattr(s, "stack", None) or ())][-60:],
-                "astack": [frame_label(f) for f in (getattr(s, "async_stack", None) or ())][-60:],
+                **_stack_fields("stack", getattr(s, "stack", None)),
+                **_stack_fields("astack", getattr(s, "async_stack", None)),
             }
         )
     out.sort(key=lambda r: r["t"])
@@ -270,37 +282,49 @@ def _lag(data: RunData, origin: int) -> list[list[Any]]:
     return out
 
 
+def _stack_fields(key: str, stack: Any) -> dict[str, list[str]]:
+    """``{key: the program's frames}``, plus ``{key + "_full": the full stack}`` when that shows more."""
+    program, full = split_stack(tuple(stack or ()))
+    out = {key: program[-60:]}
+    if len(full) > len(program):
+        out[key + "_full"] = full[-60:]
+    return out
+
+
+def _median_window_us(lag: list[list[Any]]) -> float:
+    widths = sorted(row[1] - row[0] for row in lag)
+    return widths[len(widths) // 2] if widths else 0.0
+
+
 def _leaks(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
-    leaks = data.all("leak")
+    groups = [(part, group) for part in data.parts for group in group_leaks(part.of("leak"))]
     out = []
-    for part, leak in leaks[:MAX_TABLE_ROWS]:
+    for part, group in groups[:MAX_TABLE_ROWS]:
+        leak = group.leak
         opened = getattr(leak, "open_ns", None)
+        site = getattr(leak, "site", None)
         out.append(
             {
-                "kind": str(getattr(leak, "handle_kind", None) or "handle"),
-                "desc": _short(getattr(leak, "description", None) or ""),
-                "site": _short(getattr(leak, "site", None) or "unknown"),
+                "kind": group.kind,
+                "desc": _short(group.description),
+                "site": _short(clean_frame(site) if site else "unknown"),
                 "span": _short(getattr(leak, "span_name", None)),
                 "by": _short(getattr(leak, "closed_by", None)),
                 "t": _us(opened + part.shift_ns - origin) if isinstance(opened, int) else None,
-                "stack": [frame_label(f) for f in (getattr(leak, "stack", None) or ())][-60:],
+                **_stack_fields("stack", getattr(leak, "stack", None)),
             }
         )
-    return out, len(leaks)
+    return out, len(groups)
 
 
-def build_payload(data: RunData) -> dict[str, Any]:
-    """The JSON data the report's script renders (exposed for tests)."""
+def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
+    """The JSON data the report's script renders (exposed for tests); ``summary`` is the
+    text the session printed, else the one the records tell."""
     strings = _Strings()
     origin, end = data.extent()
     timeline = _timeline(data, strings, origin)
     stalls, stall_total = _stalls(data, origin)
     leaks, leak_total = _leaks(data, origin)
-    aggregates = SpanAggregates()
-    for part in data.parts:
-        aggregates.add_batch(part.spans)
-        for records in part.other.values():
-            aggregates.add_batch(records)
     notes = list(data.problems())
     if timeline["shown"] < timeline["total"]:
         notes.append(
@@ -311,7 +335,10 @@ def build_payload(data: RunData) -> dict[str, Any]:
         notes.append(f"the stalls table lists the {len(stalls)} longest of {stall_total} stalls")
     if leak_total > len(leaks):
         notes.append(f"the leaks table lists {len(leaks)} of {leak_total} leaks")
+    lag = _lag(data, origin)
     kinds = data.kinds()
+    if leak_total:  # a connection once, not as its socket and its transport
+        kinds["leak"] = leak_total
     return {
         "title": _title(data),
         "version": __version__,
@@ -323,12 +350,13 @@ def build_payload(data: RunData) -> dict[str, Any]:
         "strings": strings.items,
         "timeline": timeline,
         "flame": _flame(data, strings),
-        "lag": _lag(data, origin),
+        "lag": lag,
+        "lag_window_us": _median_window_us(lag),
         "stalls": stalls,
         "stall_total": stall_total,
         "leaks": leaks,
         "leak_total": leak_total,
-        "summary": render_summary(aggregates, None, max(0, end - origin), {}),
+        "summary": summary if summary is not None else summary_from_run(data, width=WIDTH),
     }
 
 
@@ -350,9 +378,9 @@ def _script_json(payload: Any) -> str:
     )
 
 
-def render_html(data: RunData) -> str:
-    """The whole report as one HTML document."""
-    payload = build_payload(data)
+def render_html(data: RunData, summary: str | None = None) -> str:
+    """The whole report as one HTML document (``summary``: see :func:`build_payload`)."""
+    payload = build_payload(data, summary)
     title = html.escape(payload["title"])
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -376,4 +404,4 @@ class HtmlSink(RenderingSink):
         super().__init__(path, limit=limit)
 
     def render(self, data: RunData) -> str:
-        return render_html(data)
+        return render_html(data, self.summary_text)
