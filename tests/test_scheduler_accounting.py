@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from asynclens._state.clock import FakeClock
-from asynclens.probes.scheduler.steps import LoopState, StepCoro, TaskState, Timed, take_all
+from asynclens.probes.scheduler.steps import LoopState, StepCall, TaskState, Timed, take_all
 
 MS = 1_000_000
 
@@ -16,13 +16,13 @@ class FakeProbe:
     """Stands in for SchedulerProbe: collects what the step machinery reports."""
 
     def __init__(self) -> None:
-        self.finished: list[tuple[TaskState, BaseException | None, int]] = []
+        self.finished: list[tuple[TaskState, str, int]] = []
         self.records: list[Any] = []
         self.errors: list[BaseException] = []
         self.snapshots = 0
 
-    def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
-        self.finished.append((st, exc, t))
+    def task_finished(self, st: TaskState, state: str, t: int) -> None:
+        self.finished.append((st, state, t))
 
     def emit(self, record: Any) -> None:
         self.records.append(record)
@@ -35,25 +35,32 @@ class FakeProbe:
         ls.window(t)
 
 
-class FakeCoro:
-    """A coroutine-like object whose every step runs ``script[i](clock)`` then yields."""
+class FakeTask:
+    """A task-like object whose every wake-up (``step``) runs ``script[i](clock)``;
+    done after the last one, with ``outcome`` ("done", "cancelled" or an exception)."""
 
-    def __init__(self, clock: FakeClock, script: list[Any]) -> None:
+    def __init__(self, clock: FakeClock, script: list[Any], outcome: Any = "done") -> None:
         self.clock = clock
         self.script = list(script)
+        self.outcome = outcome
+        self._exception: BaseException | None = None
 
-    def send(self, value: Any) -> Any:
-        step = self.script.pop(0)
-        step(self.clock)
-        if not self.script:
-            raise StopIteration("result")
-        return None
+    def step(self, *args: Any) -> str:
+        self.script.pop(0)(self.clock)
+        if not self.script and isinstance(self.outcome, BaseException):
+            self._exception = self.outcome
+        return "stepped"
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        raise typ if val is None else val
+    def done(self) -> bool:
+        return not self.script
 
-    def close(self) -> None:
-        pass
+    def cancelled(self) -> bool:
+        return self.done() and self.outcome == "cancelled"
+
+
+def woken(st: TaskState, task: FakeTask) -> StepCall:
+    """The wake-up of ``task`` as the call_soon hook schedules it."""
+    return StepCall(task.step, st, task)
 
 
 def cpu(ns: int) -> Any:
@@ -137,54 +144,86 @@ def test_totals_reconcile_exactly_for_any_window(
 
 
 def test_eager_child_step_is_subtracted_from_the_parent(clock: FakeClock, loop_state: LoopState) -> None:
-    """An eager task's first step runs inside the parent's step: the parent is not charged for it."""
+    """An eager task's first step runs inside the parent's step (inside create_task):
+    the parent is not charged for it."""
     parent = TaskState(loop_state, clock.now_ns())
-    child_box: list[StepCoro] = []
+    child = TaskState(loop_state, clock.now_ns())
 
     def spawn_eager_child(c: FakeClock) -> None:
         c.spend_cpu(MS)
-        child = TaskState(loop_state, c.now_ns())
-        coro = StepCoro(FakeCoro(c, [cpu(4 * MS), cpu(MS)]), child)  # type: ignore[arg-type]
-        child_box.append(coro)
-        coro.send(None)  # eager start, inside the parent's step
+        child.created_ns = c.now_ns()
+        child.tentative_begin(c.now_ns())  # what create_task does around an eager start
+        assert loop_state.running is child
+        c.spend_cpu(4 * MS)
+        child.settle_tentative(c.now_ns(), ran=True)
         c.spend_cpu(2 * MS)
 
-    StepCoro(FakeCoro(clock, [spawn_eager_child, cpu(0)]), parent).send(None)  # type: ignore[arg-type]
-    child = child_box[0]._st
+    woken(parent, FakeTask(clock, [spawn_eager_child, cpu(0)]))()
     assert parent.run_ns == 3 * MS
     assert parent.sched_ns == 4 * MS  # runnable while another task's code held the thread
-    assert child.run_ns == 4 * MS
+    assert (child.run_ns, child.steps, child.sched_ns) == (4 * MS, 1, 0)
     assert loop_state.running is None
 
 
-def test_step_coro_reports_finish_and_passes_results_through(clock: FakeClock, loop_state: LoopState) -> None:
+def test_a_first_step_that_was_only_scheduled_is_undone(clock: FakeClock, loop_state: LoopState) -> None:
+    """create_task of a task that did not start eagerly leaves no step and the running task as it was."""
+    parent = TaskState(loop_state, clock.now_ns())
+    parent.begin(clock.now_ns())
+    child = TaskState(loop_state, clock.now_ns())
+    child.tentative_begin(clock.now_ns())
+    child.settle_tentative(clock.spend_cpu(MS), ran=False)
+    assert loop_state.running is parent and child.steps == 0 and child.start_ns == 0
+    parent.end(clock.now_ns())
+    assert parent.run_ns == MS and parent.nested_ns == 0
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state"), [("done", "done"), ("cancelled", "cancelled"), (KeyError("boom"), "error")]
+)
+def test_a_step_call_reports_how_the_task_finished(
+    clock: FakeClock, loop_state: LoopState, outcome: Any, state: str
+) -> None:
     probe = loop_state.probe
     st = TaskState(loop_state, clock.now_ns())
-    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(2 * MS)]), st)  # type: ignore[arg-type]
-    assert coro.send(None) is None
-    with pytest.raises(StopIteration) as info:
-        coro.send(None)
-    assert info.value.value == "result"
-    assert [(s, type(e), t) for s, e, t in probe.finished] == [(st, StopIteration, clock.now_ns())]
+    task = FakeTask(clock, [cpu(MS), cpu(2 * MS)], outcome)
+    assert woken(st, task)() == "stepped"  # the callback's return value passes through
+    assert probe.finished == []
+    woken(st, task)()
+    assert probe.finished == [(st, state, clock.now_ns())]
     assert st.run_ns == 3 * MS and st.steps == 2 and st.done
 
 
-def test_step_coro_throw_passes_the_exception_through(clock: FakeClock, loop_state: LoopState) -> None:
+def test_a_step_that_raises_passes_the_exception_through_and_still_ends(
+    clock: FakeClock, loop_state: LoopState
+) -> None:
+    """A BaseException out of a task's step (KeyboardInterrupt) reaches the loop unchanged."""
     st = TaskState(loop_state, clock.now_ns())
-    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(MS)]), st)  # type: ignore[arg-type]
-    coro.send(None)
-    error = KeyError("boom")
-    with pytest.raises(KeyError) as info:
-        coro.throw(error)
+    error = KeyboardInterrupt()
+
+    def interrupted(c: FakeClock) -> None:
+        c.spend_cpu(MS)
+        raise error
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        woken(st, FakeTask(clock, [interrupted, cpu(0)]))()
     assert info.value is error
-    assert loop_state.probe.finished[0][1] is error
+    assert st.steps == 1 and st.run_ns == MS and loop_state.running is None
+
+
+def test_a_step_call_looks_like_its_callback(clock: FakeClock, loop_state: LoopState) -> None:
+    """asyncio's handle reprs and slow-callback warnings read __self__, __qualname__ and repr."""
+    st = TaskState(loop_state, clock.now_ns())
+    task = FakeTask(clock, [cpu(MS)])
+    call = woken(st, task)
+    assert call.__self__ is task
+    assert call.__qualname__ == "FakeTask.step"
+    assert repr(call) == repr(task.step)
 
 
 def test_inactive_loop_state_is_a_plain_pass_through(clock: FakeClock, loop_state: LoopState) -> None:
     loop_state.active = False
     st = TaskState(loop_state, clock.now_ns())
-    coro = StepCoro(FakeCoro(clock, [cpu(MS), cpu(MS)]), st)  # type: ignore[arg-type]
-    coro.send(None)
+    woken(st, FakeTask(clock, [cpu(MS), cpu(MS)]))()
     assert st.steps == 0 and st.run_ns == 0
 
 
@@ -293,17 +332,17 @@ def _state_fields(st: TaskState) -> tuple[int, ...]:
 
 
 @pytest.mark.parametrize("woken_at", [None, "before_last_end", "between"])
-def test_send_fast_path_accounts_like_begin_and_end(clock: FakeClock, woken_at: str | None) -> None:
-    """StepCoro.send inlines TaskState.begin/end: both must give identical totals."""
+def test_step_call_fast_path_accounts_like_begin_and_end(clock: FakeClock, woken_at: str | None) -> None:
+    """StepCall inlines TaskState.begin/end: both must give identical totals."""
     ls_fast = LoopState(FakeProbe(), object(), clock.now_ns, None)
     ls_ref = LoopState(FakeProbe(), object(), clock.now_ns, None)
     fast = TaskState(ls_fast, clock.now_ns())
     ref = TaskState(ls_ref, clock.now_ns())
-    coro = StepCoro(FakeCoro(clock, [cpu(2 * MS), cpu(MS), cpu(3 * MS)]), fast)  # type: ignore[arg-type]
+    task = FakeTask(clock, [cpu(2 * MS), cpu(MS), cpu(3 * MS)])
     clock.advance(MS)
     for step_cpu in (2 * MS, MS):
         t = clock.now_ns()
-        coro.send(None)
+        woken(fast, task)()
         ref.begin(t)
         ref.end(t + step_cpu)
         assert _state_fields(fast) == _state_fields(ref)

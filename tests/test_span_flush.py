@@ -109,17 +109,19 @@ def test_no_sink_other_records_are_still_aggregated() -> None:
 
 def test_no_sink_flusher_drains_early_instead_of_waiting_for_the_interval() -> None:
     """Buffered spans count towards the GC's generation 0 until flushed: without sinks
-    the flusher is woken at a few hundred buffered items, not after flush_interval."""
+    the flusher is woken at a few hundred buffered items (half the GC threshold), not
+    after flush_interval."""
     import gc
 
-    n = gc.get_threshold()[0] + 1
     with asynclens.session(flush_interval=3600, **NO_PROBES) as s:
+        n = s._wake_at + 1  # the append that finds _wake_at items buffered wakes the flusher
+        assert 0 < n < gc.get_threshold()[0]
         drained = threading.Event()
         flush = s.flush
 
         def flush_and_tell() -> None:  # what the flusher thread calls once woken
             flush()
-            if s.statistics().records_buffered == 0:
+            if s.aggregates.spans == n:
                 drained.set()
 
         s.flush = flush_and_tell  # type: ignore[method-assign]
@@ -127,7 +129,7 @@ def test_no_sink_flusher_drains_early_instead_of_waiting_for_the_interval() -> N
             with asynclens.span("x"):
                 pass
         assert drained.wait(30)
-        assert s.aggregates.spans == n
+        assert s.statistics().records_buffered == 0
         assert s.statistics().flushes >= 1
 
 

@@ -1,21 +1,24 @@
 """The scheduler probe: where each span's time went, scheduling latency, GC, executor.
 
-How it sees task steps (on the stdlib loops *and* uvloop, 3.10–3.13):
+How it sees task steps (on the stdlib loops *and* uvloop):
 
 * ``create_task`` of ``asyncio.BaseEventLoop`` and ``uvloop.Loop`` is patched at
   class level while the session is active, so every task created from then on
   (including ``asyncio.run``'s main task, created before its loop runs, and
-  tasks of loops created later) runs its coroutine inside a
-  :class:`~asynclens._steps.StepCoro` that times each ``send``/``throw``. This
-  composes with any task factory (eager ones included) instead of replacing it,
-  so names, contexts and ``eager_start`` pass through untouched (a custom task
-  factory would rename unnamed tasks to "None" on 3.13.0–3.13.2).
-* Ready times come from per-instance ``call_soon``/``call_later``/``call_at``
-  hooks (see :mod:`asynclens._steps`); patching ``Handle._run`` would see nothing
-  on uvloop, ``sys.setprofile`` costs 15–47 µs per step here.
+  tasks of loops created later) gets a :class:`~.steps.TaskState`: where and in
+  which span it was created, its parent. This composes with any task factory
+  (eager ones included) instead of replacing it, so names, contexts and
+  ``eager_start`` pass through untouched.
+* Steps are timed around the wake-up callbacks the loop runs: the per-instance
+  ``call_soon`` hooks (see :mod:`.steps`) schedule a :class:`~.steps.StepCall`
+  in place of a tracked task's ``__step``/``__wakeup``. The task keeps its own
+  coroutine, so ``get_coro()``, ``asyncio ps``/``pstree``, ``capture_call_graph``,
+  profilers and debuggers see the program's frames. An eager task's first step
+  runs inside ``create_task`` and is timed there. Patching ``Handle._run`` would
+  see nothing on uvloop; ``sys.setprofile`` costs 15–47 µs per step here.
 
-Not covered (and reported): tasks created before the session started, coroutines
-that are not native coroutines, loops of other implementations.
+Not covered (and reported): tasks created before the session started, loops of
+other implementations.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from collections.abc import Coroutine as CoroutineABC
 from random import getrandbits
-from types import CoroutineType, MappingProxyType
+from types import MappingProxyType
 from typing import Any
 
 from ..._durations import format_ns
@@ -43,7 +45,7 @@ from .asyncstack import running_chain, task_stack
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
 from .lineage import async_stack, creation_chain, creation_chain_of_state
-from .steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
+from .steps import ATTR, LoopState, StepCall, TaskState, state_of_done, task_state_of
 from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
@@ -54,6 +56,7 @@ _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
 _get_running_loop = asyncio.events._get_running_loop
+_EAGER_TASKS = sys.version_info >= (3, 12)  # eager_start and eager task factories
 _current_task = asyncio.current_task
 
 
@@ -126,7 +129,6 @@ class SchedulerProbe(ExecutorJobs):
         self.tasks_tracked = 0
         self.tasks_finished = 0
         self.tasks_not_covered = 0
-        self.coroutines_not_covered = 0
         self.outlived: list[tuple[str, str, int]] = []  # (task, span, ns after span end), first few
         self.outlived_count = 0
         self.workers: list[tuple[str, str]] = []
@@ -147,9 +149,9 @@ class SchedulerProbe(ExecutorJobs):
         self._emit = session.emit
         self.active = True
         self._patches = [Patch(asyncio.BaseEventLoop, "create_task", self._create_task)]
-        uvloop = sys.modules.get("uvloop")
-        if uvloop is not None and isinstance(getattr(uvloop, "Loop", None), type):
-            self._patches.append(Patch(uvloop.Loop, "create_task", self._create_task))
+        subscribe = getattr(session, "on_loop_class", None)
+        if subscribe is not None:  # uvloop.Loop now or as soon as it is imported: before asyncio.run's main task
+            subscribe(self._patch_class, probe=self.name)
         for patch in self._patches:
             patch.install()
         tracing.set_span_observer(self)
@@ -216,14 +218,18 @@ class SchedulerProbe(ExecutorJobs):
         return ls
 
     def _patch_class(self, cls: type) -> None:
-        """Cover ``create_task`` of a loop class seen only once running (uvloop imported late)."""
-        if any(isinstance(p.owner, type) and issubclass(cls, p.owner) for p in self._patches):
+        """Cover ``create_task`` of a loop class (``Session.on_loop_class``: uvloop.Loop when
+        imported, other classes when their first loop is seen)."""
+        if not self.active or any(isinstance(p.owner, type) and issubclass(cls, p.owner) for p in self._patches):
             return
         if "create_task" in getattr(cls, "__dict__", {}) or hasattr(cls, "create_task"):
             patch = Patch(cls, "create_task", self._create_task)
             try:
                 patch.install()
-            except Exception:
+            except Exception as exc:
+                not_measured = getattr(self.session, "not_measured", None)
+                if not_measured is not None:
+                    not_measured(self.name, cls, f"{type(exc).__name__} patching create_task", what="task steps")
                 return
             self._patches.append(patch)
 
@@ -232,11 +238,7 @@ class SchedulerProbe(ExecutorJobs):
     def _create_task(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not self.active or not args or instance is None:
-            return wrapped(*args, **kwargs)
-        coro = args[0]
-        if type(coro) is not CoroutineType and (type(coro) is StepCoro or not isinstance(coro, CoroutineABC)):
-            self.coroutines_not_covered += 1
+        if not self.active or instance is None:
             return wrapped(*args, **kwargs)
         try:
             ls = getattr(instance, ATTR, None)
@@ -246,20 +248,39 @@ class SchedulerProbe(ExecutorJobs):
         except Exception as exc:
             self.internal_error("tracking a task", exc)
             st = None
-        if st is None:
+        if st is None or ls is None:
             return wrapped(*args, **kwargs)
         try:
             self._lineage(st, instance)
         except Exception as exc:
             self.internal_error("recording task lineage", exc)
-        task = wrapped(StepCoro(coro, st), *args[1:], **kwargs)
+        coro = args[0] if args else kwargs.get("coro")
+        # Task.__init__ schedules the first step through call_soon, where the hook adopts
+        # the task (ls.creating); an eager task runs its first step right here instead,
+        # so it is timed as a step of its own for as long as create_task() runs.
+        outer_creating, outer_coro = ls.creating, ls.creating_coro
+        ls.creating, ls.creating_coro = st, coro
+        eager = _EAGER_TASKS and (kwargs.get("eager_start") or getattr(instance, "_task_factory", None) is not None)
+        if eager:
+            st.tentative_begin(self.now())
         try:
-            st.task_ref = weakref.ref(task)
-            setattr(task, ATTR, st)
+            task = wrapped(*args, **kwargs)
+        finally:
+            ls.creating, ls.creating_coro = outer_creating, outer_coro
+            if eager:
+                st.settle_tentative(self.now(), _has_started(coro))
+        try:
+            if st.task_ref is None:
+                st.bind(task)
+            if task._source_traceback:  # debug mode (-X dev): "created at" names the program's line
+                _drop_own_frames(task._source_traceback)
             self.tasks_tracked += 1
-            st.ls.tasks += 1
-            st.ls.window_tasks += 1
-        except Exception:  # a task type without __dict__/weakrefs: steps counted, no ready times
+            ls.tasks += 1
+            ls.window_tasks += 1
+            if st.steps and task.done():  # finished within its eager first step
+                st.done = True
+                self.task_finished(st, state_of_done(task), st.last_end_ns)
+        except Exception:  # a task type without __dict__/weakrefs: not tracked
             pass
         return task
 
@@ -287,14 +308,8 @@ class SchedulerProbe(ExecutorJobs):
                 break
             frame = frame.f_back
 
-    def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
-        """Called by the step wrapper when a task's coroutine finishes."""
-        if isinstance(exc, StopIteration):
-            state = "done"
-        elif isinstance(exc, asyncio.CancelledError):
-            state = "cancelled"
-        else:
-            state = "error"
+    def task_finished(self, st: TaskState, state: str, t: int) -> None:
+        """Called by the step machinery when a task finishes ``"done"``, ``"cancelled"`` or in ``"error"``."""
         self.tasks_finished += 1
         mode = self.task_records
         if mode == "notable":
@@ -509,7 +524,7 @@ class SchedulerProbe(ExecutorJobs):
         return tally
 
     def _error_stack(self, st: TaskState) -> str:
-        lines = running_chain(StepCoro.send.__code__, skip=2)
+        lines = running_chain(StepCall.__call__.__code__, skip=2)
         chain = creation_chain_of_state(st)
         return "\n".join(lines + chain)
 
@@ -540,7 +555,6 @@ class SchedulerProbe(ExecutorJobs):
             tasks_finished=self.tasks_finished,
             tasks_unrecorded=self.tasks_unrecorded,
             tasks_not_covered=self.tasks_not_covered,
-            coroutines_not_covered=self.coroutines_not_covered,
             steps=sum(ls.steps for ls in list(self._loop_states)),
             outlived_span=self.outlived_count,
             inherited_context=self.workers_count,
@@ -587,8 +601,6 @@ class SchedulerProbe(ExecutorJobs):
             coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
         if self.tasks_not_covered:
             coverage += f", {self.tasks_not_covered} not covered (created before the session)"
-        if self.coroutines_not_covered:
-            coverage += f", {self.coroutines_not_covered} non-coroutine tasks not covered"
         lines.append(coverage)
         if self.outlived_count:
             sample = ", ".join(f"{t!r} outlived {s!r} by {format_ns(ns)}" for t, s, ns in self.outlived[:3])
@@ -597,3 +609,18 @@ class SchedulerProbe(ExecutorJobs):
             sample = ", ".join(f"{t!r} (from {s!r})" for t, s in self.workers[:3])
             lines.append(f"  long-lived workers that inherited a request context: {sample}")
         return lines
+
+
+def _has_started(coro: Any) -> bool:
+    """Whether ``coro`` ran (an eager first step) or finished: not just created."""
+    if not hasattr(coro, "cr_frame"):  # not a native coroutine: a generator-based one, or unknown
+        frame: Any = getattr(coro, "gi_frame", None)
+        return frame is None or frame.f_lasti >= 0
+    frame = coro.cr_frame
+    return frame is None or bool(getattr(coro, "cr_suspended", frame.f_lasti >= 0))
+
+
+def _drop_own_frames(stack: list[Any]) -> None:
+    """Remove the innermost frames of ``stack`` (a ``_source_traceback``) that are ours."""
+    while stack and stack[-1].filename.startswith(PACKAGE_DIR):
+        del stack[-1]

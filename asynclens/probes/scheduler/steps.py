@@ -4,8 +4,10 @@ A task's life on its loop is a chain of contiguous intervals::
 
     created ─ready─▶ run ─▶ waiting (I/O or executor) ─▶ ready (sched wait) ─▶ run ─▶ …
 
-* *run*: one of its steps is executing (``coro.send``/``throw`` of the wrapper
-  :class:`StepCoro` that the probe puts around every task's coroutine);
+* *run*: one of its steps is executing: the wake-up callback the loop runs for it
+  (its ``__step`` or ``__wakeup``), timed by :class:`StepCall`, which the
+  call_soon hooks schedule in its place; an eager task's first step runs inside
+  ``create_task`` and is timed there;
 * *waiting*: suspended and nothing has woken it; the part of it covered by a
   thread-pool job the task submitted is *executor*, the rest *I/O*;
 * *sched wait*: woken (its wake-up callback was scheduled, or the timer it slept
@@ -24,16 +26,16 @@ was due, not when the late loop got to it.
 from __future__ import annotations
 
 import asyncio
-import collections.abc
 import threading
-from collections.abc import Callable, Coroutine
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ...records import TaskStep
 from ...stats import Histogram
 from .._attrs import remove_instance_attr
 
-__all__ = ["ATTR", "LoopState", "StepCoro", "TaskState", "Timed", "take_all"]
+__all__ = ["ATTR", "LoopState", "StepCall", "TaskState", "Timed", "state_of_done", "take_all", "task_state_of"]
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
@@ -57,6 +59,8 @@ class LoopState:
         "_window_ns",
         "active",
         "cpu",
+        "creating",
+        "creating_coro",
         "delays",
         "emit",
         "loop_id",
@@ -93,6 +97,17 @@ class LoopState:
         self.step_budget = 0  # TaskStep records still allowed
         self.emit: Callable[[Any], None] = probe.emit if probe is not None else (lambda record: None)
         self._installed: dict[str, Any] = {}
+        self.creating: TaskState | None = None  # the task create_task() is making, until it returns
+        self.creating_coro: Any = None
+
+    def adopt(self, task: Any) -> TaskState | None:
+        """The state of ``task`` if it is the one ``create_task`` is making now (its
+        first step is being scheduled from ``Task.__init__``), bound to it."""
+        st = self.creating
+        if st is None or st.task_ref is not None or task.get_coro() is not self.creating_coro:
+            return None
+        st.bind(task)
+        return st
 
     # ---------------------------------------------------------------- hooks
 
@@ -183,15 +198,17 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
         owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task):  # a task's wake-up (other callbacks: no attribute lookup)
+        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
             st = getattr(owner, ATTR, None)
-            if st is None:  # an eager task still inside create_task()
-                coro = owner.get_coro()
-                st = coro._st if type(coro) is StepCoro else None
-            if type(st) is TaskState and not st.ready_ns and ls.active:
-                t = now()
-                origin = ls.origin
-                st.ready_ns = origin if 0 < origin < t else t
+            if st is None:  # a task inside create_task(): its first step is being scheduled
+                st = ls.adopt(owner)
+            if type(st) is TaskState:
+                if not st.ready_ns:
+                    t = now()
+                    origin = ls.origin
+                    st.ready_ns = origin if 0 < origin < t else t
+                if type(callback) is not StepCall:
+                    callback = StepCall(callback, st, owner)
         if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
             return original(callback, args[0], context=context)
         return original(callback, *args, context=context)
@@ -214,15 +231,17 @@ def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Call
 
     def _call_soon(callback: Any, args: Any, context: Any) -> Any:
         owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task):  # a task's wake-up (other callbacks: no attribute lookup)
+        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
             st = getattr(owner, ATTR, None)
-            if st is None:  # an eager task still inside create_task()
-                coro = owner.get_coro()
-                st = coro._st if type(coro) is StepCoro else None
-            if type(st) is TaskState and not st.ready_ns and ls.active:
-                t = now()
-                origin = ls.origin
-                st.ready_ns = origin if 0 < origin < t else t
+            if st is None:  # a task inside create_task(): its first step is being scheduled
+                st = ls.adopt(owner)
+            if type(st) is TaskState:
+                if not st.ready_ns:
+                    t = now()
+                    origin = ls.origin
+                    st.ready_ns = origin if 0 < origin < t else t
+                if type(callback) is not StepCall:
+                    callback = StepCall(callback, st, owner)
         return original(callback, args, context)
 
     return _call_soon
@@ -419,6 +438,34 @@ class TaskState:
                 )
             )
 
+    def tentative_begin(self, t: int) -> None:
+        """An eager first step may start at ``t`` (inside ``create_task``): run as this
+        task until :meth:`settle_tentative` says whether it did."""
+        ls = self.ls
+        self.outer = ls.running
+        ls.running = self
+        self.start_ns = t
+        self.step_ready = t
+        if ls.cpu is not None:
+            self.cpu_start = ls.cpu()
+
+    def settle_tentative(self, t: int, ran: bool) -> None:
+        """``create_task`` returned at ``t``: count the eager step if the coroutine ran,
+        else undo :meth:`tentative_begin` (the first step was only scheduled)."""
+        if ran:
+            self.ready_ns = 0
+            self.ls.delays.append(0)
+            self.end(t)
+        else:
+            self.ls.running = self.outer
+            self.outer = None
+            self.start_ns = 0
+
+    def bind(self, task: Any) -> None:
+        """Attach this state to ``task`` (once), where the hooks and probes find it."""
+        self.task_ref = weakref.ref(task)
+        setattr(task, ATTR, self)
+
     def longest_sched_ns(self) -> int:
         """The longest single ready->run wait of the task's life so far."""
         return max(self.max_sched_ns, self.max_sched_earlier)
@@ -454,33 +501,48 @@ class TaskState:
         return run, sched, self.io_ns, self.exec_ns, self.steps
 
 
-def _finish(st: TaskState, t: int, exc: BaseException) -> None:
+def state_of_done(task: Any) -> str:
+    """``"done"``, ``"cancelled"`` or ``"error"`` for a finished task, without
+    ``exception()`` (which would mark a failure as retrieved and silence asyncio's
+    "exception was never retrieved")."""
+    if task.cancelled():
+        return "cancelled"
+    return "error" if getattr(task, "_exception", None) is not None else "done"
+
+
+def _finish(st: TaskState, task: Any, t: int) -> None:
     try:
-        st.end(t)
         st.done = True
-        st.ls.probe.task_finished(st, exc, t)
+        st.ls.probe.task_finished(st, state_of_done(task), t)
     except Exception as error:
         st.ls.probe.internal_error("finishing a task", error)
 
 
-class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
-    """The coroutine a tracked task runs: forwards to the user's coroutine and
-    times every ``send``/``throw``. Looks like the wrapped coroutine to reprs
-    and stack walkers (``cr_frame``, ``cr_await``, ``__qualname__``…)."""
+class StepCall:
+    """A tracked task's wake-up as the loop runs it: the task's own callback (its
+    ``__step`` or ``__wakeup``, which resumes the coroutine), timed.
 
-    __slots__ = ("__weakref__", "_asynclens_inner", "_st")
+    The call_soon hooks schedule this in place of the callback, so the task keeps
+    its own coroutine (``get_coro()``, ``asyncio ps``, debuggers and profilers see
+    the program's frames); only the loop's handle holds the wrapper. Attribute
+    lookups it does not know (``__self__``, ``__qualname__``, ...) go to the
+    callback, so asyncio's handle reprs and slow-callback warnings name the task.
+    """
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], st: TaskState) -> None:
-        self._asynclens_inner: Any = coro
-        self._st = st
+    __slots__ = ("callback", "st", "task")
 
-    def send(self, value: Any) -> Any:
+    def __init__(self, callback: Any, st: TaskState, task: Any) -> None:
+        self.callback = callback
+        self.st = st
+        self.task = task
+
+    def __call__(self, *args: Any) -> Any:
         # The hot path of every task step: TaskState.begin and .end inlined (same
-        # accounting, ~0.2 µs less per step); throw() and the tests use the methods.
-        st = self._st
+        # accounting, ~0.2 µs less per step); the tests check both agree.
+        st = self.st
         ls = st.ls
         if not ls.active:
-            return self._asynclens_inner.send(value)
+            return self.callback(*args)
         now = ls.now
         try:
             t = now()
@@ -519,93 +581,44 @@ class StepCoro(collections.abc.Coroutine):  # type: ignore[type-arg]
         except Exception as exc:
             ls.probe.internal_error("timing a task step", exc)
         try:
-            result = self._asynclens_inner.send(value)
-        except BaseException as exc:
-            _finish(st, now(), exc)
-            raise
-        try:
-            if ls.cpu is not None or ls.step_budget > 0:
-                st.end(now())
-            else:  # TaskState.end without CPU time and TaskStep records
-                t = now()
-                elapsed = t - st.start_ns
-                nested = st.nested_ns
-                if nested:
-                    st.run_ns += elapsed - nested
-                    st.sched_ns += nested
-                    st.nested_ns = 0
-                else:
-                    st.run_ns += elapsed
-                st.steps += 1
-                st.start_ns = 0
-                st.last_end_ns = t
-                outer = st.outer
-                ls.running = outer
-                if outer is not None:  # an eager first step ran inside the outer task's step
-                    outer.nested_ns += elapsed
-                    st.outer = None
-        except Exception as exc:
-            ls.probe.internal_error("timing a task step", exc)
-        return result
+            return self.callback(*args)
+        finally:
+            try:
+                if ls.cpu is not None or ls.step_budget > 0:
+                    st.end(now())
+                else:  # TaskState.end without CPU time and TaskStep records
+                    t = now()
+                    elapsed = t - st.start_ns
+                    nested = st.nested_ns
+                    if nested:
+                        st.run_ns += elapsed - nested
+                        st.sched_ns += nested
+                        st.nested_ns = 0
+                    else:
+                        st.run_ns += elapsed
+                    st.steps += 1
+                    st.start_ns = 0
+                    st.last_end_ns = t
+                    outer = st.outer
+                    ls.running = outer
+                    if outer is not None:  # an eager first step ran inside the outer task's step
+                        outer.nested_ns += elapsed
+                        st.outer = None
+                if self.task.done():
+                    _finish(st, self.task, st.last_end_ns)
+            except Exception as exc:
+                ls.probe.internal_error("timing a task step", exc)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        st = self._st
-        ls = st.ls
-        inner = self._asynclens_inner
-        if not ls.active:
-            return inner.throw(typ) if val is None and tb is None else inner.throw(typ, val, tb)
-        now = ls.now
-        try:
-            st.begin(now())
-        except Exception as exc:
-            ls.probe.internal_error("timing a task step", exc)
-        try:
-            result = inner.throw(typ) if val is None and tb is None else inner.throw(typ, val, tb)
-        except BaseException as exc:
-            _finish(st, now(), exc)
-            raise
-        try:
-            st.end(now())
-        except Exception as exc:
-            ls.probe.internal_error("timing a task step", exc)
-        return result
-
-    def close(self) -> None:
-        self._asynclens_inner.close()
-
-    def __await__(self) -> Any:
-        return self._asynclens_inner.__await__()
-
-    @property
-    def cr_frame(self) -> Any:
-        return self._asynclens_inner.cr_frame
-
-    @property
-    def cr_await(self) -> Any:
-        return self._asynclens_inner.cr_await
-
-    @property
-    def cr_running(self) -> bool:
-        return bool(self._asynclens_inner.cr_running)
-
-    @property
-    def cr_code(self) -> Any:
-        return self._asynclens_inner.cr_code
-
-    def __getattr__(self, name: str) -> Any:  # __name__, __qualname__, cr_origin, …
-        return getattr(self._asynclens_inner, name)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.callback, name)
 
     def __repr__(self) -> str:
-        return repr(self._asynclens_inner)
+        return repr(self.callback)
 
 
 def task_state_of(task: Any) -> TaskState | None:
     """The scheduler's state of ``task``, if the probe saw it created."""
     st = getattr(task, ATTR, None)
-    if st is None:  # an eager task's first step, still inside create_task()
-        get_coro = getattr(task, "get_coro", None)
-        coro = get_coro() if get_coro is not None else None
-        st = coro._st if type(coro) is StepCoro else None
     return st if type(st) is TaskState else None
 
 
