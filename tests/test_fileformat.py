@@ -59,7 +59,10 @@ def test_every_record_type_round_trips_through_dicts() -> None:
     [
         ("", "empty file"),
         ('{"kind": "span"\n', ":1: not valid JSON"),
-        ('{"kind": "span", "name": "x"}\n', ":1: span: "),
+        (
+            '{"kind": "span", "name": "x"}\n',
+            ":1: a 'span' record without 'trace_id', 'span_id', 'parent_id' (required fields)",
+        ),
         ("[1, 2]\n", ":1: expected a JSON object"),
         ('{"kind": "nope"}\n', ":1: unknown record kind 'nope'"),
     ],
