@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, cast
 
+from . import _options
+from ._durations import Duration
 from ._state import context as _context
 from ._state.clock import Clock, SystemClock
 from .probes._loops import LoopWatcher
@@ -147,16 +149,19 @@ class Session:
     .. versionadded:: 0.1
     """
 
+    @_options.checked_options(
+        where="asynclens.session()", durations=("flush_interval", "lag_interval", "stall_threshold")
+    )
     def __init__(
         self,
         sinks: SinkLike | Iterable[SinkLike] | None = None,
         *,
         clock: Clock | None = None,
         buffer_limit: int = 100_000,
-        flush_interval: float = 0.1,
+        flush_interval: Duration = 0.1,
         lag: bool = True,
-        lag_interval: float = 0.01,
-        stall_threshold: float = 0.05,
+        lag_interval: Duration = 0.01,
+        stall_threshold: Duration = 0.05,
         track_handles: bool = True,
         io_rates: bool = True,
         scheduler: bool = True,
@@ -213,6 +218,7 @@ class Session:
 
     def start(self) -> Session:
         """Activate the session (what ``with`` does on entry)."""
+        _options.check_outputs(self._sinks)
         if self.state != "new":
             raise SessionError(f"this session is already {self.state}; create a new session() for each run")
         other = _context.active

@@ -27,6 +27,7 @@ __all__ = [
     "Sink",
     "SinkLike",
     "SpeedscopeSink",
+    "TextSink",
     "register_suffix",
     "resolve_sinks",
     "sink_for",
@@ -42,6 +43,7 @@ _LAZY = {
     "OtlpSink": "otlp",
     "PrometheusSink": "prometheus",
     "SpeedscopeSink": "speedscope",
+    "TextSink": "text",
 }
 
 
@@ -69,6 +71,7 @@ _SUFFIXES: dict[str, Callable[[str], Sink]] = {
     ".trace.json": _lazy("ChromeTraceSink"),
     ".speedscope.json": _lazy("SpeedscopeSink"),
     ".folded": _lazy("FoldedSink"),
+    ".txt": _lazy("TextSink"),
 }
 _NAMES: dict[str, Callable[[], Sink]] = {"memory": MemorySink}
 
@@ -98,6 +101,7 @@ def sink_for(spec: SinkLike) -> Sink:
 
 
 def resolve_sinks(specs: SinkLike | Iterable[SinkLike] | None) -> list[Sink]:
+    """Every sink of ``specs`` (one spec or several, see :func:`sink_for`); none for None."""
     if specs is None:
         return []
     if isinstance(specs, (str, os.PathLike, Sink)):
