@@ -4,8 +4,9 @@
 
     python -m asynclens run [-o FILE ...] [--format FMT] script.py [args ...]
     python -m asynclens run [-o FILE ...] -m package.module [args ...]
-    python -m asynclens report RUN.jsonl [RUN2.jsonl ...] [--format FMT] [-o FILE]
+    python -m asynclens report RUN.jsonl [RUN2.jsonl ...] [--format FMT] [-o FILE ...]
     python -m asynclens demo [-o report.html]
+    python -m asynclens --version
 
 ``run`` gives the program its own ``sys.argv`` (``[script, *args]``), runs it
 as ``__main__``, and exits with the program's exit status: ``sys.exit(n)``
@@ -14,6 +15,9 @@ left out) and exits 1, Ctrl-C and SIGTERM end the process by that signal once
 the outputs are written. The text summary goes to **stderr**, so the program's
 stdout stays what it was. Status and errors of asynclens itself are one line on
 stderr each; bad input exits 2 without a traceback.
+
+Durations (``--stall-threshold``) take a unit (``50ms``, ``0.05s``, ``500us``); a
+bare number is seconds, as in ``session()``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import traceback
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from . import __version__
 
 __all__ = ["FORMATS", "main"]
 
@@ -103,15 +109,9 @@ def _size(path: str) -> str:
 def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) -> str:
     """Render a :class:`~asynclens._rundata.RunData` in ``fmt`` (one of :data:`FORMATS` but jsonl)."""
     if fmt == "text":
-        from .report.summary import SpanAggregates, render_summary
+        from .sinks.text import render_text
 
-        aggregates = SpanAggregates()
-        for part in data.parts:
-            aggregates.add_batch(part.spans)
-            for records in part.other.values():
-                aggregates.add_batch(records)
-        first, last = data.extent()
-        return render_summary(aggregates, None, max(0, last - first), {"problems": data.problems()}, color=color) + "\n"
+        return render_text(data, color=color)
     if fmt == "html":
         from .sinks.html import render_html
 
@@ -184,28 +184,29 @@ def _sink_for(path: str, fmt: str, weight: str) -> Any:
         from .sinks.folded import FoldedSink
 
         return FoldedSink(path, weight=weight)
-    return _TextSink(path)
+    from .sinks.text import TextSink
+
+    return TextSink(path)
 
 
-class _TextSink:
-    """``-o report.txt``: the text summary written to a file."""
+def _duration(text: str) -> float:
+    """An argparse type: a duration option's value in seconds (a bare number is seconds)."""
+    from ._durations import DurationError, parse_seconds
 
-    def __init__(self, path: str) -> None:
-        from .report.rundata import RunData
+    try:
+        return parse_seconds(text, "duration")
+    except DurationError as exc:
+        # argparse prefixes the option's name: keep only the reason
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
 
-        self.path = path
-        self.data = RunData()
 
-    def open(self, info: Any) -> None:
-        self.data.begin(info)
+def _check_outputs(outputs: Sequence[str]) -> None:
+    from ._options import output_problem
 
-    def write(self, records: Any) -> None:
-        self.data.add(records)
-
-    def close(self) -> None:
-        from .sinks._rendering import write_text_atomically
-
-        write_text_atomically(self.path, render(self.data, "text"))
+    for path in outputs:
+        problem = output_problem(path)
+        if problem is not None:
+            raise UsageError(f"cannot write {path!r}: {problem}")
 
 
 def _session_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,14 +230,14 @@ def _run(args: argparse.Namespace) -> int:
     outputs = list(args.output or [])
     if args.format and not outputs:
         outputs = [f"asynclens-report{FORMATS[args.format]}"]
-    for path in outputs:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise UsageError(f"cannot write {path!r}: no such directory {folder!r}")
+    _check_outputs(outputs)
     sinks = [_sink_for(path, _format_of(path, args.format), args.weight) for path in outputs]
     if args.module is not None:
         argv = [args.module, *args.target]
         target = args.module
+        if not _module_exists(args.module):
+            print(f"asynclens: error: run: no module named {args.module!r}: the program did not start", file=sys.stderr)
+            return 1
     else:
         script = args.target[0]
         if not os.path.exists(script):
@@ -278,7 +279,13 @@ def _run(args: argparse.Namespace) -> int:
     except _Signalled as exc:
         interrupted = exc.signum
     except BaseException as exc:  # noqa: BLE001 - the program's exception: report it as Python would
+        if session.state == "new":  # start() refused: asynclens's own one-line error, not the program's
+            print(f"asynclens: error: {exc}", file=sys.stderr)
+            return 2
         _print_user_traceback(exc)
+        if not _program_started(exc):
+            print("asynclens: error: the program did not start (nothing was recorded)", file=sys.stderr, flush=True)
+            args.no_summary = True
         code = 1
     finally:
         sys.argv = saved_argv
@@ -297,6 +304,26 @@ def _run(args: argparse.Namespace) -> int:
         _die_by(interrupted)
         return 128 + int(interrupted)
     return code
+
+
+def _module_exists(name: str) -> bool:
+    """Whether ``name``'s top-level package can be found, without running any of its code."""
+    import importlib.util
+
+    top = name.split(".", 1)[0]
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _program_started(exc: BaseException) -> bool:
+    """False when ``exc`` came from finding or compiling the program (no such module, a
+    syntax error in the script): raised before any line of the program ran."""
+    if not isinstance(exc, (ImportError, SyntaxError)):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(not _internal(f.filename) and not f.filename.startswith("<frozen") for f in frames)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -327,7 +354,7 @@ def _die_by(signum: int) -> None:
 def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
     """Read JSON lines traces (one run each, merged onto one timeline) into a RunData."""
     from .records import SessionInfo
-    from .report.fileformat import iter_jsonl
+    from .report.fileformat import iter_jsonl, partial_record_message
     from .report.rundata import RunData
 
     data = RunData()
@@ -341,7 +368,11 @@ def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
         def note(lineno: int, kind: str, unknown: Counter[str] = unknown) -> None:
             unknown[kind] += 1
 
-        for _, record in iter_jsonl(path, on_unknown=note):
+        def partial(lineno: int, path: str = path) -> None:
+            # a warning, not a status line: shown with -q too
+            print(f"asynclens: warning: {partial_record_message(path, lineno)}", file=sys.stderr, flush=True)
+
+        for _, record in iter_jsonl(path, on_unknown=note, on_partial=partial):
             if isinstance(record, SessionInfo):
                 part = data.begin(record, path)
                 continue
@@ -369,51 +400,63 @@ def load(paths: Sequence[str], args: argparse.Namespace | None = None) -> Any:
 def _report(args: argparse.Namespace) -> int:
     from .report.fileformat import TraceFileError
 
-    fmt = args.format or (_format_of(args.output, None) if args.output else "text")
-    if fmt == "jsonl":
+    outputs: list[str] = list(args.output or [])
+    formats = [args.format or _format_of(path, None) for path in outputs] or [args.format or "text"]
+    if "jsonl" in formats:
         raise UsageError("report: jsonl is the input format; choose text, html, chrome, speedscope or folded")
+    _check_outputs(outputs)
     try:
         data = load(args.files, args)
     except TraceFileError as exc:
         print(f"asynclens: error: {exc}", file=sys.stderr)
         return 1
-    started = time.monotonic()
-    if data.count > 200_000:
-        _status(args, f"rendering {data.count} records as {fmt}…")
-    text = render(
-        data, fmt, weight=args.weight, color=fmt == "text" and not args.output and _use_color(args, sys.stdout)
-    )
-    if args.output:
-        from .sinks._rendering import write_text_atomically
-
-        try:
-            write_text_atomically(args.output, text)
-        except OSError as exc:
-            print(f"asynclens: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        took = time.monotonic() - started
-        _status(args, f"wrote {args.output} ({fmt}, {_size(args.output)}{f', {took:.1f} s' if took > 1 else ''})")
-    else:
+    if not outputs:
+        text = render(data, formats[0], weight=args.weight, color=formats[0] == "text" and _use_color(args, sys.stdout))
         sys.stdout.write(text)
         sys.stdout.flush()
-    return 0
+        return 0
+    from .sinks._rendering import write_text_atomically
+
+    rendered: dict[str, str] = {}
+    status = 0
+    for path, fmt in zip(outputs, formats):
+        started = time.monotonic()
+        if fmt not in rendered:
+            if data.count > 200_000:
+                _status(args, f"rendering {data.count} records as {fmt}…")
+            rendered[fmt] = render(data, fmt, weight=args.weight)
+        try:
+            write_text_atomically(path, rendered[fmt])
+        except OSError as exc:  # the other outputs are still written
+            print(f"asynclens: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        took = time.monotonic() - started
+        _status(args, f"wrote {path} ({fmt}, {_size(path)}{f', {took:.1f} s' if took > 1 else ''})")
+    return status
 
 
 # ---------------------------------------------------------------------- demo
 
 
-def _find_example() -> str | None:
-    for base in (os.getcwd(), os.path.dirname(_HERE)):
-        candidate = os.path.join(base, "examples", "service.py")
-        if os.path.exists(candidate):
-            return candidate
-    return None
-
-
 def _demo(args: argparse.Namespace) -> int:
-    example = _find_example()
-    if example is None:
-        raise UsageError("demo: examples/service.py not found (run it from a source checkout of asynclens)")
+    import shutil
+    import tempfile
+
+    from ._demo import SERVICE
+
+    checkout = os.path.join(os.path.dirname(_HERE), "examples", "service.py")
+    if os.path.isfile(checkout):  # a source checkout: run the file as its README does
+        return _run_demo(args, checkout)
+    # The probes take frames in the asynclens folder for asynclens's own (they skip them
+    # to find the program's blocking line): run a copy from outside the package.
+    with tempfile.TemporaryDirectory(prefix="asynclens-demo-") as folder:
+        copy = os.path.join(folder, "service.py")
+        shutil.copyfile(SERVICE, copy)
+        return _run_demo(args, copy)
+
+
+def _run_demo(args: argparse.Namespace, example: str) -> int:
     run_args = _parser().parse_args(["run", "-o", args.output, example])
     run_args.quiet = args.quiet
     return _run(run_args)
@@ -427,6 +470,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m asynclens",
         description="See where an asyncio program's time goes.",
     )
+    parser.add_argument("--version", action="version", version=f"asynclens {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{run,report,demo}", parser_class=_Parser)
 
     run = sub.add_parser(
@@ -448,7 +492,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="a label for the run")
     run.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
     run.add_argument(
-        "--stall-threshold", type=float, metavar="SECONDS", help="report event-loop stalls longer than this"
+        "--stall-threshold",
+        type=_duration,
+        metavar="DURATION",
+        help="report event-loop stalls longer than this (e.g. 50ms, 0.05s; a bare number is seconds)",
     )
     run.add_argument("--no-lag", action="store_true", help="turn the lag monitor off")
     run.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
@@ -473,7 +520,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=[f for f in FORMATS if f != "jsonl"], help="output format (default: from -o, else text)"
     )
-    report.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
+    report.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        metavar="FILE",
+        help="write a report; the suffix picks the format (as for run); repeatable (default: text on stdout)",
+    )
     report.add_argument(
         "--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)"
     )
@@ -481,7 +534,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     report.set_defaults(func=_report)
 
-    demo = sub.add_parser("demo", help="run examples/service.py and write an HTML report")
+    demo = sub.add_parser("demo", help="run the example service (shipped with asynclens) and write an HTML report")
     demo.add_argument("-o", "--output", default="asynclens-demo.html", metavar="FILE")
     demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(func=_demo)

@@ -170,7 +170,11 @@ def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) 
         (["run"], 2, "asynclens: error: run: give a script"),
         (["run", "nope.py"], 2, "asynclens: error: run: no such script 'nope.py'"),
         (["run", "-o", "x.docx", "prog.py"], 2, "asynclens: error: cannot tell the format of 'x.docx'"),
-        (["run", "-o", "no/such/dir/x.html", "prog.py"], 2, "asynclens: error: cannot write 'no/such/dir/x.html': no such directory"),
+        (
+            ["run", "-o", "no/such/dir/x.html", "prog.py"],
+            2,
+            "asynclens: error: cannot write 'no/such/dir/x.html': no such directory",
+        ),
         (["frobnicate"], 2, "asynclens: error: argument {run,report,demo}: invalid choice: 'frobnicate'"),
     ],
 )
@@ -208,3 +212,88 @@ def test_report_skips_kinds_from_newer_versions(tmp_path: Any) -> None:
 def test_colour_can_be_forced(tmp_path: Any, program: str) -> None:
     r = cli("run", "-q", "--color", "always", program, cwd=tmp_path)
     assert "\x1b[1masynclens: 1 spans" in r.stderr
+
+
+def test_report_writes_every_output(tmp_path: Any, program: str) -> None:
+    _record(tmp_path, program, "run.jsonl")
+    r = cli("report", "run.jsonl", "-o", "a.html", "-o", "b.txt", "-o", "c.folded", "-o", "d.html", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("a.html", "b.txt", "c.folded", "d.html"):
+        assert f"asynclens: wrote {name} (" in r.stderr
+    assert (tmp_path / "a.html").read_text().startswith("<!DOCTYPE html>")
+    assert (tmp_path / "d.html").read_text() == (tmp_path / "a.html").read_text()
+    assert (tmp_path / "b.txt").read_text().startswith("asynclens: 1 spans in ")
+    assert (tmp_path / "c.folded").read_text().startswith("work ")
+    assert r.stdout == ""
+
+
+def test_report_checks_every_output_before_reading(tmp_path: Any, program: str) -> None:
+    _record(tmp_path, program, "run.jsonl")
+    r = cli("report", "run.jsonl", "-o", "ok.html", "-o", "no/such/x.txt", cwd=tmp_path)
+    assert r.returncode == 2
+    assert (
+        r.stderr
+        == "asynclens: error: cannot write 'no/such/x.txt': no such directory "
+        + repr(str(tmp_path / "no" / "such"))
+        + "\n"
+    )
+    assert not (tmp_path / "ok.html").exists()
+
+
+def test_version(tmp_path: Any) -> None:
+    import asynclens
+
+    r = cli("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"asynclens {asynclens.__version__}\n"
+
+
+def test_a_missing_module_did_not_start(tmp_path: Any) -> None:
+    r = cli("run", "-o", "out.jsonl", "-m", "nosuchmod_for_asynclens", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == "asynclens: error: run: no module named 'nosuchmod_for_asynclens': the program did not start\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_missing_submodule_or_a_syntax_error_did_not_start(tmp_path: Any) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "broken.py").write_text("x = (\n")
+    for target in (["-m", "pkg.nosuch"], ["broken.py"]):
+        r = cli("run", *target, cwd=tmp_path)
+        assert r.returncode == 1
+        lines = r.stderr.splitlines()
+        assert lines[-1] == "asynclens: error: the program did not start (nothing was recorded)"
+        assert "spans in" not in r.stderr  # no empty summary
+        assert "Traceback" not in r.stderr and "runpy" not in r.stderr
+    assert "SyntaxError" in r.stderr
+
+
+def test_an_import_error_of_the_program_itself_is_its_own(tmp_path: Any) -> None:
+    (tmp_path / "app.py").write_text("import nosuchdependency_for_asynclens\n")
+    r = cli("run", "app.py", cwd=tmp_path)
+    assert r.returncode == 1
+    assert 'File "app.py", line 1' in r.stderr and "did not start" not in r.stderr
+    assert "asynclens: 0 spans in " in r.stderr  # it started: the summary is printed
+
+
+def test_demo_runs_outside_a_source_checkout(tmp_path: Any) -> None:
+    import shutil
+
+    import asynclens
+
+    site = tmp_path / "site"
+    shutil.copytree(
+        os.path.dirname(asynclens.__file__), site / "asynclens", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = cli("demo", "-o", "demo.html", cwd=work, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "not found" not in r.stderr
+    assert "asynclens: wrote demo.html" in r.stderr
+    html = (work / "demo.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    # run from a copy outside the package: its frames are the program's, not asynclens's own
+    assert "service.py:" in html and "handle_report" in html
+    assert str(site / "asynclens" / "_demo") not in html
