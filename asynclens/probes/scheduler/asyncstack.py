@@ -37,19 +37,13 @@ def format_frame(filename: str, lineno: int | None, name: str) -> str:
     return f"{filename}:{lineno if lineno is not None else '?'} in {name}"
 
 
-def _unwrap(coro: Any) -> Any:
-    inner = getattr(coro, "_asynclens_inner", None)
-    return coro if inner is None else inner
-
-
 def await_chain(coro: Any) -> list[str]:
     """Frames of a suspended coroutine and everything it awaits, outermost first."""
     frames: list[str] = []
     seen: set[int] = set()
-    obj = _unwrap(coro)
+    obj = coro
     while obj is not None and len(frames) < _MAX_DEPTH and id(obj) not in seen:
         seen.add(id(obj))
-        obj = _unwrap(obj)
         frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None) or getattr(obj, "ag_frame", None)
         if frame is not None:
             code = frame.f_code
