@@ -21,7 +21,7 @@ import threading
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, cast
@@ -30,7 +30,7 @@ from . import _options
 from ._durations import Duration
 from ._state import context as _context
 from ._state.clock import Clock, SystemClock
-from .probes._loops import LoopWatcher
+from .probes._loops import Coverage, LoopWatcher
 from .records import SCHEMA_VERSION, Record, SessionEnd, SessionInfo, Span, SpanEvent, fast_constructor
 from .report.summary import SpanAggregates, render_summary
 from .sinks import Sink, SinkLike, resolve_sinks
@@ -113,10 +113,16 @@ class SessionStatistics:
     sink_errors: int
     internal_errors: int
     probes: Mapping[str, Any] = field(default_factory=dict)
+    #: What the session could not measure (``"Not measured: ..."`` lines naming the loop
+    #: type, or the probe that failed to start, and what is missing); empty when it saw all.
+    blind_spots: tuple[str, ...] = ()
+    #: Event loops handed to the probes.
+    loops_seen: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "probes"}
         out["probes"] = {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in self.probes.items()}
+        out["blind_spots"] = list(self.blind_spots)
         return out
 
 
@@ -206,7 +212,9 @@ class Session:
         self._wake = _ReentrantEvent()  # set by the hot path at _wake_at buffered items, or by close()
         self._wake_at = -1  # a buffer length: never, unless start() says otherwise
         self._flusher: threading.Thread | None = None
-        self._watcher = LoopWatcher(self._attach_loop)
+        self.coverage = Coverage(p.name for p in self._probes)
+        self._failed_probes: set[str] = set()
+        self._watcher = LoopWatcher(self._attach_loop, on_error=self.internal_error, on_unseen=self.coverage.unseen)
         self._executor_context = ExecutorContext()
         self.aggregates = SpanAggregates()
         self.info: SessionInfo | None = None
@@ -250,8 +258,16 @@ class Session:
             self._wake_at = max(64, threshold // 2)
         self.state = "active"
         _context.set_active(self)
+        # The hooks first, so that the probes hear of the loop classes (uvloop.Loop) as they
+        # subscribe; loops seen meanwhile wait for the watcher's start().
+        self._guard("loop watcher", self._watcher.prepare)
         for probe in self._probes:
-            self._guard(f"{probe.name}.start", probe.start, self)
+            try:
+                probe.start(self)
+            except Exception as exc:
+                self.internal_error(f"{probe.name}.start", exc)
+                self._failed_probes.add(probe.name)
+                self.coverage.probe_failed(probe.name, _reason(exc))
         self._guard("loop watcher", self._watcher.start)
         self._guard("executor context", self._executor_context.start)
         self._flusher = threading.Thread(target=self._flush_loop, name="asynclens-flusher", daemon=True)
@@ -301,8 +317,39 @@ class Session:
         self._watcher.watch(loop)
 
     def _attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.coverage.loop_seen()
         for probe in self._probes:
-            self._guard(f"{probe.name}.attach_loop", probe.attach_loop, loop)
+            if probe.name in self._failed_probes:
+                continue
+            try:
+                probe.attach_loop(loop)
+            except Exception as exc:
+                self.internal_error(f"{probe.name}.attach_loop", exc)
+                self.coverage.not_measured(probe.name, loop, _reason(exc, "attach_loop"))
+
+    def on_loop_class(self, callback: Callable[[type], None], *, probe: str | None = None) -> None:
+        """For probes: call ``callback(cls)`` for every event-loop class, so that the
+        probe can patch it before its first loop (and its first task) exists:
+        ``asyncio.BaseEventLoop`` and an already imported ``uvloop.Loop`` at once,
+        ``uvloop.Loop`` as soon as the program imports uvloop, any other loop class
+        when its first loop is seen. A callback that raises is counted as an internal
+        error and, given the ``probe``'s name, as a blind spot on that loop class."""
+
+        def failed(cls: type, exc: BaseException) -> None:
+            if probe is not None:
+                self.coverage.not_measured(probe, cls, f"patching the class failed: {_reason(exc)}")
+
+        self._watcher.on_loop_class(callback, failed)
+
+    def not_measured(self, probe: str, loop: Any, reason: str, *, what: str | None = None) -> None:
+        """For probes: ``probe`` could not watch ``loop`` (a loop or a loop class), or
+        only partly (``what`` it missed); the report names it first (see
+        :attr:`SessionStatistics.blind_spots`)."""
+        self.coverage.not_measured(probe, loop, reason, what)
+
+    def blind_spots(self) -> tuple[str, ...]:
+        """What this session could not measure, as ``"Not measured: ..."`` lines (empty: nothing missed)."""
+        return self.coverage.lines()
 
     # ------------------------------------------------------------ hot path
 
@@ -507,6 +554,8 @@ class Session:
             sink_errors=self._sink_errors,
             internal_errors=self._internal_errors,
             probes=probes,
+            blind_spots=self.coverage.lines(),
+            loops_seen=self.coverage.loops_seen,
         )
 
     def summary(self, *, color: bool = False) -> str:
@@ -526,6 +575,12 @@ class Session:
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"<asynclens.Session{label} {self.state}>"
+
+
+def _reason(exc: BaseException, where: str | None = None) -> str:
+    text = str(exc).strip().splitlines()
+    name = f"{type(exc).__name__} in {where}" if where else type(exc).__name__
+    return f"{name}: {text[0][:200]}" if text else name
 
 
 def _default_probes(options: Mapping[str, Any]) -> list[Probe]:

@@ -18,7 +18,8 @@ starts and removed when it stops. What each covers:
   ``_make_datagram_transport``, ``_make_read_pipe_transport``,
   ``_make_write_pipe_transport``: every transport (client, server, pipes),
   with byte counters on socket transports (see ``handles.py``).
-* uvloop (when imported before the session starts): ``create_connection``,
+* uvloop (imported before the session or while it runs: the patches go on
+  ``uvloop.Loop`` as soon as the session hears of the class): ``create_connection``,
   ``create_unix_connection``, ``connect_accepted_socket``,
   ``create_datagram_endpoint``, ``connect_read_pipe``, ``connect_write_pipe``
   (the returned transport), ``create_server``/``create_unix_server`` (the
@@ -26,7 +27,7 @@ starts and removed when it stops. What each covers:
   ``subprocess_exec``/``subprocess_shell`` (the process transport). uvloop
   creates its sockets in C: bytes are counted on its TCP connections only (from
   the kernel's counters).
-* ``asyncio.runners._cancel_all_tasks`` (and uvloop's own copy, used by
+* ``asyncio.runners._cancel_all_tasks`` (and uvloop's own copy, patched with its ``Loop``, used by
   ``uvloop.run`` before Python 3.11): tasks still pending when ``asyncio.run()``
   (or a ``Runner``) finishes are reported before it cancels them.
 * ``warnings._showwarnmsg`` (plus an ``always`` filter for ``ResourceWarning``):
@@ -51,6 +52,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._attrs import remove_instance_attr
+from .._loops import LOOP_MODULES
 from .._patch import Patch, caller_of_patched
 from .._tasks import pending_tasks
 from . import sites as _sites
@@ -59,7 +61,7 @@ from .registry import FILE, SOCKET, SUBPROCESS, THREAD
 if TYPE_CHECKING:
     from .probe import HandleProbe
 
-__all__ = ["install", "uninstall"]
+__all__ = ["covers_transports", "install", "loop_class_hook", "loop_class_patches", "uninstall"]
 
 _probe: HandleProbe | None = None
 _capture = _sites.capture
@@ -393,21 +395,57 @@ def _patches() -> list[Patch]:
         patches.append(Patch(runners, "_cancel_all_tasks", _cancel_all_tasks))
     if hasattr(warnings, "_showwarnmsg"):
         patches.append(Patch(warnings, "_showwarnmsg", _showwarnmsg))
-    uvloop = sys.modules.get("uvloop")
+    return patches
+
+
+def _uv_module(cls: type) -> Any:
+    """uvloop (or its fork) if ``cls`` is its ``Loop`` class, else None."""
+    root = getattr(cls, "__module__", "").partition(".")[0]
+    module = sys.modules.get(root) if root in LOOP_MODULES else None
+    return module if module is not None and getattr(module, "Loop", None) is cls else None
+
+
+def loop_class_patches(cls: type) -> list[Patch]:
+    """The (not yet installed) patches of a loop class: uvloop's ``Loop`` opens its
+    transports in C, so its methods that return them are patched, and ``uvloop.run``'s
+    copy of ``_cancel_all_tasks`` (Python < 3.11); none for other classes."""
+    uvloop = _uv_module(cls)
+    if uvloop is None:
+        return []
+    patches = []
     if callable(getattr(uvloop, "_cancel_all_tasks", None)):  # uvloop.run on Python < 3.11
         patches.append(Patch(uvloop, "_cancel_all_tasks", _cancel_all_tasks))
-    loop_type = getattr(uvloop, "Loop", None)
-    if isinstance(loop_type, type):
-        for name in _UV_PAIR_METHODS:
-            if hasattr(loop_type, name):
-                patches.append(Patch(loop_type, name, _uv_returns_pair))
-        for name in _UV_SERVER_METHODS:
-            if hasattr(loop_type, name):
-                patches.append(Patch(loop_type, name, _uv_server))
-        for name in _UV_SUBPROCESS_METHODS:
-            if hasattr(loop_type, name):
-                patches.append(Patch(loop_type, name, _uv_subprocess))
+    for names, wrapper in (
+        (_UV_PAIR_METHODS, _uv_returns_pair),
+        (_UV_SERVER_METHODS, _uv_server),
+        (_UV_SUBPROCESS_METHODS, _uv_subprocess),
+    ):
+        for name in names:
+            if hasattr(cls, name):
+                patches.append(Patch(cls, name, wrapper))
     return patches
+
+
+def loop_class_hook(installed: list[Patch]) -> Callable[[type], None]:
+    """A ``Session.on_loop_class`` callback: installs :func:`loop_class_patches` of each
+    class while the probe is active, appending them to ``installed`` (which
+    :func:`uninstall` then removes)."""
+
+    def hook(cls: type) -> None:
+        if _probe is None:
+            return
+        for patch in loop_class_patches(cls):
+            patch.install()
+            installed.append(patch)
+
+    return hook
+
+
+def covers_transports(loop: Any) -> bool:
+    """True if the transports of ``loop`` are tracked (stdlib selector loops, uvloop)."""
+    if isinstance(loop, selector_events.BaseSelectorEventLoop):
+        return True
+    return any(_uv_module(cls) is not None for cls in type(loop).__mro__)
 
 
 def install(probe: HandleProbe) -> list[Patch]:

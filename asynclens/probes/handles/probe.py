@@ -128,6 +128,9 @@ class HandleProbe:
         self._patches = _handle_patches.install(self)
         self._window = (session.now(), 0, 0, 0, 0)
         self._active = True
+        subscribe = getattr(session, "on_loop_class", None)
+        if subscribe is not None:  # uvloop.Loop: now, or as soon as the program imports uvloop
+            subscribe(_handle_patches.loop_class_hook(self._patches), probe=self.name)
         if self.io_interval > 0 and self.count_io:
             self._io_thread = threading.Thread(target=self._io_loop, name="asynclens-io-rates", daemon=True)
             self._io_thread.start()
@@ -138,6 +141,10 @@ class HandleProbe:
         self._loops.add(loop)
         for task in pending_tasks(loop):
             self._tasks_before.add(task)
+        if not _handle_patches.covers_transports(loop):
+            not_measured = getattr(self.session, "not_measured", None)
+            if not_measured is not None:
+                not_measured(self.name, loop, "no hooks for this loop type; its sockets are tracked", what="transports")
         if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
 

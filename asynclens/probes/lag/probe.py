@@ -188,22 +188,41 @@ class LagProbe:
         monitor.on_wake = self.watchdog.loop_woke
         with self._lock:
             self.monitors.append(monitor)
-        running = asyncio.events._get_running_loop()
-        if running is loop or starting_here(loop):
-            # On the loop's own thread: the watchdog can sample it from the first step on.
-            monitor.thread_id = threading.get_ident()
-            monitor.install()
-        elif not loop.is_running():
-            monitor.install()
-        else:
-            loop.call_soon_threadsafe(self._install, monitor)
+        try:
+            running = asyncio.events._get_running_loop()
+            if running is loop or starting_here(loop):
+                # On the loop's own thread: the watchdog can sample it from the first step on.
+                monitor.thread_id = threading.get_ident()
+                monitor.install()
+            elif not loop.is_running():
+                monitor.install()
+            else:
+                loop.call_soon_threadsafe(self._install, monitor)
+        except BaseException:
+            self._drop(monitor)  # the session reports the loop as not watched
+            raise
         self.watchdog.add(monitor)
 
     def _install(self, monitor: LoopMonitor) -> None:
+        loop = monitor.loop
         try:
             monitor.install()
         except Exception as exc:
             self.session.internal_error("installing the lag monitor", exc)
+            self._drop(monitor)
+            not_measured = getattr(self.session, "not_measured", None)
+            if not_measured is not None and loop is not None:
+                reason = f"{type(exc).__name__} installing the monitor"
+                not_measured(self.name, loop, f"{reason}: {exc}" if str(exc) else reason)
+
+    def _drop(self, monitor: LoopMonitor) -> None:
+        """Forget a monitor that could not be installed: no snapshot for a loop not watched."""
+        monitor.uninstall()
+        with self._lock:
+            if monitor in self.monitors:
+                self.monitors.remove(monitor)
+        if self.watchdog is not None:
+            self.watchdog.forget([monitor])
 
     def stop(self) -> None:
         watchdog = self.watchdog
@@ -322,10 +341,19 @@ class LagProbe:
         are rendered from the records by the summary itself."""
         stats = self.statistics()
         hist = stats.histogram
-        if stats.stalls:
+        coverage = getattr(self.session, "coverage", None)
+        missed = coverage.missed(self.name) if coverage is not None else 0
+        if missed < 0:
+            headline = "not watched: the lag probe failed to start (see above)"
+        elif stats.stalls:
             headline = _stall_headline(stats.stalls, stats.worst[0])
+        elif missed:
+            # "no stalls" is only said of the loops that were watched
+            headline = f"no stalls over {format_ns(self.threshold_ns)} on the watched loops"
         else:
             headline = f"no stalls over {format_ns(self.threshold_ns)}"
+        if missed > 0:
+            headline += f"; {missed} {'loop' if missed == 1 else 'loops'} not watched (see above)"
         lines = [f"Event loop: {headline}"]
         parts = []
         if hist.count:
