@@ -103,11 +103,9 @@ def _required_of(cls: type[Record]) -> tuple[tuple[str, ...], tuple[tuple[str, t
 
 
 def _shape_problem(data: Any, known: Mapping[str, type[Record]], where: str = "") -> str | None:
-    """What is wrong with the shape of one decoded line, in the file's terms, or None.
-
-    Only what the record constructors would otherwise report as Python errors (a
-    missing ``kind`` or required field, a non-object), so the common case costs
-    one dict lookup per required field."""
+    """What is wrong with the shape of one decoded line, in the file's terms (a missing
+    ``kind`` or required field, a non-object), or None: the record constructors'
+    own errors speak of Python arguments."""
     if not isinstance(data, dict):
         return f"{where}expected a JSON object, got {_json_type(data)}"
     kind = data.get("kind")
@@ -196,16 +194,21 @@ def iter_jsonl(
                 raise TraceFileError(f"{name}:{lineno}: {_json_problem(exc)}") from None
             except RecursionError:
                 raise TraceFileError(f"{name}:{lineno}: not a record (nested too deeply)") from None
-            problem = _shape_problem(data, known)
-            if problem is not None:
-                raise TraceFileError(f"{name}:{lineno}: {problem}")
-            if on_unknown is not None and lineno > 1 and data["kind"] not in known:
+            if (
+                on_unknown is not None
+                and lineno > 1
+                and isinstance(data, dict)
+                and isinstance(data.get("kind"), str)
+                and data["kind"] not in known
+            ):
                 on_unknown(lineno, data["kind"])
                 continue
             try:
                 record = record_from_dict(data)
             except RecordError as exc:
-                raise TraceFileError(f"{name}:{lineno}: {exc}") from None
+                # worked out only for a bad line: the good ones pay nothing for the message
+                problem = _shape_problem(data, known) or str(exc)
+                raise TraceFileError(f"{name}:{lineno}: {problem}") from None
             if lineno == 1:
                 if not isinstance(record, SessionInfo):
                     raise TraceFileError(f"{name}:1: expected the 'session' header line, got {record.kind!r}")
