@@ -628,11 +628,10 @@ def render_summary(
         lines.extend(sched_lines)
     if a.leaks:
         lines.append("")
-        kinds: Counter[str] = Counter(a.leaks_by_kind)
-        if a.leak_pairs:
-            kinds["socket"] -= a.leak_pairs
-            kinds["transport"] -= a.leak_pairs
-            kinds["connection"] += a.leak_pairs
+        kinds: Counter[str] = Counter({"connection": a.leak_pairs} if a.leak_pairs else {})
+        kinds.update(a.leaks_by_kind)
+        kinds["socket"] -= a.leak_pairs
+        kinds["transport"] -= a.leak_pairs
         listed = ", ".join(f"{n} {k}" for k, n in kinds.most_common() if n > 0)
         lines.append(st.bad(st.head(f"Left open: {a.left_open}")) + f" ({listed})")
         groups = group_leaks(a.first_leaks)[: a.keep_slowest]
