@@ -98,6 +98,8 @@ class Finding:
     description: str = ""
     handle_kind: str | None = None
     note: str = ""
+    #: a leaked task's suspension point (where it waits), its creation being ``where``
+    waiting: str | None = None
     record: Any = field(default=None, compare=False, repr=False)
 
     def headline(self) -> str:
@@ -115,7 +117,10 @@ class Finding:
 
     def lines(self) -> list[str]:
         """The finding as indented text lines (headline, span/task, stack)."""
-        out = [f"  {self.headline()}", f"    in {self.context()}"]
+        out = [f"  {self.headline()}"]
+        if self.waiting:
+            out.append(f"    waiting at {short_frame(self.waiting)}")
+        out.append(f"    in {self.context()}")
         own = [frame for frame in self.frames if not _is_machinery(frame)]
         frames = own[-_STACK_LINES:]
         if frames:
@@ -144,6 +149,8 @@ _MACHINERY = (
     "/runpy.py",
     "/pluggy/",
     "/pytest_asyncio/",
+    "/anyio/pytest_plugin.py",
+    "/anyio/_backends/",
     "/asyncio/",
     "/asynclens/",
     "/xdist/",
@@ -208,8 +215,10 @@ def _leak(record: Any, end_ns: int) -> Finding:
     handle_kind = _text(getattr(record, "handle_kind", None)) or "handle"
     description = _text(getattr(record, "description", None)) or ""
     by_gc = getattr(record, "closed_by", None) == "gc"
+    # a task named by where it was created says where it waits in its description
+    shown, _, waiting = description.partition(", waiting at ") if handle_kind == "task" else (description, "", "")
     # descriptions may start with the kind already ("task 'x' (coro) pending")
-    label = description if description.startswith(handle_kind) else f"{handle_kind} {description}".strip()
+    label = shown if shown.startswith(handle_kind) else f"{handle_kind} {shown}".strip()
     what = f"leaked {label}" + (" (closed only by the garbage collector)" if by_gc else "") + ", open for"
     return Finding(
         kind="leak",
@@ -222,6 +231,7 @@ def _leak(record: Any, end_ns: int) -> Finding:
         frames=tuple(getattr(record, "stack", ()) or ()),
         description=description,
         handle_kind=handle_kind,
+        waiting=waiting or None,
         record=record,
     )
 
@@ -339,6 +349,8 @@ class AllowRule:
             if name and fnmatchcase(name, pattern):
                 return True
         frames = finding.frames if finding.where is None else (finding.where, *finding.frames)
+        if finding.waiting:
+            frames = (*frames, finding.waiting)
         return any(self._matches_frame(frame) for frame in frames)
 
     def _matches_frame(self, frame: str) -> bool:

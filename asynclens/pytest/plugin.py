@@ -37,6 +37,7 @@ from ..session import SessionError
 from ..sinks import sink_for
 from .budgets import LEAK_MODES, AllowRule, AllowRuleError, Policy, evaluate, findings_from
 from .lens import Lens
+from .origins import Origins
 from .recorder import Recorder, session_options
 from .suite_summary import render_suite, unused_rules
 from .window import Window
@@ -233,6 +234,7 @@ class AsyncLensPlugin:
         self.reports: list[dict[str, Any]] = []
         self.is_worker = hasattr(config, "workerinput")
         self.recorder = Recorder(long_lived=settings.every_test)
+        self.origins = Origins()
         self.last_problems = (0, 0)  # seen after the last test's report (not under xdist)
         self._async_fixtures: dict[int, bool] = {}  # by id of the fixture function (they live all run)
 
@@ -264,10 +266,12 @@ class AsyncLensPlugin:
             item.stash[_RUN_KEY] = run
             options = self.recorder.options if self.recorder.long_lived else session_options([(policy, uses_lens)])
             try:
+                self.origins.install()  # before any session's patches, so theirs come off cleanly
                 run.begin(self.recorder, options)
             except Exception as exc:  # noqa: BLE001 - asynclens must not break the test run
                 run.note = f"asynclens could not start a session: {type(exc).__name__}: {exc}"
             self.current = run if run.session is not None else None
+            self.origins.on_abandoned = run.note_abandoned if run.session is not None else None
         yield
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -319,6 +323,7 @@ class AsyncLensPlugin:
         if run is None:
             return
         self.current = None
+        self.origins.on_abandoned = None
         try:
             run.end(self.recorder)
             if run.session is not None:
@@ -326,6 +331,7 @@ class AsyncLensPlugin:
                 self.recorder.reported.update(
                     getattr(f.record, "handle_id", None) for f in run.teardown_verdict.findings if f.kind == "leak"
                 )
+                self.recorder.reported.update(run.tasks_seen)
                 if run.teardown_verdict.warnings:
                     warnings.warn(AsyncLensWarning(run.teardown_verdict.warning_message()), stacklevel=1)
                 if run.teardown_verdict.failures and self.settings.trace_dir and run.trace_base is None:
@@ -454,6 +460,7 @@ class AsyncLensPlugin:
     def pytest_unconfigure(self) -> None:
         self.current = None
         self.recorder.close()
+        self.origins.remove()
 
 
 def _trace_paths(base: str) -> list[str]:

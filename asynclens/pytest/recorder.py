@@ -83,7 +83,7 @@ class Recorder:
         self.open_keys: frozenset[tuple[Any, Any]] | None = None
         self.windows: deque[tuple[int, int, str]] = deque(maxlen=_KEEP_WINDOWS)
         self.closing_leaks: list[Any] = []
-        self.reported: set[Any] = set()  # handle ids some test's report named already
+        self.reported: set[Any] = set()  # handle ids some test's report named (or a window judged) already
         #: ids of the tasks module-, class-, package- or session-scoped fixtures started
         #: while being set up: theirs, never a test's leak (a weak set would need the tasks)
         self.fixture_tasks: set[int] = set()
@@ -136,10 +136,13 @@ class Recorder:
             session.close()
             if self.long_lived:  # what the session's end reports belongs to no test
                 taken = self.sink.take()
+                # a scoped fixture's task cancelled when its loop closes is no leak either
                 leaks = [
                     r
                     for r in taken
-                    if getattr(r, "kind", None) == "leak" and getattr(r, "handle_id", None) not in self.reported
+                    if getattr(r, "kind", None) == "leak"
+                    and getattr(r, "handle_id", None) not in self.reported
+                    and not (getattr(r, "handle_kind", None) == "task" and getattr(r, "handle_id", None) in self.fixture_tasks)
                 ]
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 

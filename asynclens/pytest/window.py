@@ -8,16 +8,24 @@ each); :class:`~.lens.Lens` is what the ``lens`` fixture hands the test.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..probes._tasks import pending_tasks
+from ..probes.handles import patches as _handle_patches
+from ..probes.handles.registry import task_is_own
 from ..records import Record, Span
 from ..session import Session
 from .budgets import AllowRule, Finding, Policy, Verdict, evaluate, findings_from
 from .lens import AsLeak, handle_key
+from .origins import created_ns_of, is_cancelling, task_leak_of
 from .recorder import Recorder, WindowSink, current_task_id
 
 __all__ = ["Window"]
@@ -26,6 +34,7 @@ _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 #: record kinds a test's findings come from (``task`` records also need the spans)
 _JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
+_ABANDONED = "still pending when its loop was shut down (asyncio.run() or Runner.close() cancelled it)"
 
 
 def _duration(span: Span) -> int:
@@ -57,6 +66,10 @@ class Window:
         self._has_tasks = False
         self.leak_records: list[Any] = []
         self.pending_tasks: list[Any] = []
+        self.abandoned: list[Any] = []  # tasks asyncio.run() (or a Runner) cancelled in this window
+        self.tasks_seen: set[int] = set()  # ids of the tasks judged here (leaked or not)
+        self.not_ours: set[tuple[Any, Any]] = set()  # keys of handles a loop or fixture outliving the test owns
+        self._gc_mark = 0
         self.recorder: Recorder | None = None
         self._probes: dict[str, Any] = {}
         self.late: dict[int, tuple[str, Finding]] = {}
@@ -86,6 +99,9 @@ class Window:
         session.flush()
         self.sink.take()  # whatever was recorded between tests is no test's
         self.start_ns = session.now()
+        self._gc_mark = len(getattr(getattr(self._probes.get("handles"), "registry", None), "gc_closed", ()))
+        if recorder.long_lived:
+            _keep_resource_warnings()
         # the handles open when the last window of this session ended are the ones open now
         self.open_before = recorder.open_keys if recorder.open_keys is not None else self.handle_keys()
 
@@ -99,16 +115,26 @@ class Window:
         self.ended = True
         self.end_ns = session.now()
         recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
-        leaks = list(self.pending_tasks)
+        live_tasks = self._pending_tasks() or {}
+        leaks = [*self.pending_tasks, *self.abandoned]
+        leaks += [AsLeak(task_leak_of(t, session.start_ns, "pending")) for t in self._new_tasks(live_tasks.values())]
+        self.not_ours = self._outer_threads()
         if recorder.long_lived:
             open_now = self.handle_keys()
-            new = open_now - self.open_before
+            new = open_now - self.open_before - self.not_ours
+            # tasks are judged above, from the tasks themselves (they know where they were made)
+            new -= {("task", i) for i, t in live_tasks.items() if i in self.tasks_seen or created_ns_of(t) is not None}
             if new:  # records made only for the handles this test left open
                 leaks += [AsLeak(h) for h in self._all_open(new)]
+            leaks += self._gc_closed()
             recorder.open_keys = open_now
         else:
             recorder.close()
             self._add(sink.take())
+            # the handle probe's own records of the tasks judged here lack what the plugin knows
+            if self.tasks_seen:
+                self._judged_records = [r for r in self._judged_records if not self._is_task_judged(r)]
+                self.collected = [r for r in self.collected if not self._is_task_judged(r)]
         seen = {getattr(r, "handle_id", None) for r in self._judged_records if getattr(r, "kind", None) == "leak"}
         for leak in leaks:
             handle_id = getattr(leak, "handle_id", None)
@@ -117,20 +143,123 @@ class Window:
                 self.leak_records.append(leak)
         self.dropped, self.internal_errors = recorder.new_problems()
 
+    def _is_task_judged(self, record: Any) -> bool:
+        return (
+            getattr(record, "kind", None) == "leak"
+            and getattr(record, "handle_kind", None) == "task"
+            and getattr(record, "handle_id", None) in self.tasks_seen
+        )
+
+    def _new_tasks(self, tasks: Any, current: int | None = None) -> list[asyncio.Task[Any]]:
+        """Of ``tasks``, those this test left behind: created in its window (as far as the
+        plugin saw), not a scoped fixture's, not asynclens's, not already told to stop."""
+        fixture_tasks = self.recorder.fixture_tasks if self.recorder is not None else ()
+        reported = self.recorder.reported if self.recorder is not None else ()
+        out = []
+        for task in tasks:
+            task_id = id(task)
+            if task_id in self.tasks_seen or task_id == current:
+                continue
+            born = created_ns_of(task)
+            if born is not None and born < self.start_ns:
+                continue  # an earlier test's (or from before the run): judged there
+            self.tasks_seen.add(task_id)
+            if (
+                task.done()
+                or task_id in fixture_tasks
+                or task_id in reported
+                or task_is_own(task)
+                or is_cancelling(task)
+                or (born is None and ("task", task_id) in self.open_before)
+            ):
+                continue
+            out.append(task)
+        return out
+
+    def note_abandoned(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``asyncio.run()`` (or a ``Runner``, as pytest-asyncio's loops have) is about to
+        cancel ``loop``'s leftover tasks: the ones this test left are its leaks."""
+        session = self.session
+        if session is None or self.ended:
+            return
+        try:
+            for task in self._new_tasks(pending_tasks(loop)):
+                self.abandoned.append(AsLeak(task_leak_of(task, session.start_ns, _ABANDONED)))
+        except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
+            session.internal_error("listing the tasks asyncio.run() left", exc)
+
+    def _gc_closed(self) -> list[Any]:
+        """The handle registry's handles opened in this window that only the garbage
+        collector closed (a test's own session reports those when it closes)."""
+        registry = getattr(self.probe("handles"), "registry", None)
+        closed = getattr(registry, "gc_closed", None)
+        if not closed or len(closed) <= self._gc_mark or not callable(getattr(registry, "record", None)):
+            return []
+        from ..records import Leak
+
+        return [
+            registry.record(Leak, entry)  # type: ignore[union-attr]
+            for entry in closed[self._gc_mark :]
+            if getattr(entry, "open_ns", 0) >= self.start_ns
+        ]
+
+    def _outer_threads(self) -> set[tuple[Any, Any]]:
+        """Keys of the tracked threads that belong to a loop or a fixture outliving this
+        test: the workers of an open loop's default executor (``to_thread``,
+        ``run_in_executor(None, ...)``), of an executor made before the test's window or
+        while a scoped fixture was set up, and threads that serve an open loop (anyio's
+        worker threads keep it as ``loop``)."""
+        live = getattr(getattr(self.probe("handles"), "registry", None), "live", None)
+        if not live:
+            return set()
+        loops = self._open_loops()
+        executors = {id(getattr(loop, "_default_executor", None)) for loop in loops}
+        keys: set[tuple[Any, Any]] = set()
+        for thread in threading.enumerate():
+            entry = live.get(id(thread))
+            if entry is None or entry() is not thread:
+                continue
+            if self._outlives(thread, loops, executors):
+                keys.add(("thread", entry.hid))
+        return keys
+
+    def _outlives(self, thread: threading.Thread, loops: list[Any], executors: set[int]) -> bool:
+        if any(getattr(thread, "loop", None) is loop for loop in loops):
+            return True
+        args = getattr(thread, "_args", None)
+        ref = args[0] if isinstance(args, tuple) and args else None
+        executor = ref() if isinstance(ref, weakref.ref) else None
+        if not isinstance(executor, ThreadPoolExecutor):
+            return False
+        if id(executor) in executors:
+            return True
+        born = created_ns_of(executor)
+        return born is None or born < self.start_ns or any(a <= born <= b for a, b in self.excluded)
+
+    def _open_loops(self) -> list[Any]:
+        monitors = getattr(self._probes.get("lag"), "monitors", None) or ()
+        loops = []
+        for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
+            loop = getattr(monitor, "loop", None)
+            if loop is not None and not loop.is_closed():
+                loops.append(loop)
+        return loops
+
     def call_ended(self) -> None:
         """Tasks the test body started and left pending are leaks even if the loop's
         shutdown cancels them during teardown (fixtures' tasks were started in setup)."""
         current = current_task_id()
         if self.tasks_before_call is not None:
             # the cheap look first: the loops' own task lists; the registry only if needed
-            now = self._pending_task_ids()
-            new = (now or set()) - self.tasks_before_call - {current}
-            if not new:
+            now = self._pending_tasks()
+            if not now or not (now.keys() - self.tasks_before_call - {current}):
                 self.pending_tasks = []
                 return
-            handles = self._all_open({("task", task_id) for task_id in new})
-        else:
-            handles = self.open_handles(before=self.open_before_call)
+            fresh = (t for task_id, t in now.items() if task_id not in self.tasks_before_call)
+            start = self.session.start_ns if self.session is not None else 0
+            self.pending_tasks = [AsLeak(task_leak_of(t, start, "pending")) for t in self._new_tasks(fresh, current)]
+            return
+        handles = self.open_handles(before=self.open_before_call)
         self.pending_tasks = [
             AsLeak(h)
             for h in handles
@@ -149,21 +278,25 @@ class Window:
     def _pending_task_ids(self) -> set[int] | None:
         """Ids of the pending tasks of every open loop the lag probe watches (None
         when it watches none: then the handle registry's view is used)."""
+        tasks = self._pending_tasks()
+        return None if tasks is None else set(tasks)
+
+    def _pending_tasks(self) -> dict[int, asyncio.Task[Any]] | None:
+        """The pending tasks of every open loop the lag probe watches, by id."""
         probes = self._probes
         if probes.get("handles") is None:
-            return set()
+            return {}
         monitors = getattr(probes.get("lag"), "monitors", None)
         if monitors is None:
             return None
-        ids: set[int] = set()
+        tasks: dict[int, asyncio.Task[Any]] = {}
         for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
             loop = getattr(monitor, "loop", None)
             if loop is None or loop.is_closed():
                 continue
-            tasks = pending_tasks(loop)
-            if tasks:
-                ids.update(map(id, tasks))
-        return ids
+            for task in pending_tasks(loop):
+                tasks[id(task)] = task
+        return tasks
 
     def settle(self) -> None:
         """Let the lag probe turn the stalls its loops already timed into records.
@@ -264,10 +397,15 @@ class Window:
                 owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
                 self.late[id(finding.record)] = (owner or "(between tests)", finding)
         fixture_tasks = self.recorder.fixture_tasks if self.recorder is not None else ()
+        not_ours = self.not_ours
         return [
             f
             for f in found
-            if (f.kind == "leak" and not (fixture_tasks and _is_task_of(f.record, fixture_tasks)))
+            if (
+                f.kind == "leak"
+                and not (fixture_tasks and _is_task_of(f.record, fixture_tasks))
+                and not (not_ours and handle_key(f.record) in not_ours)
+            )
             or (f.kind != "leak" and f.start_ns >= start)
         ]
 
@@ -355,6 +493,9 @@ class Window:
         self._judged_records = []
         self.leak_records = []
         self.pending_tasks = []
+        self.abandoned = []
+        self.tasks_seen = set()
+        self.not_ours = set()
         self.late = {}
         self.judged = set()
         self.all_findings = []
@@ -364,6 +505,19 @@ class Window:
         self._probes = {}
         self.open_before = self.open_before_call = frozenset()
         self.tasks_before_call = None
+
+
+def _keep_resource_warnings() -> None:
+    """Put back the handle probe's ``always`` filter for ``ResourceWarning`` (how it hears
+    of a handle the garbage collector closed) if it is gone: the run's session started
+    inside one test's ``catch_warnings``, which took the filter away when that test ended."""
+    always = getattr(_handle_patches, "_ALWAYS", None)
+    if always is None or getattr(_handle_patches, "_probe", None) is None:
+        return
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
+    if not any(f is always for f in filters):
+        filters.insert(0, always)
+        _handle_patches._filters_changed()
 
 
 def _is_task_of(record: Any, task_ids: set[int]) -> bool:
