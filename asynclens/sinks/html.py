@@ -33,7 +33,7 @@ from ..report.tracks import assign_lanes, track_of
 from ._html_assets import CSS, JS
 from ._rendering import RenderingSink
 
-__all__ = ["MAX_TABLE_ROWS", "MAX_TIMELINE_SPANS", "HtmlSink", "render_html"]
+__all__ = ["MAX_TABLE_ROWS", "MAX_TIMELINE_SPANS", "HtmlSink", "blind_spots", "render_html"]
 
 #: Spans drawn on the timeline (whole traces, slowest first); the rest are in the aggregates only.
 MAX_TIMELINE_SPANS = 20_000
@@ -317,6 +317,17 @@ def _leaks(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
     return out, len(groups)
 
 
+def blind_spots(data: RunData) -> list[str]:
+    """The ``Not measured: ...`` lines the runs' sessions recorded (first in the header)."""
+    out = []
+    for part in data.parts:
+        stats = getattr(part.end, "statistics", None) or {}
+        lines = stats.get("blind_spots") if hasattr(stats, "get") else None
+        for line in lines or ():
+            out.append(f"{part.label}: {line}" if len(data.parts) > 1 else str(line))
+    return out
+
+
 def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
     """The JSON data the report's script renders (exposed for tests); ``summary`` is the
     text the session printed, else the one the records tell."""
@@ -325,7 +336,8 @@ def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
     timeline = _timeline(data, strings, origin)
     stalls, stall_total = _stalls(data, origin)
     leaks, leak_total = _leaks(data, origin)
-    notes = list(data.problems())
+    blind = blind_spots(data)
+    notes = [*blind, *data.problems()]
     if timeline["shown"] < timeline["total"]:
         notes.append(
             f"the timeline shows {timeline['shown']} of {timeline['total']} spans (whole requests, slowest first);"
@@ -347,6 +359,7 @@ def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
         "processes": [p.label for p in data.parts],
         "counts": dict(kinds),
         "notes": notes,
+        "blind_spots": blind,
         "strings": strings.items,
         "timeline": timeline,
         "flame": _flame(data, strings),
