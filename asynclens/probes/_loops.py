@@ -33,7 +33,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from types import FrameType, ModuleType
+from types import FrameType, MethodType, ModuleType
 from typing import Any
 
 from ._patch import Patch
@@ -351,8 +351,14 @@ _RUNNER_CODES = _runner_codes()
 
 
 def _loops_in(values: Iterable[Any]) -> Iterable[asyncio.AbstractEventLoop]:
+    """The loops among ``values``, and those of asyncio Runners, bound methods
+    (``loop.run_forever``) and threads whose target is one."""
     runner = getattr(asyncio, "Runner", None)
     for value in values:
+        if isinstance(value, threading.Thread):
+            value = getattr(value, "_target", None)
+        if isinstance(value, MethodType):
+            value = value.__self__
         if isinstance(value, asyncio.AbstractEventLoop):
             yield value
         elif runner is not None and isinstance(value, runner):
@@ -395,8 +401,10 @@ def _task_loops() -> Iterable[asyncio.AbstractEventLoop]:
 
 
 def find_running_loops() -> list[tuple[asyncio.AbstractEventLoop, int | None]]:
-    """``(loop, thread id or None)`` for each running loop found in the threads' frames
-    or through the live tasks, each once; other loops' loops are not guaranteed to be found."""
+    """``(loop, thread id or None)`` for each running loop of another thread found in the
+    threads' frames and targets or through the live tasks, each once. A loop whose
+    methods are C code (uvloop), run by a function that holds it in no variable and
+    with no task, is not found."""
     found: dict[int, tuple[asyncio.AbstractEventLoop, int | None]] = {}
     me = threading.get_ident()
     for tid, frame in sys._current_frames().items():
@@ -406,6 +414,12 @@ def find_running_loops() -> list[tuple[asyncio.AbstractEventLoop, int | None]]:
             if id(loop) not in found and _is_running(loop):
                 thread = getattr(loop, "_thread_id", None)
                 found[id(loop)] = (loop, thread if isinstance(thread, int) and thread else tid)
+    for thread in threading.enumerate():  # Thread(target=loop.run_forever)
+        if thread.ident is None or thread.ident == me:
+            continue
+        for loop in _loops_in((thread,)):
+            if id(loop) not in found and _is_running(loop):
+                found[id(loop)] = (loop, thread.ident)
     for loop in _task_loops():
         if id(loop) not in found and _is_running(loop):
             thread = getattr(loop, "_thread_id", None)

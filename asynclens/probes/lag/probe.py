@@ -147,6 +147,7 @@ class LagProbe:
         self._stalls = 0
         self._stalls_sampled = 0
         self._worst: list[Stall] = []
+        self.started = False  # start() ran to its end
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,6 +166,7 @@ class LagProbe:
             before_poll=self._retire_closed,
         )
         self.watchdog.start()
+        self.started = True
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         session = self.session
@@ -343,7 +345,7 @@ class LagProbe:
         hist = stats.histogram
         coverage = getattr(self.session, "coverage", None)
         missed = coverage.missed(self.name) if coverage is not None else 0
-        if missed < 0:
+        if missed < 0 or not self.started:
             headline = "not watched: the lag probe failed to start (see above)"
         elif stats.stalls:
             headline = _stall_headline(stats.stalls, stats.worst[0])
