@@ -62,7 +62,9 @@ def test_a_leaked_task_is_named_by_its_create_task_line_and_span_then_where_it_w
 ) -> None:
     """Without the scheduler probe (--asynclens, marker) as with it (the lens fixture turns
     it on), like the CLI: the create_task line and the span, then the suspension point."""
-    body = LEAKED_TASK.replace("async def test_leaky():", "async def test_leaky(lens):") if mode == "lens" else LEAKED_TASK
+    body = (
+        LEAKED_TASK.replace("async def test_leaky():", "async def test_leaky(lens):") if mode == "lens" else LEAKED_TASK
+    )
     source = _source(body, "marker" if mode == "lens" else mode)
     made, waits = line_of(source, "where it was made"), line_of(source, "where it waits")
     inner.makepyfile(test_tasks=source)
@@ -190,7 +192,10 @@ def test_anyio_runner_task_and_worker_threads_are_no_tests_leak(inner: pytest.Py
     result = _run(inner, mode, "-p", "anyio", "-p", "no:asyncio")
     result.assert_outcomes(passed=5, errors=1)
     result.stdout.fnmatch_lines(
-        ["*ERROR at teardown of test_leaves_a_task*", "  leaked task 'anyio-leak' (sleep) pending, open for * at test_anyio.py:*"]
+        [
+            "*ERROR at teardown of test_leaves_a_task*",
+            "  leaked task 'anyio-leak' (sleep) pending, open for * at test_anyio.py:*",
+        ]
     )
     for name in ("AnyIO worker thread", "asyncio_0", "_run_tests_and_fixtures"):
         result.stdout.no_fnmatch_line(f"*{name}*")
@@ -235,11 +240,47 @@ def test_option_and_marker_judge_a_sync_tests_leaks_alike(inner: pytest.Pytester
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_asyncio_run_leaves_a_task*",
-            "  leaked task 'left-behind' (sleep) still pending when its loop was shut down*"
-            f" at test_sync.py:{line_of(source, 'left behind')} in test_asyncio_run_leaves_a_task.<locals>.main",
+            (
+                "  leaked task 'left-behind' (sleep) still pending when its loop was shut down*"
+                f" at test_sync.py:{line_of(source, 'left behind')} in test_asyncio_run_leaves_a_task.<locals>.main"
+            ),
             "*ERROR at teardown of test_a_file_only_the_collector_closes*",
-            "  leaked file * (closed only by the garbage collector), open for *"
-            f" at test_sync.py:{line_of(source, 'dropped open')} in test_a_file_only_the_collector_closes",
+            (
+                "  leaked file * (closed only by the garbage collector), open for *"
+                f" at test_sync.py:{line_of(source, 'dropped open')} in test_a_file_only_the_collector_closes"
+            ),
         ]
     )
     result.stdout.no_fnmatch_line("Still open when the run's session closed*")
+
+
+SERVER_HANDLER = """
+import asyncio
+
+@pytest.mark.asyncio
+async def test_a_handler_left_running():
+    async def handle(reader, writer):
+        await asyncio.sleep(3600)  # the handler waits
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await asyncio.sleep(0.01)
+    writer.close()
+    server.close()
+"""
+
+
+def test_a_task_a_loop_callback_made_is_named_by_the_callback_and_where_it_waits(inner: pytest.Pytester) -> None:
+    """asyncio.start_server's connection callback makes the handler's task: its creation
+    line is asyncio's, never whoever runs the loop (pytest-asyncio); where it waits is the test's."""
+    source = _source(SERVER_HANDLER, "--asynclens")
+    inner.makepyfile(test_server=source)
+    result = _run(inner, "--asynclens", "-W", "ignore::ResourceWarning")
+    result.stdout.fnmatch_lines(
+        [
+            "  leaked task 'Task-*' (*handle) pending, open for * at */asyncio/streams.py:* in *connection_made*",
+            f"    waiting at test_server.py:{line_of(source, 'the handler waits')} in *handle",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*pytest_asyncio*")

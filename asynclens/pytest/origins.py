@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._state import context as _context
+from ..probes._own import PACKAGE_DIR
 from ..probes._patch import Patch
 from ..probes.handles.sites import capture, site_of, stack_of
 from ..probes.handles.task_leaks import task_leak
@@ -39,13 +40,22 @@ def _now() -> int | None:
     return session.now() if session is not None else None
 
 
+_CALLBACK_CODE = asyncio.events.Handle._run.__code__
+
+
 def _create_task(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     task = wrapped(*args, **kwargs)
     try:
         frames = capture(2)
         if frames is not None:
+            # made by a loop callback (a server's connection handler): the frames beyond
+            # the callback are whoever runs the loop, not the task's maker
+            for i in range(0, len(frames), 2):
+                if frames[i] is _CALLBACK_CODE:
+                    del frames[i:]
+                    break
             setattr(task, ORIGIN, (frames, _context.current_span.get(), _now()))
-    except Exception:  # noqa: BLE001 - a task type without attributes is simply not noted
+    except Exception:  # noqa: BLE001, S110 - a task type without attributes is simply not noted
         pass
     return task
 
@@ -54,7 +64,7 @@ def _executor_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     wrapped(*args, **kwargs)
     try:
         setattr(instance, EXECUTOR_BORN, _now())
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - an executor type without attributes is not noted
         pass
 
 
@@ -97,7 +107,7 @@ class Origins:
         if callback is not None and args:
             try:
                 callback(args[0])
-            except Exception:  # noqa: BLE001 - the window counts its own errors; never fail asyncio.run()
+            except Exception:  # noqa: BLE001, S110 - the window counts its own errors; never fail asyncio.run()
                 pass
         return wrapped(*args, **kwargs)
 
@@ -120,6 +130,10 @@ def task_leak_of(task: asyncio.Task[Any], session_start_ns: int, note: str) -> L
     if origin is None or _WAITING in leak.description:
         return leak
     frames, span, created_ns = origin
+    own = 0  # the patches' own frames (ours, the scheduler's) lead the list
+    while own < len(frames) and frames[own].co_filename.startswith(PACKAGE_DIR):
+        own += 2
+    frames = frames[own:]
     site = site_of(frames)
     if site is None:
         return leak
@@ -140,5 +154,5 @@ def is_cancelling(task: Any) -> bool:
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
     try:
         return bool(cancelling()) if cancelling is not None else False
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a task-like object of another kind
         return False

@@ -142,7 +142,10 @@ class Recorder:
                     for r in taken
                     if getattr(r, "kind", None) == "leak"
                     and getattr(r, "handle_id", None) not in self.reported
-                    and not (getattr(r, "handle_kind", None) == "task" and getattr(r, "handle_id", None) in self.fixture_tasks)
+                    and not (
+                        getattr(r, "handle_kind", None) == "task"
+                        and getattr(r, "handle_id", None) in self.fixture_tasks
+                    )
                 ]
                 self.closing_leaks.extend(leaks[: max(0, _KEEP_CLOSING_LEAKS - len(self.closing_leaks))])
 
