@@ -247,6 +247,13 @@ class Span(Record):
     steps: int | None = None
     #: the longest single ready->run wait of the span's task while the span was open
     max_sched_wait_ns: int | None = None
+    #: time the span's code spent blocked in a synchronous call on the loop thread (critical path)
+    blocked_ns: int | None = None
+    #: the span's own task's (cpu, blocked, sched wait, I/O wait, executor) when its critical
+    #: path went through other tasks (the fields above then explain those waits); else None
+    own_breakdown: tuple[int, ...] | None = None
+    #: the task (and its span) whose work ended the span's longest wait on another task
+    held_up_by: str | None = None
 
     @property
     def duration_ns(self) -> int:

@@ -89,13 +89,17 @@ def test_breakdown_of_a_victim_behind_a_stall(factory: Any) -> None:
         run(factory, main)
     span = spans_by_name(cap.records)["victim"]
     assert span.duration_ns == 408 * MS
-    assert breakdown(span) == (8 * MS, 300 * MS, 100 * MS, 0)
+    # its own task: I/O until the future was set, then starved while the setter held the loop
+    assert span.own_breakdown == (8 * MS, 0, 300 * MS, 100 * MS, 0)
+    # the critical path: the wait ended when the staller, running 100 ms on the loop, set the future
+    assert breakdown(span) == (108 * MS, 300 * MS, 0, 0)
+    assert span.held_up_by is not None and "staller" in span.held_up_by
     assert span.steps == 2
     line = breakdown_line(
         span.name, span.duration_ns, span.cpu_ns or 0, span.sched_wait_ns or 0, span.io_wait_ns or 0, 0, None
     )
-    assert line == "victim 408.0 ms = 8.0 ms CPU + 300.0 ms starved by the loop + 100.0 ms I/O"
-    assert "victim 408.0 ms = 8.0 ms CPU + 300.0 ms starved by the loop + 100.0 ms I/O" in cap.session.summary()
+    assert line == "victim 408.0 ms = 108.0 ms CPU + 300.0 ms starved by the loop + 0 ns I/O"
+    assert line in cap.session.summary()
 
 
 def test_late_timer_counts_as_starvation_not_io(factory: Any) -> None:
@@ -122,8 +126,9 @@ def test_late_timer_counts_as_starvation_not_io(factory: Any) -> None:
     assert probe.timer_lateness().max == 295 * MS
 
 
-def test_every_span_reconciles_and_children_are_io(factory: Any) -> None:
-    """Nested spans and spans awaiting child tasks split their wall time exactly."""
+def test_every_span_reconciles_and_waiting_on_children_is_their_time(factory: Any) -> None:
+    """Nested spans and spans awaiting child tasks split their wall time exactly; a wait
+    on children is explained by what the child that ended it was doing (critical path)."""
     clock = FakeClock()
     probe = SchedulerProbe()
 
@@ -147,9 +152,12 @@ def test_every_span_reconciles_and_children_are_io(factory: Any) -> None:
     for span in spans.values():
         assert None not in breakdown(span)
         assert sum(breakdown(span)) == span.duration_ns  # type: ignore[arg-type]
-    assert breakdown(spans["inner"]) == (MS, 0, 0, 0)
-    assert spans["outer"].cpu_ns == 4 * MS  # its own code only; the children's 6 ms are waiting
-    assert breakdown(spans["outer"]) == (4 * MS, 0, 5 * MS, 0)
+    assert breakdown(spans["inner"]) == (MS, 0, 0, 0) and spans["inner"].own_breakdown is None
+    outer = spans["outer"]
+    assert outer.own_breakdown == (4 * MS, 0, 0, 5 * MS, 0)  # its own code; the 5 ms gather as waiting
+    # child2 ended the wait: over it, child2 ran 3 ms and waited 2 ms while child1 ran
+    assert breakdown(outer) == (7 * MS, 2 * MS, 0, 0)
+    assert outer.held_up_by is not None and outer.held_up_by.endswith("child)")
     assert spans["child1"].cpu_ns == 2 * MS and spans["child1"].steps == 2
 
 
@@ -601,7 +609,8 @@ def test_breakdown_by_name_sums_every_span_across_folds(factory: Any) -> None:
     runs = sum(s.cpu_ns or 0 for s in cap.spans if s.name == "quick")
     count_, wall, run_, sched, io, ex = probe.by_name["quick"].totals()
     assert (count_, wall, run_, ex) == (count, walls, runs, 0)
-    assert run_ == count * MS and io == 2 * MS and sched + io + run_ == wall
+    # the last span waited on the waker, which held the loop 2 ms before it set the future
+    assert run_ == count * MS + 2 * MS and io == 0 and sched + io + run_ == wall
     assert f"{count}× quick " in cap.session.summary()
 
 

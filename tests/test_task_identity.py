@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_kinds import loop_factories
 
 import asynclens
-from tests.loop_kinds import loop_factories
 
 needs_314 = pytest.mark.skipif(sys.version_info < (3, 14), reason="the interpreter's async introspection is 3.14+")
 

@@ -1,21 +1,24 @@
 """The scheduler probe: where each span's time went, scheduling latency, GC, executor.
 
-How it sees task steps (on the stdlib loops *and* uvloop, 3.10–3.13):
+How it sees task steps (on the stdlib loops *and* uvloop):
 
 * ``create_task`` of ``asyncio.BaseEventLoop`` and ``uvloop.Loop`` is patched at
   class level while the session is active, so every task created from then on
   (including ``asyncio.run``'s main task, created before its loop runs, and
-  tasks of loops created later) runs its coroutine inside a
-  :class:`~asynclens._steps.StepCoro` that times each ``send``/``throw``. This
-  composes with any task factory (eager ones included) instead of replacing it,
-  so names, contexts and ``eager_start`` pass through untouched (a custom task
-  factory would rename unnamed tasks to "None" on 3.13.0–3.13.2).
-* Ready times come from per-instance ``call_soon``/``call_later``/``call_at``
-  hooks (see :mod:`asynclens._steps`); patching ``Handle._run`` would see nothing
-  on uvloop, ``sys.setprofile`` costs 15–47 µs per step here.
+  tasks of loops created later) gets a :class:`~.steps.TaskState`: where and in
+  which span it was created, its parent. This composes with any task factory
+  (eager ones included) instead of replacing it, so names, contexts and
+  ``eager_start`` pass through untouched.
+* Steps are timed around the wake-up callbacks the loop runs: the per-instance
+  ``call_soon`` hooks (see :mod:`.steps`) schedule a :class:`~.steps.StepCall`
+  in place of a tracked task's ``__step``/``__wakeup``. The task keeps its own
+  coroutine, so ``get_coro()``, ``asyncio ps``/``pstree``, ``capture_call_graph``,
+  profilers and debuggers see the program's frames. An eager task's first step
+  runs inside ``create_task`` and is timed there. Patching ``Handle._run`` would
+  see nothing on uvloop; ``sys.setprofile`` costs 15–47 µs per step here.
 
-Not covered (and reported): tasks created before the session started, coroutines
-that are not native coroutines, loops of other implementations.
+Not covered (and reported): tasks created before the session started, loops of
+other implementations.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from collections.abc import Coroutine as CoroutineABC
 from random import getrandbits
-from types import CoroutineType, MappingProxyType
+from types import MappingProxyType
 from typing import Any
 
 from ..._durations import format_ns
@@ -42,8 +44,8 @@ from .._patch import Patch
 from .asyncstack import running_chain, task_stack
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
-from .lineage import async_stack, creation_chain, creation_chain_of_state
-from .steps import ATTR, LoopState, StepCoro, TaskState, task_state_of
+from .lineage import async_stack, creation_chain, creation_chain_of_state, describe_task
+from .steps import ATTR, LoopState, StepCall, TaskState, state_of_done, task_state_of
 from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
@@ -54,6 +56,7 @@ _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
 _get_running_loop = asyncio.events._get_running_loop
+_EAGER_TASKS = sys.version_info >= (3, 12)  # eager_start and eager task factories
 _current_task = asyncio.current_task
 
 
@@ -126,7 +129,6 @@ class SchedulerProbe(ExecutorJobs):
         self.tasks_tracked = 0
         self.tasks_finished = 0
         self.tasks_not_covered = 0
-        self.coroutines_not_covered = 0
         self.outlived: list[tuple[str, str, int]] = []  # (task, span, ns after span end), first few
         self.outlived_count = 0
         self.workers: list[tuple[str, str]] = []
@@ -236,11 +238,7 @@ class SchedulerProbe(ExecutorJobs):
     def _create_task(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not self.active or not args or instance is None:
-            return wrapped(*args, **kwargs)
-        coro = args[0]
-        if type(coro) is not CoroutineType and (type(coro) is StepCoro or not isinstance(coro, CoroutineABC)):
-            self.coroutines_not_covered += 1
+        if not self.active or instance is None:
             return wrapped(*args, **kwargs)
         try:
             ls = getattr(instance, ATTR, None)
@@ -250,20 +248,39 @@ class SchedulerProbe(ExecutorJobs):
         except Exception as exc:
             self.internal_error("tracking a task", exc)
             st = None
-        if st is None:
+        if st is None or ls is None:
             return wrapped(*args, **kwargs)
         try:
             self._lineage(st, instance)
         except Exception as exc:
             self.internal_error("recording task lineage", exc)
-        task = wrapped(StepCoro(coro, st), *args[1:], **kwargs)
+        coro = args[0] if args else kwargs.get("coro")
+        # Task.__init__ schedules the first step through call_soon, where the hook adopts
+        # the task (ls.creating); an eager task runs its first step right here instead,
+        # so it is timed as a step of its own for as long as create_task() runs.
+        outer_creating, outer_coro = ls.creating, ls.creating_coro
+        ls.creating, ls.creating_coro = st, coro
+        eager = _EAGER_TASKS and (kwargs.get("eager_start") or getattr(instance, "_task_factory", None) is not None)
+        if eager:
+            st.tentative_begin(self.now())
         try:
-            st.task_ref = weakref.ref(task)
-            setattr(task, ATTR, st)
+            task = wrapped(*args, **kwargs)
+        finally:
+            ls.creating, ls.creating_coro = outer_creating, outer_coro
+            if eager:
+                st.settle_tentative(self.now(), _has_started(coro))
+        try:
+            if st.task_ref is None:
+                st.bind(task)
+            if task._source_traceback:  # debug mode (-X dev): "created at" names the program's line
+                _drop_own_frames(task._source_traceback)
             self.tasks_tracked += 1
-            st.ls.tasks += 1
-            st.ls.window_tasks += 1
-        except Exception:  # a task type without __dict__/weakrefs: steps counted, no ready times
+            ls.tasks += 1
+            ls.window_tasks += 1
+            if st.steps and task.done():  # finished within its eager first step
+                st.done = True
+                self.task_finished(st, state_of_done(task), st.last_end_ns)
+        except Exception:  # a task type without __dict__/weakrefs: not tracked
             pass
         return task
 
@@ -291,14 +308,8 @@ class SchedulerProbe(ExecutorJobs):
                 break
             frame = frame.f_back
 
-    def task_finished(self, st: TaskState, exc: BaseException | None, t: int) -> None:
-        """Called by the step wrapper when a task's coroutine finishes."""
-        if isinstance(exc, StopIteration):
-            state = "done"
-        elif isinstance(exc, asyncio.CancelledError):
-            state = "cancelled"
-        else:
-            state = "error"
+    def task_finished(self, st: TaskState, state: str, t: int) -> None:
+        """Called by the step machinery when a task finishes ``"done"``, ``"cancelled"`` or in ``"error"``."""
         self.tasks_finished += 1
         mode = self.task_records
         if mode == "notable":
@@ -451,6 +462,9 @@ class SchedulerProbe(ExecutorJobs):
             if longest:
                 st.max_sched_earlier = max(st.max_sched_earlier, longest)
                 st.max_sched_ns = 0
+            held = st.held_ns  # likewise the longest wait another task explained
+            if held:
+                st.held_ns = 0
             live.breakdown = (
                 st,
                 st.run_ns + live.start_ns - step_start - nested,
@@ -459,6 +473,9 @@ class SchedulerProbe(ExecutorJobs):
                 st.exec_ns,
                 st.steps,
                 longest,
+                st.blocked_at(live.start_ns),
+                (st.xcpu, st.xblocked, st.xsched, st.xio, st.xexec),
+                (held, st.held_by),
             )
             creator = st.span
             if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
@@ -475,7 +492,7 @@ class SchedulerProbe(ExecutorJobs):
         if at_start is None:
             return
         try:
-            st, run0, sched0, io0, ex0, steps0, longest0 = at_start
+            st, run0, sched0, io0, ex0, steps0, longest0, blocked0, x0, held0 = at_start
             if st.ls.running is st and st.start_ns:
                 nested = st.nested_ns
                 end = live.end_ns
@@ -483,10 +500,30 @@ class SchedulerProbe(ExecutorJobs):
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
+                blocked = st.blocked_at(end) - blocked0
                 longest = st.max_sched_ns
                 if longest0 > longest:  # what an enclosing span had seen before this one
                     st.max_sched_ns = longest0
-                breakdown = live.breakdown = (run, sched, io, ex, st.steps - steps0 + 1, longest)
+                own = cp = (run - blocked, blocked, sched, io, ex)
+                held_by = None
+                x = (st.xcpu, st.xblocked, st.xsched, st.xio, st.xexec)
+                if x != x0:  # some waits were explained by other tasks: the critical path differs
+                    cp = tuple(mine + later - earlier for mine, later, earlier in zip(own, x, x0))
+                    if st.held_ns and st.held_by is not None:
+                        held_by = describe_task(st.held_by)
+                if held0[0] > st.held_ns:
+                    st.held_ns, st.held_by = held0
+                breakdown = live.breakdown = (
+                    cp[0],
+                    cp[2],
+                    cp[3],
+                    cp[4],
+                    st.steps - steps0 + 1,
+                    longest,
+                    cp[1],
+                    own if cp is not own else None,
+                    held_by,
+                )
                 tally = self.by_name.get(live.name)
                 if tally is None:
                     tally = self._name_tally(live.name)
@@ -513,7 +550,7 @@ class SchedulerProbe(ExecutorJobs):
         return tally
 
     def _error_stack(self, st: TaskState) -> str:
-        lines = running_chain(StepCoro.send.__code__, skip=2)
+        lines = running_chain(StepCall.__call__.__code__, skip=2)
         chain = creation_chain_of_state(st)
         return "\n".join(lines + chain)
 
@@ -544,7 +581,6 @@ class SchedulerProbe(ExecutorJobs):
             tasks_finished=self.tasks_finished,
             tasks_unrecorded=self.tasks_unrecorded,
             tasks_not_covered=self.tasks_not_covered,
-            coroutines_not_covered=self.coroutines_not_covered,
             steps=sum(ls.steps for ls in list(self._loop_states)),
             outlived_span=self.outlived_count,
             inherited_context=self.workers_count,
@@ -567,10 +603,10 @@ class SchedulerProbe(ExecutorJobs):
         lines = []
         if self.by_name:
             lines.append("  where span time went, by name:")
-            totals = {name: tally.totals() for name, tally in list(self.by_name.items())}
-            ranked = sorted(totals.items(), key=lambda kv: kv[1][1], reverse=True)
-            for name, (count, wall, run, sched, io, ex) in ranked[:5]:
-                lines.append(f"    {count}× " + breakdown_line(name, wall, run, sched, io, ex, None))
+            totals = {name: (tally.totals(), tally.blocked) for name, tally in list(self.by_name.items())}
+            ranked = sorted(totals.items(), key=lambda kv: kv[1][0][1], reverse=True)
+            for name, ((count, wall, run, sched, io, ex), blocked) in ranked[:5]:
+                lines.append(f"    {count}× " + breakdown_line(name, wall, run, sched, io, ex, None, blocked))
         ready = self.ready_delay()
         if ready.count:
             worst = self._worst_sched
@@ -591,8 +627,6 @@ class SchedulerProbe(ExecutorJobs):
             coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
         if self.tasks_not_covered:
             coverage += f", {self.tasks_not_covered} not covered (created before the session)"
-        if self.coroutines_not_covered:
-            coverage += f", {self.coroutines_not_covered} non-coroutine tasks not covered"
         lines.append(coverage)
         if self.outlived_count:
             sample = ", ".join(f"{t!r} outlived {s!r} by {format_ns(ns)}" for t, s, ns in self.outlived[:3])
@@ -601,3 +635,18 @@ class SchedulerProbe(ExecutorJobs):
             sample = ", ".join(f"{t!r} (from {s!r})" for t, s in self.workers[:3])
             lines.append(f"  long-lived workers that inherited a request context: {sample}")
         return lines
+
+
+def _has_started(coro: Any) -> bool:
+    """Whether ``coro`` ran (an eager first step) or finished: not just created."""
+    if not hasattr(coro, "cr_frame"):  # not a native coroutine: a generator-based one, or unknown
+        frame: Any = getattr(coro, "gi_frame", None)
+        return frame is None or frame.f_lasti >= 0
+    frame = coro.cr_frame
+    return frame is None or bool(getattr(coro, "cr_suspended", frame.f_lasti >= 0))
+
+
+def _drop_own_frames(stack: list[Any]) -> None:
+    """Remove the innermost frames of ``stack`` (a ``_source_traceback``) that are ours."""
+    while stack and stack[-1].filename.startswith(PACKAGE_DIR):
+        del stack[-1]

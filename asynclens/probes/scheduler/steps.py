@@ -61,6 +61,7 @@ class LoopState:
         "cpu",
         "creating",
         "creating_coro",
+        "waker",
         "delays",
         "emit",
         "loop_id",
@@ -72,6 +73,7 @@ class LoopState:
         "steps_before",
         "tasks",
         "timer_lateness",
+        "unexplained",
         "window_due",
         "window_start",
         "window_tasks",
@@ -99,6 +101,8 @@ class LoopState:
         self._installed: dict[str, Any] = {}
         self.creating: TaskState | None = None  # the task create_task() is making, until it returns
         self.creating_coro: Any = None
+        self.waker: TaskState | None = None  # the finished task whose done callback runs now
+        self.unexplained = 0  # waits on a task that had run before the wait began
 
     def adopt(self, task: Any) -> TaskState | None:
         """The state of ``task`` if it is the one ``create_task`` is making now (its
@@ -197,6 +201,7 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
     now = ls.now
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        arg = args[0] if len(args) == 1 else None  # the future, for a wake-up or a done callback
         owner = getattr(callback, "__self__", None)
         if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
             st = getattr(owner, ATTR, None)
@@ -207,10 +212,14 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
                     t = now()
                     origin = ls.origin
                     st.ready_ns = origin if 0 < origin < t else t
+                    if st.last_end_ns:
+                        explain_wait(st, arg, ls)
                 if type(callback) is not StepCall:
                     callback = StepCall(callback, st, owner)
+        elif isinstance(arg, _Task) and ls.active:
+            callback = done_call(callback, arg, ls)
         if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
-            return original(callback, args[0], context=context)
+            return original(callback, arg, context=context)
         return original(callback, *args, context=context)
 
     return call_soon
@@ -226,7 +235,7 @@ def _is_stdlib_call_soon(cls: type) -> bool:
 
 
 def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_call_soon`` of stdlib loops: the same stamping as :func:`_make_call_soon`."""
+    """``_call_soon`` of stdlib loops: the same as :func:`_make_call_soon`."""
     now = ls.now
 
     def _call_soon(callback: Any, args: Any, context: Any) -> Any:
@@ -240,11 +249,92 @@ def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Call
                     t = now()
                     origin = ls.origin
                     st.ready_ns = origin if 0 < origin < t else t
+                    if st.last_end_ns:
+                        explain_wait(st, args[0] if len(args) == 1 else None, ls)
                 if type(callback) is not StepCall:
                     callback = StepCall(callback, st, owner)
+        elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
+            callback = done_call(callback, args[0], ls)
         return original(callback, args, context)
 
     return _call_soon
+
+
+# ---------------------------------------------------------------- critical path
+# A task's wait that another task's work ended is explained by that task's own
+# (critical-path) time over the wait: "waiting on my children" is never I/O. The
+# waker is the task a wake-up names (``await task``), else the finished task whose
+# done callback runs (gather, TaskGroup, wait, shield, as_completed), else the task
+# whose step runs (a future it resolved). Each task keeps its critical-path totals
+# as its own totals plus an adjustment (``x*``) that sums to zero.
+
+
+def explain_wait(st: TaskState, arg: Any, ls: LoopState) -> None:
+    """``st`` was just marked ready: explain its wait by its waker's time, if a task woke it."""
+    waker = getattr(arg, ATTR, None) if isinstance(arg, _Task) else None
+    if type(waker) is not TaskState:
+        waker = ls.waker or ls.running
+    if waker is None or waker is st or st.jobs:
+        return
+    try:
+        _explain(st, waker, st.ready_ns)
+    except Exception as exc:
+        ls.probe.internal_error("explaining a wait", exc)
+
+
+def _explain(st: TaskState, waker: TaskState, ready: int) -> None:
+    begin = max(st.last_end_ns, waker.created_ns)
+    if ready <= begin:
+        return
+    first = waker.first_ns
+    if first and first < begin:  # the waker ran before the wait began: its share is unknown
+        st.ls.unexplained += 1
+        return
+    cpu, blocked, sched, io, ex = waker.critical_at(ready)
+    sched -= begin - waker.created_ns  # before ``begin`` the waker was only waiting to start
+    st.xcpu += cpu
+    st.xblocked += blocked
+    st.xsched += sched
+    st.xio += io - (ready - begin)
+    st.xexec += ex
+    if ready - begin > st.held_ns:
+        st.held_ns = ready - begin
+        st.held_by = waker
+
+
+class DoneCall:
+    """A finished task's done callback (it may wake the tasks waiting on the task):
+    while it runs, wake-ups are explained by the finished task's time."""
+
+    __slots__ = ("callback", "ls", "st")
+
+    def __init__(self, callback: Any, st: TaskState, ls: LoopState) -> None:
+        self.callback = callback
+        self.st = st
+        self.ls = ls
+
+    def __call__(self, *args: Any) -> Any:
+        ls = self.ls
+        outer = ls.waker
+        ls.waker = self.st
+        try:
+            return self.callback(*args)
+        finally:
+            ls.waker = outer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.callback, name)
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
+
+
+def done_call(callback: Any, task: Any, ls: LoopState) -> Any:
+    """``callback`` wrapped as a :class:`DoneCall` when ``task`` is a tracked task that finished."""
+    st = getattr(task, ATTR, None)
+    if type(st) is TaskState and task.done() and type(callback) is not DoneCall:
+        return DoneCall(callback, st, ls)
+    return callback
 
 
 def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -308,11 +398,15 @@ class TaskState:
 
     __slots__ = (
         "__weakref__",
+        "blocked_ns",
         "cpu_ns",
         "cpu_start",
         "created_ns",
         "done",
         "exec_ns",
+        "first_ns",
+        "held_by",
+        "held_ns",
         "io_ns",
         "jobs",
         "last_end_ns",
@@ -332,6 +426,11 @@ class TaskState:
         "step_ready",
         "steps",
         "task_ref",
+        "xblocked",
+        "xcpu",
+        "xexec",
+        "xio",
+        "xsched",
     )
 
     def __init__(self, ls: LoopState, created_ns: int) -> None:
@@ -361,6 +460,12 @@ class TaskState:
         self.site: Any = None  # (code, lineno) of the line that created it
         self.jobs: list[Any] | None = None  # executor jobs submitted while running
         self.done = False
+        self.first_ns = 0  # start of the first step
+        self.blocked_ns = 0  # of run_ns: off-CPU inside steps (blocked in a synchronous call)
+        # Critical path = own totals + these (they sum to 0): waits other tasks explained.
+        self.xcpu = self.xblocked = self.xsched = self.xio = self.xexec = 0
+        self.held_ns = 0  # the longest wait another task explained, and that task
+        self.held_by: TaskState | None = None
 
     # ----------------------------------------------------------- the steps
 
@@ -376,6 +481,8 @@ class TaskState:
         elif ready < floor:
             ready = floor
         delay = t - ready
+        if not last:
+            self.first_ns = t
         if last:
             waited = ready - last
             if self.jobs:
@@ -446,6 +553,7 @@ class TaskState:
         ls.running = self
         self.start_ns = t
         self.step_ready = t
+        self.first_ns = t
         if ls.cpu is not None:
             self.cpu_start = ls.cpu()
 
@@ -460,6 +568,7 @@ class TaskState:
             self.ls.running = self.outer
             self.outer = None
             self.start_ns = 0
+            self.first_ns = 0
 
     def bind(self, task: Any) -> None:
         """Attach this state to ``task`` (once), where the hooks and probes find it."""
@@ -499,6 +608,26 @@ class TaskState:
             run += t - self.start_ns - nested
             sched += nested
         return run, sched, self.io_ns, self.exec_ns, self.steps
+
+    def blocked_at(self, t: int) -> int:
+        """Off-CPU time inside steps up to ``t`` (see :attr:`blocked_ns`)."""
+        return self.blocked_ns
+
+    def critical_at(self, t: int) -> tuple[int, int, int, int, int]:
+        """``(cpu, blocked, sched, io, executor)`` along the task's critical path up to
+        ``t``, an instant inside its running step or after it finished (its done
+        callbacks waiting to run count as waiting for the loop)."""
+        run, sched, io, ex, _ = self.totals_at(t)
+        if self.done and not self.start_ns and t > self.last_end_ns:
+            sched += t - self.last_end_ns
+        blocked = self.blocked_at(t)
+        return (
+            run - blocked + self.xcpu,
+            blocked + self.xblocked,
+            sched + self.xsched,
+            io + self.xio,
+            ex + self.xexec,
+        )
 
 
 def state_of_done(task: Any) -> str:
@@ -564,6 +693,8 @@ class StepCall:
                     st.io_ns += ready - last - in_pool
                 else:
                     st.io_ns += ready - last
+            else:
+                st.first_ns = t
             st.step_ready = ready
             st.sched_ns += delay
             st.max_sched_ns = max(st.max_sched_ns, delay)
