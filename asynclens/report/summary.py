@@ -427,8 +427,8 @@ def summary_width() -> int:
 
 def _wrap(line: str, width: int) -> list[str]:
     """``line`` broken at spaces into lines of at most ``width`` visible characters (only
-    a word wider than a whole line is cut); continuations are indented past the line's
-    own indent."""
+    a word wider than a whole line is cut), after a clause's ``;`` or ``,`` when one ends in
+    the line's second half; continuations are indented past the line's own indent."""
     if len(_ANSI.sub("", line)) <= width:
         return [line]
     indent = len(line) - len(line.lstrip(" "))
@@ -437,6 +437,7 @@ def _wrap(line: str, width: int) -> list[str]:
     current = line[:indent]
     visible = indent
     pending = ""  # spaces between the current text and the next word
+    clause = 0  # where in ``current`` the last clause ended (after its ";" or ","), 0: none
     for token in re.split(r"( +)", line[indent:]):
         if not token:
             continue
@@ -449,15 +450,23 @@ def _wrap(line: str, width: int) -> list[str]:
             for at in range(0, size - room, room):
                 if current.strip():
                     out.append(current)
-                current, visible, pending = hang + token[at : at + room], width, ""
+                current, visible, pending, clause = hang + token[at : at + room], width, "", 0
             token = token[(size - 1) // room * room :]
             size = len(token)
         if visible + len(pending) + size > width and current.strip():
-            out.append(current)
-            current, visible = hang + token, len(hang) + size
+            tail = current[clause:].lstrip(" ") if clause else ""
+            if tail and len(_ANSI.sub("", current[:clause])) >= width // 2 and len(hang) + len(tail) < room:
+                out.append(current[:clause])
+                current = hang + tail + pending + token
+            else:
+                out.append(current)
+                current = hang + token
+            visible, clause = len(_ANSI.sub("", current)), 0
         else:
             current += pending + token
             visible += len(pending) + size
+        if _ANSI.sub("", token).endswith((";", ",")):
+            clause = len(current)
         pending = ""
     out.append(current)
     return out
