@@ -237,7 +237,7 @@ def _check(run: Any, loop: dict[str, Any], style: str) -> None:
 def test_under_the_cli_with_uvloop_imported_by_the_program(tmp_path: Path, style: str) -> None:
     proc, run, loop = _run(tmp_path, "cli", style)
     _check(run, loop, style)
-    summary = proc.stderr
+    summary = " ".join(proc.stderr.split())  # unwrapped
     assert f"appcode.py:{STALL_LINE} in work" in summary
     assert "Not measured" not in summary and "no stalls" not in summary
 
