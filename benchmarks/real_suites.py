@@ -181,10 +181,20 @@ def outcomes(path: str) -> dict[str, tuple[str, str]]:
                 tag = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
                 if outcome == "passed" or tag in ("failed", "error"):
                     outcome = tag
-                    text = (child.get("message") or child.text or "").strip()
-                    why = text.splitlines()[0] if text else ""
+                    why = _why(child.get("message") or "", child.text or "")
         out[nodeid] = (outcome, why)
     return out
+
+
+_FINDING = re.compile(r"^\s*(leaked |event loop blocked|task '.*' waited|a ready callback waited)")
+
+
+def _why(message: str, text: str) -> str:
+    """The first line of a failure, and for asynclens's its first finding's headline."""
+    lines = (message or text).strip().splitlines()
+    head = lines[0] if lines else ""
+    finding = next((line.strip() for line in text.splitlines() if _FINDING.match(line)), None)
+    return f"{head} | {finding}" if finding and "asynclens" in head else head
 
 
 def report(suite: Suite, runs: list[Run]) -> None:
@@ -203,7 +213,7 @@ def report(suite: Suite, runs: list[Run]) -> None:
         for nodeid in sorted(set(bare.outcomes) | set(r.outcomes)):
             was, now = bare.outcomes.get(nodeid, ("absent", "")), r.outcomes.get(nodeid, ("absent", ""))
             if was[0] != now[0]:
-                print(f"  differs ({r.variant}): {nodeid}: {was[0]} -> {now[0]}: {now[1][:200]}")
+                print(f"  differs ({r.variant}): {nodeid}: {was[0]} -> {now[0]}: {now[1][:300]}")
 
 
 def main() -> None:
