@@ -310,11 +310,28 @@ class StackSample(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class StallPart(Record):
+    """One contributor to a lag episode: a task step or callback shorter than the
+    stall threshold that ran inside a blocked stretch made of several such parts."""
+
+    kind: ClassVar[str] = "stall_part"
+    duration_ns: int
+    task: str | None = None
+    site: str | None = None
+    span_name: str | None = None
+    cause: str = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
 class Stall(Record):
     """The event loop did not come back for longer than the stall threshold.
 
-    ``start_ns``/``end_ns`` span the whole stall (last heartbeat to the loop's
-    return). ``file``/``line``/``function`` name the innermost user frame seen
+    With the scheduler probe, a stall is the one task step or callback that ran
+    longer than the threshold (``start_ns``/``end_ns`` are its own); back-to-back
+    blocking callbacks are separate stalls. A blocked stretch over the threshold
+    made only of shorter parts is one *episode* (``episode=True``) whose ``parts``
+    name the biggest contributors. Without the scheduler probe, a stall spans the
+    whole blocked stretch (last heartbeat to the loop's return). ``file``/``line``/``function`` name the innermost user frame seen
     most often while blocked (the blocking line); ``samples`` is the small
     profile of where the blocked time went. ``cause`` is ``"cpu"``,
     ``"blocking"``, ``"gc"`` or ``"unknown"``; ``sampled`` is False when no
@@ -340,6 +357,8 @@ class Stall(Record):
     sampled: bool = False
     detected_ns: int | None = None
     gc_ns: int = 0
+    episode: bool = False
+    parts: tuple[StallPart, ...] = field(default=(), metadata={"records": StallPart})
 
     @property
     def duration_ns(self) -> int:

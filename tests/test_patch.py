@@ -6,6 +6,7 @@ import inspect
 import types
 from typing import Any
 
+import pytest
 import wrapt
 
 from asynclens.probes._patch import Patch
@@ -80,6 +81,20 @@ def test_a_patch_over_ours_is_left_in_place() -> None:
     module.f = theirs  # type: ignore[attr-defined]
     patch.remove()
     assert module.f is theirs
+
+
+@pytest.mark.parametrize("owner", [Base, Child])
+def test_two_of_our_patches_removed_in_either_order_leave_nothing(owner: type) -> None:
+    """An outer session's patch removed before the one installed over it (the pytest
+    plugin's): once both are off, the class is as it was (inheritance included)."""
+    before = dict(owner.__dict__)
+    first, second = Patch(owner, "greet", record([])), Patch(owner, "greet", record([]))
+    first.install()
+    second.install()
+    first.remove()
+    assert Child().greet("a") == "HELLO A! FROM CHILD"  # the chain still works meanwhile
+    second.remove()
+    assert dict(owner.__dict__) == before
 
 
 def test_a_wrapper_finds_the_frame_that_called_the_patched_function() -> None:

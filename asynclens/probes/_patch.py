@@ -2,7 +2,10 @@
 
 A :class:`Patch` replaces ``owner.attr`` with a wrapper around the original and,
 on ``remove()``, puts back exactly what was there, but only if the attribute is
-still its own wrapper: asynclens never removes what it did not add.
+still its own wrapper: asynclens never removes what it did not add. When another
+of asynclens's patches sits on top of it (removed in the other order: an outer
+session's probe, then the pytest plugin's own patch), the one on top is made to
+restore what was there before both, so nothing of ours is left once both are off.
 
 Functions of modules and methods of classes get a plain function wrapper
 (``functools.update_wrapper``: name, docstring, ``__wrapped__`` and so the
@@ -25,6 +28,7 @@ import wrapt
 __all__ = ["Patch", "caller_of_patched"]
 
 _MISSING = object()
+_INSTALLED: list[Patch] = []  # every installed Patch, to splice one out from under another
 
 
 class Patch:
@@ -57,15 +61,23 @@ class Patch:
         patched = _plain_wrapper(self.owner, original, self.wrapper) or wrapt.FunctionWrapper(original, self.wrapper)
         setattr(self.owner, self.attr, patched)
         self._installed = patched
+        _INSTALLED.append(self)
 
     def remove(self) -> None:
         patched = self._installed
         if patched is None:
             return
         self._installed = None
+        if self in _INSTALLED:
+            _INSTALLED.remove(self)
         current = self.owner.__dict__.get(self.attr, _MISSING) if isinstance(self.owner, type) else getattr(self.owner, self.attr, _MISSING)
         if current is not patched:
-            return  # someone else patched over us: leave their patch in place
+            # Someone patched over us: leave theirs in place. If it is one of ours, it will
+            # put back what we replaced, not our wrapper (which passes through meanwhile).
+            for above in _INSTALLED:
+                if above.owner is self.owner and above.attr == self.attr and above._own is patched:
+                    above._own = self._own
+            return
         if self._own is _MISSING:
             delattr(self.owner, self.attr)
         else:

@@ -7,7 +7,9 @@ only when a record is built.
 
 from __future__ import annotations
 
+import linecache
 import os
+import re
 import sysconfig
 from collections.abc import Iterable, Sequence
 from types import FrameType
@@ -15,7 +17,16 @@ from typing import Any
 
 from .._own import PACKAGE_DIR
 
-__all__ = ["FrameKey", "capture", "format_frame", "format_stack", "frame_list", "innermost_user", "is_user_file"]
+__all__ = [
+    "FrameKey",
+    "calls_blocking",
+    "capture",
+    "format_frame",
+    "format_stack",
+    "frame_list",
+    "innermost_user",
+    "is_user_file",
+]
 
 FrameKey = tuple[str, int, str]
 
@@ -95,3 +106,18 @@ def frame_list(frame: FrameType | None, limit: int = 96) -> list[FrameType]:
         frame = frame.f_back
     out.reverse()
     return out
+
+
+#: Calls that block the calling thread, as they read on a source line.
+_BLOCKING_CALLS = re.compile(
+    r"\bsleep\(|\.recv(?:_into|from)?\(|\.accept\(|\.connect\(|\.sendall\(|\.acquire\(|\.join\("
+    r"|\bselect\(|\.poll\(|urlopen\(|\.communicate\(|\.wait\(|\.getaddrinfo\(|\bgethostbyname\("
+)
+
+
+def calls_blocking(site: FrameKey) -> bool:
+    """Whether the source line at ``site`` makes a call that blocks the thread
+    (``time.sleep``, a socket call, ``select``, a lock, a join or wait): evidence,
+    with the thread's CPU time, that a stall was a blocking call rather than CPU."""
+    line = linecache.getline(site[0], site[1])
+    return bool(line) and _BLOCKING_CALLS.search(line) is not None

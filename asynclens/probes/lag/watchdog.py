@@ -15,7 +15,9 @@ run it with a fake clock, fake frames and a fake CPU clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import os
 import sys
 import threading
 import time
@@ -23,16 +25,31 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..._state import context as _context
-from ...records import StackSample, Stall
+from ...records import StackSample, Stall, StallPart
+from ..scheduler.asyncstack import HAS_AWAITED_BY, awaiter_frames
+from ..scheduler.steps import ATTR as _SCHED_ATTR
+from ..scheduler.steps import LoopState as _SchedLoop
 from . import frames as _frames
 from .frames import FrameKey
 
-__all__ = ["Collection", "Segment", "Watchdog", "build_stall", "classify", "split", "thread_cpu_ns"]
+__all__ = [
+    "Collection",
+    "Segment",
+    "Watchdog",
+    "build_stall",
+    "classify",
+    "split",
+    "stalls_from_parts",
+    "thread_busy_ns",
+    "thread_cpu_ns",
+]
 
 MAX_DISTINCT_STACKS = 64
 MAX_SAMPLES = 10_000
 PARK_MAX_S = 1.0  # a parked watchdog still looks around this often (closed loops, stops)
 IDLE_SLACK_NS = 2_000_000  # timers fire up to ~1 ms late by rounding alone (uvloop: ms resolution)
+MIN_CPU_SPAN_NS = 2_000_000  # CPU readings closer than this say little about a share
+EPISODE_PARTS = 5  # contributors named in a lag episode
 
 
 def thread_cpu_ns(thread_id: int) -> int | None:
@@ -43,18 +60,54 @@ def thread_cpu_ns(thread_id: int) -> int | None:
         return None
 
 
+def thread_busy_ns(thread_id: int) -> int | None:
+    """Time another thread was runnable: on a CPU, or waiting in the run queue for one
+    (Linux ``schedstat``), so that a CPU-bound stall on a loaded machine still reads as
+    CPU, not as a blocking call. Its CPU time where ``schedstat`` is not readable."""
+    thread = threading._active.get(thread_id)  # type: ignore[attr-defined]
+    native = getattr(thread, "native_id", None)
+    if native is not None:
+        try:
+            fd = os.open(f"/proc/self/task/{native}/schedstat", os.O_RDONLY)
+            try:
+                on_cpu, queued = os.read(fd, 128).split()[:2]
+            finally:
+                os.close(fd)
+            return int(on_cpu) + int(queued)
+        except (OSError, ValueError):
+            pass
+    return thread_cpu_ns(thread_id)
+
+
 class Segment:
-    """Samples of one task's step while its loop was blocked."""
+    """Samples of one task's step while its loop was blocked (one step, when the
+    scheduler probe names the running step; else one task's run of samples)."""
 
-    __slots__ = ("async_stack", "cpu_first", "first_ns", "last_ns", "samples", "span", "stacks", "task", "task_key")
+    __slots__ = (
+        "async_stack",
+        "cpu_first",
+        "cpu_last",
+        "thread_cpu_first",
+        "first_ns",
+        "last_ns",
+        "samples",
+        "span",
+        "stacks",
+        "step",
+        "task",
+        "task_key",
+    )
 
-    def __init__(self, task_key: int | None) -> None:
+    def __init__(self, task_key: Any) -> None:
         self.task_key = task_key
         self.stacks: dict[tuple[FrameKey, ...], int] = {}
         self.samples = 0
         self.first_ns = 0
         self.last_ns = 0
         self.cpu_first: tuple[int, int] | None = None  # (time, thread cpu) at the first sample
+        self.cpu_last: tuple[int, int] | None = None  # ... and at the latest
+        self.thread_cpu_first: tuple[int, int] | None = None  # (time, CPU time proper) at the first sample
+        self.step: Any = None  # the scheduler's TaskState of the sampled step, if known
         self.task: str | None = None
         self.span: tuple[int, int, str] | None = None  # trace_id, span_id, name
         self.async_stack: tuple[str, ...] = ()
@@ -83,8 +136,19 @@ class Segment:
         if other.samples and (not self.samples or other.first_ns < self.first_ns):
             self.first_ns = other.first_ns
             self.cpu_first = other.cpu_first or self.cpu_first
+            self.thread_cpu_first = other.thread_cpu_first or self.thread_cpu_first
+        if other.cpu_last is not None and (self.cpu_last is None or other.cpu_last[0] > self.cpu_last[0]):
+            self.cpu_last = other.cpu_last
+        self.step = self.step or other.step
         self.last_ns = max(self.last_ns, other.last_ns)
         self.samples += other.samples
+
+    def cpu_fraction(self) -> float | None:
+        """The loop thread's on-CPU share between the first and the latest sample."""
+        first, last = self.cpu_first, self.cpu_last
+        if first is None or last is None or last[0] - first[0] < MIN_CPU_SPAN_NS:
+            return None
+        return min(1.0, max(0.0, (last[1] - first[1]) / (last[0] - first[0])))
 
 
 class Collection:
@@ -105,7 +169,7 @@ class Collection:
     def samples(self) -> int:
         return sum(seg.samples for seg in self.segments)
 
-    def segment_for(self, task_key: int | None) -> tuple[Segment, bool]:
+    def segment_for(self, task_key: Any) -> tuple[Segment, bool]:
         """The segment to add a sample of ``task_key`` to; True when it is new."""
         segments = self.segments
         if segments and (segments[-1].task_key == task_key or len(segments) >= 32):
@@ -115,15 +179,19 @@ class Collection:
         return seg, True
 
 
-def classify(duration_ns: int, cpu_ns: int | None, gc_ns: int) -> str:
+def classify(duration_ns: int, cpu_ns: int | None, gc_ns: int, blocking_line: bool = False) -> str:
     """``gc`` when a collection covered most of the stall, else ``cpu`` when the
-    loop thread was on-CPU for at least half of it, ``blocking`` when less,
-    ``unknown`` when its CPU time could not be measured."""
+    loop thread was on-CPU for at least half of it, ``blocking`` when less.
+    ``blocking_line`` (the sampled line makes a blocking call) decides when the CPU
+    time is unknown or close to half; ``unknown`` when nothing tells."""
     if duration_ns > 0 and gc_ns * 2 >= duration_ns:
         return "gc"
     if cpu_ns is None or duration_ns <= 0:
-        return "unknown"
-    return "cpu" if cpu_ns * 2 >= duration_ns else "blocking"
+        return "blocking" if blocking_line else "unknown"
+    share = cpu_ns / duration_ns
+    if blocking_line and share < 0.65:
+        return "blocking"
+    return "cpu" if share >= 0.5 else "blocking"
 
 
 def split(
@@ -167,11 +235,13 @@ def build_stall(
     """The record for a stall ``[start, end]`` and the samples taken inside it."""
     duration = end - start
     cpu_ns: int | None = None
-    if segment is not None and segment.cpu_first is not None and cpu_end is not None:
-        t0, c0 = segment.cpu_first
+    fraction = segment.cpu_fraction() if segment is not None else None
+    if fraction is None and segment is not None and segment.thread_cpu_first is not None and cpu_end is not None:
+        t0, c0 = segment.thread_cpu_first  # cpu_end is the loop thread's own CPU clock
         if end - t0 >= 1_000_000:
             fraction = min(1.0, max(0.0, (cpu_end - c0) / (end - t0)))
-            cpu_ns = int(fraction * duration)
+    if fraction is not None:
+        cpu_ns = int(fraction * duration)
     culprit: FrameKey | None = None
     stack: tuple[str, ...] = ()
     samples: tuple[StackSample, ...] = ()
@@ -206,12 +276,157 @@ def build_stall(
         span_id=span[1] if span else None,
         span_name=span[2] if span else None,
         async_stack=segment.async_stack if segment is not None else (),
-        cause=classify(duration, cpu_ns, gc_ns),
+        cause=classify(duration, cpu_ns, gc_ns, culprit is not None and _frames.calls_blocking(culprit)),
         cpu_ns=cpu_ns,
         sampled=bool(segment is not None and segment.samples),
         detected_ns=detected_ns,
         gc_ns=gc_ns,
     )
+
+
+# --------------------------------------------- stalls along the scheduler's steps
+
+
+def running_step(loop: Any) -> Any:
+    """The scheduler probe's state of the task step running on ``loop`` now, if any."""
+    ls = getattr(loop, _SCHED_ATTR, None)
+    if type(ls) is not _SchedLoop:
+        return None
+    st = ls.running
+    return st if st is not None and st.start_ns else None
+
+
+def loop_parts(loop: Any, until_ns: int) -> list[tuple[int, int, Any, Any]] | None:
+    """The long steps and timer callbacks the scheduler probe saw end by ``until_ns``
+    on ``loop``; None when the probe does not watch it."""
+    ls = getattr(loop, _SCHED_ATTR, None)
+    if type(ls) is not _SchedLoop or not ls.active:
+        return None
+    return ls.take_parts(until_ns)
+
+
+def stalls_from_parts(
+    loop_id: int,
+    start: int,
+    end: int,
+    cpu_end: int | None,
+    parts: list[tuple[int, int, Any, Any]],
+    collection: Collection | None,
+    threshold_ns: int,
+    detected_ns: int,
+    gc_ns: Callable[[int, int], int],
+) -> list[Stall]:
+    """Cut the blocked stretch ``[start, end]`` along the steps and callbacks that ran in it.
+
+    Each part over the threshold is a stall of its own (its own start, end, samples,
+    task, span and cause); what is left between them, when it is over the threshold,
+    is a lag episode naming its biggest parts, or (when no timed part explains it:
+    plain callbacks) a stall cut from the samples as without the scheduler probe.
+    """
+    segments = [seg for seg in collection.segments if seg.samples] if collection is not None else []
+    # A part's own times are exact; the stretch's start is the last heartbeat, or an estimate
+    # on loops whose only heartbeat is the tick: a part that began before it widens the stretch.
+    inside = sorted(
+        ((ps, pe, st, cb) for ps, pe, st, cb in parts if pe > start and ps < end), key=lambda p: (p[0], p[0] - p[1])
+    )
+    if inside:
+        start = min(start, inside[0][0])
+    flat: list[tuple[int, int, Any, Any]] = []
+    for part in inside:  # an eager child's first step runs inside its parent's: keep the outer one
+        if flat and part[1] <= flat[-1][1]:
+            continue
+        flat.append(part)
+    stalls = [
+        _part_stall(loop_id, part, segments, detected_ns, gc_ns(part[0], part[1]))
+        for part in flat
+        if part[1] - part[0] >= threshold_ns
+    ]
+    bounds = [start, *(x for stall in stalls for x in (stall.start_ns, stall.end_ns)), end]
+    rest: list[Stall] = []
+    for lo, hi in zip(bounds[::2], bounds[1::2]):
+        if hi - lo < threshold_ns:
+            continue
+        small = [p for p in flat if p[0] >= lo and p[1] <= hi]
+        within = Collection(lo)
+        within.segments = [seg for seg in segments if lo <= seg.first_ns <= hi]
+        if len(small) >= 2:
+            rest.append(_episode(loop_id, lo, hi, cpu_end, small, within, detected_ns, gc_ns(lo, hi)))
+        else:
+            rest.extend(
+                build_stall(loop_id, a, b, c, seg, gc_ns(a, b), detected_ns)
+                for a, b, c, seg in split(lo, hi, cpu_end if hi == end else None, within, threshold_ns)
+            )
+    return sorted(stalls + rest, key=lambda stall: stall.start_ns)
+
+
+def _merged(segments: list[Segment], lo: int, hi: int, step: Any = None) -> Segment | None:
+    """The samples taken inside ``[lo, hi]`` (of ``step`` when given), as one segment."""
+    chosen = [
+        seg
+        for seg in segments
+        if (step is not None and seg.step is step and seg.task_key[1] == lo) or (lo <= seg.first_ns <= hi)
+    ]
+    if not chosen:
+        return None
+    merged = Segment(chosen[0].task_key)
+    for seg in chosen:
+        merged.absorb(seg)
+    return merged
+
+
+def _part_stall(loop_id: int, part: tuple[int, int, Any, Any], segments: list[Segment], t: int, gc_ns: int) -> Stall:
+    lo, hi, st, callback = part
+    seg = _merged(segments, lo, hi, st)
+    stall = build_stall(loop_id, lo, hi, None, seg, gc_ns, t)
+    if stall.task is None and st is not None:
+        stall = dataclasses.replace(stall, task=_task_name(st))
+    if stall.file is None and callback is not None:
+        stall = dataclasses.replace(stall, function=_callback_name(callback))
+    return stall
+
+
+def _episode(
+    loop_id: int,
+    lo: int,
+    hi: int,
+    cpu_end: int | None,
+    parts: list[tuple[int, int, Any, Any]],
+    within: Collection,
+    t: int,
+    gc_ns: int,
+) -> Stall:
+    named = []
+    for a, b, st, callback in sorted(parts, key=lambda p: p[0] - p[1])[:EPISODE_PARTS]:
+        seg = _merged(within.segments, a, b, st)
+        site = None
+        if seg is not None and seg.stacks:
+            top = max(seg.stacks.items(), key=lambda kv: kv[1])[0]
+            user = _frames.innermost_user(top)
+            site = _frames.format_frame(user) if user is not None else None
+        fraction = seg.cpu_fraction() if seg is not None else None
+        named.append(
+            StallPart(
+                duration_ns=b - a,
+                task=_task_name(st) if st is not None else None,
+                site=site or (_callback_name(callback) if callback is not None else None),
+                span_name=seg.span[2] if seg is not None and seg.span else None,
+                cause="unknown" if fraction is None else ("cpu" if fraction >= 0.5 else "blocking"),
+            )
+        )
+    merged = Segment(None)
+    for seg in within.segments:
+        merged.absorb(seg)
+    stall = build_stall(loop_id, lo, hi, cpu_end, merged if merged.samples else None, gc_ns, t)
+    return dataclasses.replace(stall, episode=True, parts=tuple(named))
+
+
+def _task_name(st: Any) -> str | None:
+    task = st.task_ref() if st.task_ref is not None else None
+    return task.get_name() if task is not None else None
+
+
+def _callback_name(callback: Any) -> str:
+    return getattr(callback, "__qualname__", None) or type(callback).__name__
 
 
 # ------------------------------------------------------------------ task context
@@ -292,8 +507,11 @@ def async_stack_of(task: Any, frames: list[Any]) -> tuple[str, ...]:
     """The awaiting tasks' coroutine chains (outermost first), then the running
     task's own frames from its coroutine down to the blocking line."""
     out: list[str] = []
-    for parent in reversed(_awaiters(task)):
-        out.extend(_coro_chain(parent.get_coro()))
+    if HAS_AWAITED_BY:  # 3.14+: the interpreter's awaited-by graph, through gather() and TaskGroup too
+        out.extend(awaiter_frames(task))
+    else:
+        for parent in reversed(_awaiters(task)):
+            out.extend(_coro_chain(parent.get_coro()))
     coro_frame = getattr(task.get_coro(), "cr_frame", None)
     start = None
     for i, frame in enumerate(frames):
@@ -325,7 +543,7 @@ class Watchdog:
         sample_ns: int,
         gc_overlap: Callable[[int, int, int | None], int] | None = None,
         current_frames: Callable[[], dict[int, Any]] = sys._current_frames,
-        thread_cpu: Callable[[int], int | None] = thread_cpu_ns,
+        thread_cpu: Callable[[int], int | None] = thread_busy_ns,
         current_task: Callable[[Any], Any] | None = None,
         on_stall: Callable[[Any, Stall], None] | None = None,
         before_poll: Callable[[], None] | None = None,
@@ -465,13 +683,25 @@ class Watchdog:
             return
         loop = getattr(m, "loop", None)
         task = self.current_task(loop) if loop is not None else None
-        seg, new = coll.segment_for(id(task) if task is not None else None)
+        step = running_step(loop)
+        key: Any = (id(step), step.start_ns) if step is not None else id(task) if task is not None else None
+        seg, new = coll.segment_for(key)
         seg.add(t, _frames.capture(frame))
         self.samples += 1
-        if new:
-            cpu = self.thread_cpu(tid)
-            if cpu is not None:
+        cpu = self.thread_cpu(tid)
+        if cpu is not None:
+            seg.cpu_last = (t, cpu)
+            if seg.cpu_first is None:
                 seg.cpu_first = (t, cpu)
+        if step is not None:
+            seg.step = step
+            fraction = seg.cpu_fraction()
+            if fraction is not None:  # the step's off-CPU share so far, for its span breakdown
+                step.offcpu = (key[1], 1.0 - fraction)
+        if new:
+            own = thread_cpu_ns(tid) if self.thread_cpu is thread_busy_ns else cpu
+            if own is not None:
+                seg.thread_cpu_first = (t, own)
             try:
                 self._describe_task(task, seg, frame)
             except Exception as exc:
@@ -503,14 +733,33 @@ class Watchdog:
                 self._collections.pop(id(m), None)
             else:
                 coll = None
-            for lo, hi, cpu_hi, seg in split(start, end, cpu_end, coll, m.threshold_ns):
-                gc_ns = self.gc_overlap(lo, hi, m.thread_id) if self.gc_overlap is not None else 0
-                stall = build_stall(m.loop_id, lo, hi, cpu_hi, seg, gc_ns, t)
+            parts = loop_parts(getattr(m, "loop", None), end)
+            if parts is None:  # no scheduler probe on this loop: cut where the running task changed
+                stalls = [
+                    build_stall(m.loop_id, lo, hi, cpu_hi, seg, self._gc_ns(m, lo, hi), t)
+                    for lo, hi, cpu_hi, seg in split(start, end, cpu_end, coll, m.threshold_ns)
+                ]
+            else:
+                stalls = stalls_from_parts(
+                    m.loop_id,
+                    start,
+                    end,
+                    cpu_end,
+                    parts,
+                    coll,
+                    m.threshold_ns,
+                    t,
+                    lambda lo, hi: self._gc_ns(m, lo, hi),
+                )
+            for stall in stalls:
                 if stall.cpu_ns is not None:
                     m.offcpu_ns += stall.duration_ns - stall.cpu_ns
                 self.emit(stall)
                 if self.on_stall is not None:
                     self.on_stall(m, stall)
+
+    def _gc_ns(self, m: Any, start: int, end: int) -> int:
+        return self.gc_overlap(start, end, m.thread_id) if self.gc_overlap is not None else 0
 
     def forget(self, monitors: Iterable[Any]) -> None:
         for m in monitors:

@@ -42,6 +42,9 @@ ATTR = "_asynclens_sched"
 _Task = asyncio.Task
 #: Ready->run delays collected per loop before they are folded into its histogram.
 _FOLD_EVERY = 512
+#: Steps and timer callbacks at least this long are kept as parts a stall is cut along.
+PART_NS = 1_000_000
+MAX_PARTS = 4096
 
 
 class LoopState:
@@ -67,6 +70,9 @@ class LoopState:
         "loop_id",
         "now",
         "origin",
+        "part_ns",
+        "parts",
+        "parts_dropped",
         "probe",
         "running",
         "step_budget",
@@ -103,6 +109,11 @@ class LoopState:
         self.creating_coro: Any = None
         self.waker: TaskState | None = None  # the finished task whose done callback runs now
         self.unexplained = 0  # waits on a task that had run before the wait began
+        # Steps and timer callbacks that ran at least part_ns: (start, end, TaskState or None,
+        # timer callback or None), for the lag watchdog to cut a stall along (take_parts).
+        self.part_ns = PART_NS
+        self.parts: list[tuple[int, int, Any, Any]] = []
+        self.parts_dropped = 0
 
     def adopt(self, task: Any) -> TaskState | None:
         """The state of ``task`` if it is the one ``create_task`` is making now (its
@@ -112,6 +123,27 @@ class LoopState:
             return None
         st.bind(task)
         return st
+
+    def add_part(self, start: int, end: int, st: Any, callback: Any) -> None:
+        """A step (``st``) or timer callback ran ``[start, end]``, at least :attr:`part_ns`."""
+        parts = self.parts
+        if len(parts) >= MAX_PARTS:  # nobody takes them (no lag probe): keep the recent half
+            with _take_lock:
+                dropped = len(parts) // 2
+                del parts[:dropped]
+            self.parts_dropped += dropped
+        parts.append((start, end, st, callback))
+
+    def take_parts(self, until_ns: int) -> list[tuple[int, int, Any, Any]]:
+        """Remove and return the parts that ended by ``until_ns``, oldest first."""
+        with _take_lock:
+            parts = self.parts
+            n = 0
+            while n < len(parts) and parts[n][1] <= until_ns:
+                n += 1
+            taken = parts[:n]
+            del parts[:n]
+        return taken
 
     # ---------------------------------------------------------------- hooks
 
@@ -380,14 +412,17 @@ class Timed:
         ls = self.ls
         if not ls.active:
             return self.callback(*args)
-        late = ls.now() - self.due_ns
-        ls.timer_lateness.record(max(0, late))
+        start = ls.now()
+        ls.timer_lateness.record(max(0, start - self.due_ns))
         previous = ls.origin
         ls.origin = self.due_ns
         try:
             return self.callback(*args)
         finally:
             ls.origin = previous
+            end = ls.now()
+            if end - start >= ls.part_ns:
+                ls.add_part(start, end, None, self.callback)
 
     def __repr__(self) -> str:
         return repr(self.callback)
@@ -414,6 +449,7 @@ class TaskState:
         "max_sched_earlier",
         "max_sched_ns",
         "nested_ns",
+        "offcpu",
         "outer",
         "parent",
         "parent_task_id",
@@ -462,6 +498,9 @@ class TaskState:
         self.done = False
         self.first_ns = 0  # start of the first step
         self.blocked_ns = 0  # of run_ns: off-CPU inside steps (blocked in a synchronous call)
+        # (start of the running step, its off-CPU fraction): the lag watchdog's estimate while
+        # it samples a long step, taken into blocked_ns when the step ends
+        self.offcpu: tuple[int, float] | None = None
         # Critical path = own totals + these (they sum to 0): waits other tasks explained.
         self.xcpu = self.xblocked = self.xsched = self.xio = self.xexec = 0
         self.held_ns = 0  # the longest wait another task explained, and that task
@@ -511,6 +550,8 @@ class TaskState:
         ls = self.ls
         start = self.start_ns
         elapsed = t - start
+        if elapsed >= ls.part_ns:
+            self.long_step_ended(start, t)
         nested = self.nested_ns
         if nested:  # eager child steps ran inside this one: the task waited meanwhile
             self.run_ns += elapsed - nested
@@ -609,8 +650,23 @@ class TaskState:
             sched += nested
         return run, sched, self.io_ns, self.exec_ns, self.steps
 
+    def long_step_ended(self, start: int, end: int) -> None:
+        """A step of at least ``part_ns`` ended: a part for the watchdog, and the off-CPU
+        share the watchdog measured while sampling it (if it did) into ``blocked_ns``."""
+        off = self.offcpu
+        if off is not None:
+            self.offcpu = None
+            if off[0] == start:
+                self.blocked_ns += int((end - start) * off[1])
+        self.ls.add_part(start, end, self, None)
+
     def blocked_at(self, t: int) -> int:
-        """Off-CPU time inside steps up to ``t`` (see :attr:`blocked_ns`)."""
+        """Off-CPU time inside steps up to ``t``: :attr:`blocked_ns`, and the running
+        step's share so far when the watchdog is sampling it."""
+        off = self.offcpu
+        start = self.start_ns
+        if off is not None and start and off[0] == start and t > start:
+            return self.blocked_ns + int((t - start) * off[1])
         return self.blocked_ns
 
     def critical_at(self, t: int) -> tuple[int, int, int, int, int]:
@@ -720,6 +776,8 @@ class StepCall:
                 else:  # TaskState.end without CPU time and TaskStep records
                     t = now()
                     elapsed = t - st.start_ns
+                    if elapsed >= ls.part_ns:
+                        st.long_step_ended(st.start_ns, t)
                     nested = st.nested_ns
                     if nested:
                         st.run_ns += elapsed - nested
@@ -748,8 +806,13 @@ class StepCall:
 
 
 def task_state_of(task: Any) -> TaskState | None:
-    """The scheduler's state of ``task``, if the probe saw it created."""
+    """The scheduler's state of ``task``, if the probe saw it created (an eager task
+    still inside ``create_task``, running its first step, included)."""
     st = getattr(task, ATTR, None)
+    if st is None:
+        get_loop = getattr(task, "get_loop", None)
+        ls = getattr(get_loop(), ATTR, None) if get_loop is not None else None
+        st = ls.adopt(task) if type(ls) is LoopState else None
     return st if type(st) is TaskState else None
 
 
