@@ -266,7 +266,7 @@ class AsyncLensPlugin:
             item.stash[_RUN_KEY] = run
             options = self.recorder.options if self.recorder.long_lived else session_options([(policy, uses_lens)])
             try:
-                self.origins.install()  # before any session's patches, so theirs come off cleanly
+                self.origins.install()
                 run.begin(self.recorder, options)
             except Exception as exc:  # noqa: BLE001 - asynclens must not break the test run
                 run.note = f"asynclens could not start a session: {type(exc).__name__}: {exc}"
