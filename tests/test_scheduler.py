@@ -239,6 +239,28 @@ def test_task_records_and_outlived_request(factory: Any) -> None:
     assert "outlived their request" in cap.session.summary()
 
 
+def test_a_task_a_loop_callback_made_is_not_credited_to_whoever_runs_the_loop() -> None:
+    """The creation site is the innermost frame of the program's own code up to the loop's
+    callback: a task asyncio's own callback made (a server's connection handler) has none,
+    rather than the frame that runs the loop. (uvloop runs callbacks from C: no frame marks
+    where the callback began, so there the frame that runs the loop is still named.)"""
+    factory = asyncio.new_event_loop
+    probe = SchedulerProbe(task_records="all")
+
+    async def handler() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(asyncio.ensure_future, handler())
+        await asyncio.sleep(0.01)
+
+    with capture(clock=FakeClock(), probes=[probe]) as cap:
+        run(factory, main)
+    sites = {r.name: r.creation_site for r in cap.records if isinstance(r, TaskRecord)}
+    made = [name for name, site in sites.items() if site is None]
+    assert len(made) == 1 and len(sites) >= 2, sites  # the callback's task; main's has its line
+
+
 def test_task_finished_inside_its_span_did_not_outlive_it(factory: Any) -> None:
     async def quick() -> int:
         return 1

@@ -57,6 +57,7 @@ _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
 _get_running_loop = asyncio.events._get_running_loop
 _EAGER_TASKS = sys.version_info >= (3, 12)  # eager_start and eager task factories
+_HANDLE_RUN = asyncio.events.Handle._run.__code__
 _current_task = asyncio.current_task
 
 
@@ -299,6 +300,8 @@ class SchedulerProbe(ExecutorJobs):
             if frame is None:
                 break
             code = frame.f_code
+            if code is _HANDLE_RUN:  # made by a loop callback: whoever runs the loop did not create it
+                break
             hidden = internal.get(code)
             if hidden is None:
                 filename = code.co_filename

@@ -595,6 +595,7 @@ class TaskState:
         self.start_ns = t
         self.step_ready = t
         self.first_ns = t
+        self.ready_ns = 0  # a wake-up the step schedules (sleep(0)) is stamped by the hook
         if ls.cpu is not None:
             self.cpu_start = ls.cpu()
 
@@ -602,7 +603,6 @@ class TaskState:
         """``create_task`` returned at ``t``: count the eager step if the coroutine ran,
         else undo :meth:`tentative_begin` (the first step was only scheduled)."""
         if ran:
-            self.ready_ns = 0
             self.ls.delays.append(0)
             self.end(t)
         else:
@@ -610,6 +610,8 @@ class TaskState:
             self.outer = None
             self.start_ns = 0
             self.first_ns = 0
+            if not self.ready_ns:
+                self.ready_ns = self.created_ns
 
     def bind(self, task: Any) -> None:
         """Attach this state to ``task`` (once), where the hooks and probes find it."""
