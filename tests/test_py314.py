@@ -21,7 +21,6 @@ import pytest
 
 import asynclens
 from asynclens.probes._tasks import pending_tasks
-from asynclens.probes.lag import watchdog as _watchdog
 from asynclens.probes.scheduler.asyncstack import HAS_AWAITED_BY, awaiter_frames, task_stack
 from asynclens.records import Leak, Span, Stall
 from asynclens.testing import capture
@@ -303,13 +302,7 @@ async def stalling_main(handler: Callable[[], Coroutine[Any, Any, None]]) -> Non
     await asyncio.create_task(handler(), name="handler")
 
 
-# lag/watchdog.py builds the stall's async stack; it reads the awaited-by graph once it
-# calls asyncstack.awaiter_frames (see docs/python-3.14.md).
-_watchdog_reads_graph = hasattr(_watchdog, "awaiter_frames")
-
-
 @needs_314
-@pytest.mark.xfail(not _watchdog_reads_graph, reason="lag/watchdog.py does not use awaiter_frames yet", strict=True)
 @pytest.mark.parametrize("handler", [stalling_gather, stalling_taskgroup])
 def test_a_stall_in_a_child_names_the_chain_up_to_main(handler: Any) -> None:
     with asynclens.session(sinks=["memory"], stall_threshold=0.05) as session:
