@@ -45,7 +45,7 @@ from .asyncstack import running_chain, task_stack
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
 from .lineage import async_stack, creation_chain, creation_chain_of_state, describe_task
-from .steps import ATTR, LoopState, StepCall, TaskState, state_of_done, task_state_of
+from .steps import ATTR, NO_HELD, LoopState, StepCall, TaskState, state_of_done, task_state_of
 from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
@@ -465,9 +465,10 @@ class SchedulerProbe(ExecutorJobs):
             if longest:
                 st.max_sched_earlier = max(st.max_sched_earlier, longest)
                 st.max_sched_ns = 0
-            held = st.held_ns  # likewise the longest wait another task explained
-            if held:
-                st.held_ns = 0
+            held = st.held  # likewise the longest wait another task explained
+            if held is not NO_HELD:
+                st.held = NO_HELD
+            off = st.offcpu
             live.breakdown = (
                 st,
                 st.run_ns + live.start_ns - step_start - nested,
@@ -476,9 +477,9 @@ class SchedulerProbe(ExecutorJobs):
                 st.exec_ns,
                 st.steps,
                 longest,
-                st.blocked_at(live.start_ns),
-                (st.xcpu, st.xblocked, st.xsched, st.xio, st.xexec),
-                (held, st.held_by),
+                st.blocked_ns if off is None else st.blocked_at(live.start_ns),
+                st.x,
+                held,
             )
             creator = st.span
             if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
@@ -503,19 +504,21 @@ class SchedulerProbe(ExecutorJobs):
                 sched = st.sched_ns + nested - sched0
                 io = st.io_ns - io0
                 ex = st.exec_ns - ex0
-                blocked = st.blocked_at(end) - blocked0
+                off = st.offcpu
+                blocked = (st.blocked_ns if off is None else st.blocked_at(end)) - blocked0
                 longest = st.max_sched_ns
                 if longest0 > longest:  # what an enclosing span had seen before this one
                     st.max_sched_ns = longest0
                 own = cp = (run - blocked, blocked, sched, io, ex)
                 held_by = None
-                x = (st.xcpu, st.xblocked, st.xsched, st.xio, st.xexec)
-                if x != x0:  # some waits were explained by other tasks: the critical path differs
+                x = st.x
+                if x is not x0:  # some waits were explained by other tasks: the critical path differs
                     cp = tuple(mine + later - earlier for mine, later, earlier in zip(own, x, x0))
-                    if st.held_ns and st.held_by is not None:
-                        held_by = describe_task(st.held_by)
-                if held0[0] > st.held_ns:
-                    st.held_ns, st.held_by = held0
+                    waker = st.held[1]
+                    if waker is not None:
+                        held_by = describe_task(waker)
+                if held0[0] > st.held[0]:
+                    st.held = held0
                 breakdown = live.breakdown = (
                     cp[0],
                     cp[2],

@@ -45,6 +45,8 @@ _FOLD_EVERY = 512
 #: Steps and timer callbacks at least this long are kept as parts a stall is cut along.
 PART_NS = 1_000_000
 MAX_PARTS = 4096
+NO_X = (0, 0, 0, 0, 0)
+NO_HELD: tuple[int, Any] = (0, None)
 
 
 class LoopState:
@@ -244,7 +246,7 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
                     t = now()
                     origin = ls.origin
                     st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns:
+                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
                         explain_wait(st, arg, ls)
                 if type(callback) is not StepCall:
                     callback = StepCall(callback, st, owner)
@@ -281,7 +283,7 @@ def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Call
                     t = now()
                     origin = ls.origin
                     st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns:
+                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
                         explain_wait(st, args[0] if len(args) == 1 else None, ls)
                 if type(callback) is not StepCall:
                     callback = StepCall(callback, st, owner)
@@ -324,14 +326,10 @@ def _explain(st: TaskState, waker: TaskState, ready: int) -> None:
         return
     cpu, blocked, sched, io, ex = waker.critical_at(ready)
     sched -= begin - waker.created_ns  # before ``begin`` the waker was only waiting to start
-    st.xcpu += cpu
-    st.xblocked += blocked
-    st.xsched += sched
-    st.xio += io - (ready - begin)
-    st.xexec += ex
-    if ready - begin > st.held_ns:
-        st.held_ns = ready - begin
-        st.held_by = waker
+    xcpu, xblocked, xsched, xio, xexec = st.x
+    st.x = (xcpu + cpu, xblocked + blocked, xsched + sched, xio + io - (ready - begin), xexec + ex)
+    if ready - begin > st.held[0]:
+        st.held = (ready - begin, waker)
 
 
 class DoneCall:
@@ -440,8 +438,7 @@ class TaskState:
         "done",
         "exec_ns",
         "first_ns",
-        "held_by",
-        "held_ns",
+        "held",
         "io_ns",
         "jobs",
         "last_end_ns",
@@ -462,11 +459,7 @@ class TaskState:
         "step_ready",
         "steps",
         "task_ref",
-        "xblocked",
-        "xcpu",
-        "xexec",
-        "xio",
-        "xsched",
+        "x",
     )
 
     def __init__(self, ls: LoopState, created_ns: int) -> None:
@@ -501,10 +494,10 @@ class TaskState:
         # (start of the running step, its off-CPU fraction): the lag watchdog's estimate while
         # it samples a long step, taken into blocked_ns when the step ends
         self.offcpu: tuple[int, float] | None = None
-        # Critical path = own totals + these (they sum to 0): waits other tasks explained.
-        self.xcpu = self.xblocked = self.xsched = self.xio = self.xexec = 0
-        self.held_ns = 0  # the longest wait another task explained, and that task
-        self.held_by: TaskState | None = None
+        # Critical path = own totals + x, (cpu, blocked, sched, io, executor) summing to 0: the
+        # waits other tasks explained. A new tuple per explanation, so a span compares identity.
+        self.x: tuple[int, int, int, int, int] = NO_X
+        self.held: tuple[int, TaskState | None] = NO_HELD  # the longest explained wait, and its waker
 
     # ----------------------------------------------------------- the steps
 
@@ -679,13 +672,8 @@ class TaskState:
         if self.done and not self.start_ns and t > self.last_end_ns:
             sched += t - self.last_end_ns
         blocked = self.blocked_at(t)
-        return (
-            run - blocked + self.xcpu,
-            blocked + self.xblocked,
-            sched + self.xsched,
-            io + self.xio,
-            ex + self.xexec,
-        )
+        xcpu, xblocked, xsched, xio, xexec = self.x
+        return (run - blocked + xcpu, blocked + xblocked, sched + xsched, io + xio, ex + xexec)
 
 
 def state_of_done(task: Any) -> str:
