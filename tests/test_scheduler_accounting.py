@@ -437,3 +437,20 @@ def test_take_all_takes_each_item_once_while_another_thread_appends() -> None:
     thread.join()
     taken.extend(take_all(items))
     assert taken == list(range(20_000)) and items == []
+
+
+def test_a_tasks_wake_up_wrapper_is_reused_once_it_ran(clock: FakeClock, loop_state: LoopState) -> None:
+    """No allocation per wake-up: the task's StepCall is scheduled again once it has run; a
+    wake-up scheduled while the last one is still pending gets a wrapper of its own."""
+    st = TaskState(loop_state, clock.now_ns())
+    task = FakeTask(clock, [cpu(MS), cpu(MS), cpu(MS)])
+    first = st.step_call(task.step, task)
+    pending = st.step_call(task.step, task)
+    assert pending is not first
+    first()
+    assert first.st is None and first.callback is None  # lets go of the task once run
+    again = st.step_call(task.step, task)
+    assert again is first
+    pending()
+    again()
+    assert st.steps == 3 and st.done
