@@ -74,6 +74,7 @@ def _part(module: str) -> str:
         ("stats", {"*"}),
         ("_state", {"*"}),
         ("_durations", {"*"}),
+        ("_paths", {"*"}),
         ("report", {"sinks", "pytest", "cli", "probes", "session"}),
         ("sinks", {"pytest", "cli", "probes", "session"}),
     ],

@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._paths import PACKAGE_DIR
 from .._state import context as _context
-from ..probes._own import PACKAGE_DIR
 from ..probes._patch import Patch
 from ..probes.handles.sites import capture, site_of, stack_of
 from ..probes.handles.task_leaks import task_leak

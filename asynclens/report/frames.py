@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import sysconfig
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from .._paths import LIBRARY_DIRS as _LIBRARY_DIRS
+from .._paths import PACKAGE_DIR
 from .rundata import frame_label
 
 __all__ = [
@@ -39,21 +40,10 @@ PROGRAM: FrameKind = "program"
 LIBRARY: FrameKind = "library"
 ASYNCLENS: FrameKind = "asynclens"
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _LIBRARY_PARTS = re.compile(r"[/\\](?:site-packages|dist-packages|lib[/\\]python\d+(?:\.\d+)?t?|Lib)[/\\]")
 _FRAME = re.compile(r"^(?P<path>.*?):(?P<line>\d+|\?|None)(?P<rest>(?: in .*)?)$", re.S)
 
 
-def _library_dirs() -> tuple[str, ...]:
-    dirs = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.abspath(path) + os.sep)
-    return tuple(sorted(dirs))
-
-
-_LIBRARY_DIRS = _library_dirs()
 _cache: dict[str, FrameKind] = {}
 
 
@@ -66,7 +56,7 @@ def _split(frame: str) -> tuple[str, str]:
 
 
 def _ours(path: str) -> bool:
-    if path.startswith(_PACKAGE_DIR):
+    if path.startswith(PACKAGE_DIR):
         return True
     # recorded elsewhere: ".../asynclens/tracing/spans.py" where this package has tracing/spans.py
     norm = "/" + path.replace("\\", "/")
@@ -74,7 +64,7 @@ def _ours(path: str) -> bool:
     if at < 0:
         return False
     inner = norm[at + len("/asynclens/") :]
-    return bool(inner) and os.path.isfile(os.path.join(_PACKAGE_DIR, *inner.split("/")))
+    return bool(inner) and os.path.isfile(os.path.join(PACKAGE_DIR, *inner.split("/")))
 
 
 def classify_path(path: str) -> FrameKind:

@@ -23,7 +23,7 @@ import sysconfig
 from types import CodeType, FrameType
 from typing import Any
 
-from .._own import PACKAGE_DIR
+from ..._paths import PACKAGE_DIR
 
 __all__ = ["capture", "capture_from", "code_location", "is_user_code", "line_at", "site_of", "stack_of"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import linecache
 import os
 import re
-import sysconfig
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any
 
-from .._own import PACKAGE_DIR
+from ..._paths import LIBRARY_DIRS as _LIBRARY_DIRS
+from ..._paths import PACKAGE_DIR
 
 __all__ = [
     "FrameKey",
@@ -32,16 +32,6 @@ FrameKey = tuple[str, int, str]
 
 
 
-def _library_dirs() -> tuple[str, ...]:
-    dirs = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.abspath(path) + os.sep)
-    return tuple(sorted(dirs))
-
-
-_LIBRARY_DIRS = _library_dirs()
 _user_cache: dict[str, bool] = {}
 
 

@@ -21,7 +21,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from .._own import PACKAGE_DIR
+from ..._paths import PACKAGE_DIR
 
 __all__ = ["HAS_AWAITED_BY", "await_chain", "awaiter_frames", "awaiters", "format_frame", "running_chain", "task_stack"]
 

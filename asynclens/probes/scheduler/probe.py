@@ -34,12 +34,12 @@ from types import MappingProxyType
 from typing import Any
 
 from ..._durations import format_ns
+from ..._paths import PACKAGE_DIR
 from ..._state.context import current_span as _span_var
 from ...records import SchedSnapshot, TaskRecord, fast_constructor
 from ...stats import Histogram
 from ...tracing import executor as _executor
 from ...tracing import spans as tracing
-from .._own import PACKAGE_DIR
 from .._patch import Patch
 from .asyncstack import running_chain, task_stack
 from .gc import GcWatcher
