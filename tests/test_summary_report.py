@@ -29,7 +29,7 @@ def test_sections_in_order() -> None:
     heads = [line for line in text.splitlines() if line and not line.startswith(" ")]
     assert heads == [
         "asynclens: 7 spans in 100.0 ms (1 failed, 0 cancelled)",
-        "Slowest spans  (cpu: on-CPU, sched: ready but waiting for the loop)",
+        "Slowest spans  (cpu: on-CPU, blocked: in a call, sched: ready but waiting for the loop)",
         "Spans by name",
         "Failed spans: 1",
         "Event loop stalls: 2 (1 cpu, 1 unknown), blocked 23.0 ms in total, longest 20.0 ms",
@@ -44,7 +44,8 @@ def test_sections_in_order() -> None:
 def test_breakdown_and_details() -> None:
     lines = full_summary().splitlines()
     handler = next(line for line in lines if "GET /user [Task-1]" in line)
-    assert handler.split()[:10] == ["75.0", "ms", "15.0", "ms", "5.0", "ms", "40.0", "ms", "10.0", "ms"]
+    # wall, cpu, blocked (a record from before blocked_ns: not measured), sched, io wait, executor
+    assert handler.split()[:11] == ["75.0", "ms", "15.0", "ms", "-", "5.0", "ms", "40.0", "ms", "10.0", "ms"]
     assert any("20.0 ms  cpu" in line and "app.py:41 in handle_search ← parse" in line for line in lines)
     # lag: count-weighted mean of the windows ((5*0.5 + 3*7) / 8 ms), worst p99, duration-weighted ELU
     assert "  min 100.0 µs  mean 2.9 ms  max 20.0 ms  worst window p99 20.0 ms  p99.9 20.0 ms" in lines
@@ -105,7 +106,7 @@ def test_live_probe_lines_stand_in_for_record_figures_without_repeating_them() -
     heads = [line for line in lines if line and not line.startswith(" ")]
     assert heads == [
         "asynclens: 7 spans in 100.0 ms (1 failed, 0 cancelled)",
-        "Slowest spans  (cpu: on-CPU, sched: ready but waiting for the loop)",
+        "Slowest spans  (cpu: on-CPU, blocked: in a call, sched: ready but waiting for the loop)",
         "Spans by name",
         "Failed spans: 1",
         "Event loop: 2 stalls, worst 20.0 ms at app.py:41",

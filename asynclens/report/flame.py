@@ -7,8 +7,11 @@ Its weights are its *self* time:
 * wall: its duration minus the time at least one child span was running
   (children that ran concurrently are each counted in full, so a parent's
   subtree can be wider than the parent itself: it adds up work, not elapsed time);
-* cpu: its ``cpu_ns`` minus the ``cpu_ns`` of its children in the same task and
-  thread (``0`` when the scheduler probe did not measure it).
+* cpu: its own task's on-CPU time (``own_breakdown`` when its critical path went
+  through other tasks, else ``cpu_ns``) minus that of its children in the same
+  task and thread (``0`` when the scheduler probe did not measure it). The
+  critical-path ``cpu_ns`` would count a child task's CPU under the parent too,
+  and again under the child's own spans. Time blocked in a call is not CPU.
 
 Stalls add stacks under a ``[event loop stall]`` root: the sampled Python stacks
 of the blocked loop, the stall's duration split over the samples by count. The
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .breakdown import own_or_critical
 from .frames import shown_frames
 from .rundata import RunData, RunPart
 
@@ -71,13 +75,18 @@ def span_stacks(part: RunPart) -> Iterator[tuple[tuple[str, ...], Any, int, int]
     for s in spans:
         kids = children.get(s.span_id, ())
         wall = _self_wall(s, kids) if kids else max(0, s.end_ns - s.start_ns)
-        cpu = getattr(s, "cpu_ns", None) or 0
+        cpu = _own_cpu(s)
         if cpu and kids:
             for k in kids:
                 if k.task == s.task and k.thread_id == s.thread_id:
-                    cpu -= getattr(k, "cpu_ns", None) or 0
+                    cpu -= _own_cpu(k)
             cpu = max(0, cpu)
         yield path_of(s), s, wall, cpu
+
+
+def _own_cpu(span: Any) -> int:
+    parts = own_or_critical(span)
+    return parts[0] if parts is not None else 0
 
 
 def _samples_of(stall: Any, full: bool) -> list[tuple[tuple[str, ...], int]]:

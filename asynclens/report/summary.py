@@ -12,7 +12,6 @@ sections readable at 100 columns; ANSI colour only when asked (a TTY).
 from __future__ import annotations
 
 import heapq
-import os
 import re
 import shutil
 import sys
@@ -23,11 +22,20 @@ from typing import Any
 
 from .._durations import format_ns
 from ..records import Record, Span
+from . import breakdown as _bd
 from .frames import clean_frame, clean_path
 from .leaks import endpoints, group_leaks
 from .rundata import RunData
 
-__all__ = ["NameStats", "SpanAggregates", "format_ns", "render_summary", "summary_from_run", "summary_width"]
+__all__ = [
+    "NameStats",
+    "SpanAggregates",
+    "format_ns",
+    "recorded_blind_spots",
+    "render_summary",
+    "summary_from_run",
+    "summary_width",
+]
 
 #: The width of the summary when it is not shown on a terminal (a file, the HTML report).
 WIDTH = 100
@@ -117,8 +125,9 @@ class SpanAggregates:
         self.leak_pairs = 0  # socket + transport of one connection, counted once
         self._unpaired: Counter[tuple[str, str]] = Counter()
         self.handles_closed = 0
-        # per name, from span records that carry the scheduler's breakdown:
-        # [count, wall, cpu, sched, io, executor]
+        # per name, from span records that carry the scheduler's breakdown: [count, wall,
+        # cpu, blocked, sched, io, executor (critical path), the same five of the spans'
+        # own tasks, spans whose critical path went through other tasks]
         self.breakdown: dict[str, list[int]] = {}
         self._span_ends: OrderedDict[int, int] = OrderedDict()
         self.outlived: list[list[Any]] = []  # [task, span name, by ns or None, span id, done ns]
@@ -160,19 +169,22 @@ class SpanAggregates:
             heapq.heappush(self._slowest, entry)
         elif entry > self._slowest[0]:
             heapq.heapreplace(self._slowest, entry)
-        if span.cpu_ns is not None:
+        critical = _bd.critical(span)
+        if critical is not None:
             parts = self.breakdown.get(span.name)
             if parts is None:
                 if len(self.breakdown) >= self.max_names:
-                    parts = self.breakdown.setdefault("(other names)", [0] * 6)
+                    parts = self.breakdown.setdefault("(other names)", [0] * 13)
                 else:
-                    parts = self.breakdown[span.name] = [0] * 6
+                    parts = self.breakdown[span.name] = [0] * 13
+            own = _bd.own(span)
             parts[0] += 1
             parts[1] += duration
-            parts[2] += span.cpu_ns
-            parts[3] += span.sched_wait_ns or 0
-            parts[4] += span.io_wait_ns or 0
-            parts[5] += span.executor_ns or 0
+            for i, value in enumerate(critical):
+                parts[2 + i] += value
+            for i, value in enumerate(own or critical):
+                parts[7 + i] += value
+            parts[12] += own is not None
         ends = self._span_ends
         ends[span.span_id] = span.end_ns
         if len(ends) > _RECENT_SPANS:
@@ -483,11 +495,21 @@ def _span_line(span: Span, style: _Style) -> str:
     elif span.status == "cancelled":
         status = f" ({_clip(str(span.error_type or 'cancelled'), 24)})"
     head = (
-        f"  {format_ns(span.duration_ns):>9} {cell(span.cpu_ns)} {cell(span.sched_wait_ns)}"
+        f"  {format_ns(span.duration_ns):>9} {cell(span.cpu_ns)} {cell(span.blocked_ns)} {cell(span.sched_wait_ns)}"
         f" {cell(span.io_wait_ns)} {cell(span.executor_ns)}  "
     )
     name = _one_line(f"{span.name}{where}")
-    return head + name + (style.bad(status) if span.status == "error" else style.warn(status))
+    line = head + name + (style.bad(status) if span.status == "error" else style.warn(status))
+    notes = []
+    own = _bd.own(span)
+    if own is not None:
+        notes.append(f"own task: {_bd.text(own)}")
+    held = _bd.held_up_by(span)
+    if held:
+        notes.append(f"held up by {_one_line(held)}")
+    if notes:
+        line += "\n" + style.dim(" " * 12 + "↳ " + "; ".join(notes))
+    return line
 
 
 def _culprit(stall: Any) -> str:
@@ -539,8 +561,11 @@ def render_summary(
     slowest = a.slowest()
     if slowest:
         lines.append("")
-        lines.append(st.head("Slowest spans") + st.dim("  (cpu: on-CPU, sched: ready but waiting for the loop)"))
-        lines.append(f"  {'wall':>9} {'cpu':>9} {'sched':>9} {'io wait':>9} {'executor':>9}  name [task]")
+        lines.append(
+            st.head("Slowest spans")
+            + st.dim("  (cpu: on-CPU, blocked: in a call, sched: ready but waiting for the loop)")
+        )
+        lines.append(f"  {'wall':>9} {'cpu':>9} {'blocked':>9} {'sched':>9} {'io wait':>9} {'executor':>9}  name [task]")
         lines.extend(_span_line(s, st) for s in slowest)
         lines.append("")
         lines.append(st.head("Spans by name"))
@@ -582,6 +607,9 @@ def render_summary(
             cause = str(getattr(stall, "cause", None) or "?")
             head = f"  {format_ns(duration):>9}  {cause:<8} "
             lines.append(head + _one_line(f"{_culprit(stall)}  ← {who}"))
+            episode = _bd.parts_text(stall)
+            if episode:
+                lines.append(" " * len(head) + _one_line(episode))
     if a.lag.windows and not live_lag:
         lag = a.lag
         lines.append("")
@@ -685,9 +713,11 @@ def _breakdown_lines(a: SpanAggregates) -> list[str]:
         return []
     lines = ["  where span time went, by name:"]
     ranked = sorted(a.breakdown.items(), key=lambda kv: kv[1][1], reverse=True)
-    for name, (count, wall, cpu, sched, io, ex) in ranked[:5]:
-        text = f"{_one_line(name)} {format_ns(wall)} = {format_ns(cpu)} CPU + {format_ns(sched)} starved by the loop"
-        text += f" + {format_ns(io)} I/O" + (f" + {format_ns(ex)} executor" if ex else "")
+    for name, parts in ranked[:5]:
+        count, wall, critical, own, differed = parts[0], parts[1], parts[2:7], parts[7:12], parts[12]
+        text = f"{_one_line(name)} {format_ns(wall)} = {_bd.text(critical, always=(0, 2, 3))}"
+        if differed:
+            text += f"; own tasks: {_bd.text(own)}"
         lines.append(f"    {count}× {text}")
     return lines
 
@@ -748,4 +778,24 @@ def summary_from_run(data: RunData, *, color: bool = False, width: int | None = 
                 ended = next((s.end_ns for s in part.spans if s.span_id == entry[3]), None)
                 entry[2] = entry[4] - ended if ended is not None else None
     first, last = data.extent()
-    return render_summary(aggregates, None, max(0, last - first), {"problems": data.problems()}, color=color, width=width)
+    return render_summary(
+        aggregates,
+        None,
+        max(0, last - first),
+        {"problems": data.problems()},
+        color=color,
+        blind_spots=recorded_blind_spots(data),
+        width=width,
+    )
+
+
+def recorded_blind_spots(data: RunData) -> list[str]:
+    """The ``Not measured: ...`` lines the runs' sessions recorded (their ``session_end``
+    statistics), each prefixed with its run when there are several."""
+    out = []
+    for part in data.parts:
+        stats = getattr(part.end, "statistics", None) or {}
+        lines = stats.get("blind_spots") if hasattr(stats, "get") else None
+        for line in lines or ():
+            out.append(f"{part.label}: {line}" if len(data.parts) > 1 else str(line))
+    return out

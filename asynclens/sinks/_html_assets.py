@@ -84,6 +84,13 @@ function fmt(us) {
   return (us / 1e6).toFixed(2) + ' s';
 }
 function hue(i) { return 30 + (i * 137.508) % 280; }
+// the breakdown's parts, in the order of the records' fields (cpu, blocked, sched, I/O, executor)
+var PARTS = [['#12b76a', 'on CPU'], ['#d92d20', 'blocked in a call'], ['#f79009', 'waiting for the loop'], ['#98a2b3', 'waiting for I/O'], ['#7a5af8', 'executor']];
+function breakdownText(values) {
+  var out = [];
+  values.forEach(function (v, k) { if (v > 0 || k === 0) out.push(fmt(v) + ' ' + PARTS[k][1]); });
+  return out.join(' + ');
+}
 function showTip(ev, text) {
   tip.textContent = text; tip.style.display = 'block';
   var x = ev.clientX + 14, y = ev.clientY + 14;
@@ -140,7 +147,7 @@ function header() {
 function timeline() {
   var T = D.timeline, spans = T.spans, tracks = T.tracks;
   var s = section('tl', 'Timeline: tasks and spans',
-    'One row per task (or thread). Click a span to connect the slivers of its request across tasks; drag to pan, ctrl+wheel or the buttons to zoom, double-click to reset.');
+    'One row per task (or thread). Click a span to connect the slivers of its request across tasks and to see its breakdown (along its critical path) and the child task that held it up; drag to pan, ctrl+wheel or the buttons to zoom, double-click to reset.');
   if (!spans.length) { add(s, el('p', 'empty', 'No spans were recorded. Decorate functions with @asynclens.trace or use asynclens.span().')); return; }
   var LABEL = 190, BAR = 15, AXIS = 22, PAD = 5;
   var rowTop = [], y = AXIS;
@@ -151,7 +158,7 @@ function timeline() {
   var end = D.duration_us;
   spans.forEach(function (sp) { if (sp[2] + sp[3] > end) end = sp[2] + sp[3]; });
   var view = { t0: 0, t1: Math.max(end, 1) };
-  var selTrace = -1, selSpan = -1;
+  var selTrace = -1, selSpan = -1, selHeld = -1;
 
   var tools = el('div', 'tools');
   var zin = el('button', null, 'zoom in'), zout = el('button', null, 'zoom out'), zreset = el('button', null, 'reset');
@@ -198,6 +205,7 @@ function timeline() {
         ctx.fillStyle = sp[6] === 1 ? 'hsla(4,75%,52%,' + (dim ? 0.25 : 1) + ')' : 'hsla(' + hue(sp[4]) + ',55%,' + (sp[6] === 2 ? '78%' : '66%') + ',' + (dim ? 0.22 : 1) + ')';
         ctx.fillRect(x0, by, w, BAR - 2);
         if (i === selSpan) { ctx.strokeStyle = '#111'; ctx.lineWidth = 2; ctx.strokeRect(x0, by, w, BAR - 2); }
+        if (i === selHeld) { ctx.strokeStyle = '#d92d20'; ctx.lineWidth = 2; ctx.setLineDash([4, 2]); ctx.strokeRect(x0, by, w, BAR - 2); ctx.setLineDash([]); }
         if (w > 30) { ctx.fillStyle = dim ? 'rgba(0,0,0,0.35)' : '#111'; ctx.fillText(clipText(ctx, STR[sp[4]], w - 4), x0 + 2, by + BAR - 5); }
       }
     }
@@ -214,6 +222,20 @@ function timeline() {
         ctx.beginPath(); ctx.arc(x, y0, 2.5, 0, 6.3); ctx.fill();
         ctx.beginPath(); ctx.moveTo(x - 3.5, y1 - 5 * Math.sign(y1 - y0)); ctx.lineTo(x + 3.5, y1 - 5 * Math.sign(y1 - y0)); ctx.lineTo(x, y1); ctx.fill();
       });
+    }
+    if (selHeld >= 0) {  // the child that held the selected span up: an arrow from where its work ended
+      var hs = spans[selHeld], ss = spans[selSpan];
+      var hx = xOf(Math.min(hs[2] + hs[3], ss[2] + ss[3]));
+      if (hx >= LABEL && hx <= W) {
+        var hy = rowTop[hs[0]] - top + PAD + hs[1] * BAR + (BAR - 2) / 2;
+        var sy = rowTop[ss[0]] - top + PAD + ss[1] * BAR + (BAR - 2) / 2;
+        var dir = Math.sign(sy - hy) || 1;
+        ctx.strokeStyle = '#d92d20'; ctx.fillStyle = '#d92d20'; ctx.lineWidth = 1.5; ctx.setLineDash([4, 3]);
+        ctx.beginPath(); ctx.moveTo(hx, hy); ctx.lineTo(hx, sy - 5 * dir); ctx.stroke(); ctx.setLineDash([]);
+        ctx.beginPath(); ctx.moveTo(hx - 4, sy - 6 * dir); ctx.lineTo(hx + 4, sy - 6 * dir); ctx.lineTo(hx, sy); ctx.fill();
+        var note = 'held up by ' + (T.info[selSpan] || {}).held;
+        ctx.font = '11px system-ui, sans-serif'; ctx.fillText(clipText(ctx, note, Math.max(0, W - hx - 8)), hx + 5, (hy + sy) / 2);
+      }
     }
     // labels column and axis on top
     ctx.fillStyle = '#f8f9fb'; ctx.fillRect(0, 0, LABEL - 4, H);
@@ -248,24 +270,34 @@ function timeline() {
   function describe(i) {
     var sp = spans[i], info = T.info[i] || {};
     var lines = [STR[sp[4]] + '  ' + fmt(sp[3]), 'row: ' + tracks[sp[0]].name, 'starts at ' + fmt(sp[2])];
-    if (sp[8] >= 0) lines.push('cpu ' + fmt(sp[8]) + ' · waiting for loop ' + fmt(sp[9]) + ' · I/O wait ' + fmt(sp[10]) + ' · executor ' + fmt(sp[11]));
+    if (sp[8] >= 0) lines.push('cpu ' + fmt(sp[8]) + ' · blocked in a call ' + fmt(sp[9]) + ' · waiting for loop ' + fmt(sp[10]) + ' · I/O wait ' + fmt(sp[11]) + ' · executor ' + fmt(sp[12]));
+    if (info.own) lines.push('own task: ' + breakdownText(info.own));
+    if (info.held) lines.push('held up by ' + info.held);
     if (info.error) lines.push('error: ' + info.error);
     if (sp[6] === 2) lines.push('cancelled');
     return lines.join('\n');
   }
+  function breakdownBar(values, total, title) {
+    var bar = el('div', 'bar'), legend = el('div', 'legend');
+    if (title) legend.appendChild(document.createTextNode(title));
+    values.forEach(function (v, k) {
+      var c = PARTS[k];
+      if (v > 0) { var seg = el('div'); seg.style.width = (100 * v / Math.max(total, 1)) + '%'; seg.style.background = c[0]; bar.appendChild(seg); }
+      if (v > 0 || k !== 1) { var key = el('i'); key.style.background = c[0]; legend.appendChild(key); legend.appendChild(document.createTextNode(c[1] + ' ' + fmt(v))); }
+    });
+    add(detail, bar, legend);
+  }
   function select(i) {
     selSpan = i; selTrace = i >= 0 ? spans[i][5] : -1;
+    selHeld = i >= 0 && T.info[i] && T.info[i].held_span !== undefined ? T.info[i].held_span : -1;
     detail.textContent = '';
     if (i < 0) { detail.style.display = 'none'; draw(); return; }
     var sp = spans[i], info = T.info[i] || {};
     detail.style.display = 'block';
     add(detail, el('b', null, STR[sp[4]]), document.createTextNode('  ' + fmt(sp[3]) + ' on ' + tracks[sp[0]].name));
-    if (sp[8] >= 0) {
-      var bar = el('div', 'bar'), parts = [[sp[8], '#12b76a', 'on CPU'], [sp[9], '#f79009', 'waiting for the loop'], [sp[10], '#98a2b3', 'waiting for I/O'], [sp[11], '#7a5af8', 'executor']];
-      var legend = el('div', 'legend');
-      parts.forEach(function (p) { if (p[0] > 0) { var seg = el('div'); seg.style.width = (100 * p[0] / Math.max(sp[3], 1)) + '%'; seg.style.background = p[1]; bar.appendChild(seg); } var k = el('i'); k.style.background = p[1]; legend.appendChild(k); legend.appendChild(document.createTextNode(p[2] + ' ' + fmt(p[0]))); });
-      add(detail, bar, legend);
-    }
+    if (sp[8] >= 0) breakdownBar(sp.slice(8, 13), sp[3], info.own ? 'critical path: ' : null);
+    if (info.own) breakdownBar(info.own, sp[3], 'own task: ');
+    if (info.held) add(detail, el('div', null, 'held up by ' + info.held + (selHeld >= 0 ? ' (red dashed arrow: where its work ended, on ' + tracks[spans[selHeld][0]].name + ')' : '')));
     if (info.error) add(detail, el('div', null, 'error: ' + info.error));
     if (info.attrs) { var pre = el('pre'); pre.textContent = Object.keys(info.attrs).map(function (k) { return k + ' = ' + JSON.stringify(info.attrs[k]); }).join('\n'); detail.appendChild(pre); }
     var same = []; spans.forEach(function (o, j) { if (o[5] === selTrace) same.push(j); });
@@ -431,7 +463,7 @@ function lagChart() {
   L.forEach(function (r) { if (r[4] !== null) svg.appendChild(svgEl('circle', { cx: x((r[0] + r[1]) / 2), cy: y(r[4]), r: 2.5, fill: '#f79009' })); });
   stalls.forEach(function (st) {
     var m = svgEl('circle', { cx: x(st.t + st.dur / 2), cy: y(st.dur / 1000), r: 4, fill: '#d92d20', stroke: '#fff', 'stroke-width': 1 });
-    var title = svgEl('title', {}); title.textContent = 'stall at ' + fmt(st.t) + ': blocked ' + fmt(st.dur) + ' (' + st.cause + ') at ' + st.culprit; m.appendChild(title);
+    var title = svgEl('title', {}); title.textContent = 'stall at ' + fmt(st.t) + ': blocked ' + fmt(st.dur) + ' (' + st.cause + ') at ' + st.culprit + (st.episode ? '\n' + st.episode : ''); m.appendChild(title);
     svg.appendChild(m);
   });
   L.forEach(function (r) {
@@ -478,11 +510,12 @@ function stackCell(r, prefix) {
   c.appendChild(d); return c;
 }
 function stallsTable() {
-  var s = section('stalls', 'Event loop stalls', 'Times the loop was blocked longer than the threshold: the blocking line (culprit), what kind of block, and the task and span that were running.');
+  var s = section('stalls', 'Event loop stalls', 'Times the loop was blocked longer than the threshold: the blocking line (culprit), what kind of block, and the task and span that were running. An episode is a blocked stretch made of shorter callbacks; its biggest parts are listed under the culprit.');
   if (!D.stalls.length) { add(s, el('p', 'empty', D.counts.stall === undefined ? 'No stalls recorded (or the lag monitor was off).' : 'No stalls.')); return; }
   table(s, ['at', 'blocked for', 'cause', 'culprit line', 'task', 'span', 'stack'], D.stalls, function (r) {
     var cause = el('td'); cause.appendChild(el('span', 'cause', r.cause));
     var culprit = el('td'); culprit.appendChild(el('code', null, r.culprit));
+    if (r.episode) culprit.appendChild(el('div', 'hint', r.episode));
     return [td(fmt(r.t), 'num'), td(fmt(r.dur), 'num'), cause, culprit, td(r.task || '-'), td(r.span || '-'), stackCell(r, 'stack')];
   });
 }

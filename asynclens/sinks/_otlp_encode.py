@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..report.breakdown import FIELDS, held_up_by, own, part_text
 from ._metrics import Family, HistogramPoint, Point
 
 __all__ = ["SCOPE_NAME", "encode_metrics", "encode_spans", "encode_spans_json", "resource", "to_unix_offset"]
@@ -37,7 +38,9 @@ _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
 _AGGREGATION_CUMULATIVE = 2
 
-_BREAKDOWN = ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps", "max_sched_wait_ns")
+# the critical-path breakdown (sums to the span's duration), then the scheduler's counts
+_BREAKDOWN = ("cpu_ns", "blocked_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "steps", "max_sched_wait_ns")
+_OWN = tuple(f"asynclens.own.{name}" for name in FIELDS)
 
 
 def to_unix_offset(info: Any) -> int:
@@ -155,6 +158,10 @@ def _encode_span(span: Any, offset: int, trace_of: Mapping[int, int]) -> dict[st
     pairs.append(("thread.id", span.thread_id or None))
     for name in _BREAKDOWN:
         pairs.append((f"asynclens.{name}", getattr(span, name, None)))
+    own_task = own(span)
+    if own_task is not None:
+        pairs.extend(zip(_OWN, own_task))
+    pairs.append(("asynclens.held_up_by", held_up_by(span)))
     flags = _FLAG_SAMPLED | _FLAG_HAS_IS_REMOTE | (_FLAG_IS_REMOTE if getattr(span, "remote_parent", False) else 0)
     out = _span_dict(
         span.trace_id, span.span_id, span.parent_id, span.name, kind,
@@ -220,7 +227,7 @@ def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | N
     fields: tuple[str, ...]
     if kind == "stall":
         name, start, end, fields = "asynclens.stall", record.start_ns, record.end_ns, _STALL_FIELDS
-        extra: list[tuple[str, Any]] = [("asynclens.duration_ns", record.end_ns - record.start_ns)]
+        extra: list[tuple[str, Any]] = [("asynclens.duration_ns", record.end_ns - record.start_ns), *_episode(record)]
     elif kind == "gc":
         name, start, end, fields = "asynclens.gc", record.start_ns, record.end_ns, _GC_FIELDS
         extra = []
@@ -247,9 +254,17 @@ def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | N
     return out
 
 
+def _episode(stall: Any) -> list[tuple[str, Any]]:
+    """``asynclens.episode`` and its biggest parts as text (``asynclens.parts``) for a lag episode."""
+    if not getattr(stall, "episode", False):
+        return []
+    return [("asynclens.episode", True), ("asynclens.parts", [part_text(p) for p in getattr(stall, "parts", ()) or ()] or None)]
+
+
 def _stall_event(record: Any, offset: int) -> dict[str, Any]:
     attrs = _record_attrs(record, ("cause", "file", "line", "function", "task"))
     attrs.append(("asynclens.duration_ns", record.end_ns - record.start_ns))
+    attrs.extend(_episode(record))
     return {"timeUnixNano": str(record.start_ns + offset), "name": "asynclens.stall", "attributes": attributes(attrs)}
 
 

@@ -6,12 +6,19 @@ earliest session start):
 * each process is a Perfetto process (``process_name`` metadata);
 * each task (or thread, for spans outside tasks) is a named track; its spans
   are nested complete (``X``) slices with ids, status, attributes and the
-  on-CPU / scheduling / I/O breakdown in ``args``;
+  breakdown in ``args``: along the critical path (``cpu_ms``, ``blocked_ms``,
+  ``sched_wait_ms``, ``io_wait_ms``, ``executor_ms``; they sum to the slice), the
+  span's own task's figures under ``own`` when that path went through other
+  tasks, and ``held_up_by``;
 * task steps are slices on a ``<task> · steps`` track under the task;
 * flow arrows (``s``/``f``) join a span to its children in other tasks, threads
-  and executor jobs, and to linked spans: the "slivers" of one request;
-* stalls are instant events (culprit line and stack in ``args``) plus slices on
-  an ``event loop`` track; GC pauses and executor jobs are slices on their own
+  and executor jobs, and to linked spans: the "slivers" of one request; a
+  ``held up`` arrow goes from the end of the child task's span that held a span
+  up to that span (an arrow rather than an arg alone because Perfetto follows
+  arrows from either end and draws them on the timeline; the arg stays for a task
+  with no span of its own to point at);
+* stalls are instant events (culprit line and stack in ``args``; a lag
+  episode's biggest parts in ``parts``) plus slices on an ``event loop`` track; GC pauses and executor jobs are slices on their own
   tracks;
 * counters: event-loop lag (p50/p99/max, ms), ELU, open handles by kind, I/O
   rates and scheduling delay.
@@ -25,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import __version__
+from ..report import breakdown as _bd
 from ..report.fileformat import _fallback
 from ..report.frames import clean_frame, clean_path, shown_frames
 from ..report.rundata import DEFAULT_LIMIT, RunData, RunPart
@@ -178,6 +186,20 @@ class _Builder:
                     ltid, lspan = linked
                     at = min(max(span.start_ns, lspan.start_ns), lspan.end_ns)
                     self.flow(part, ltid, at, tid, span.start_ns, "link")
+        holders: _bd.HolderIndex | None = None
+        for span in part.spans:
+            held = _bd.held_up_by(span)
+            if not held:
+                continue
+            if holders is None:
+                holders = _bd.HolderIndex(part.spans)
+            holder = holders.holder(span, held)
+            if holder is not None:
+                tid, _ = where[span.span_id]
+                htid, _ = where[holder.span_id]
+                # from just inside the holder's end (a flow binds to the slice enclosing it)
+                src = max(holder.start_ns, holder.end_ns - 1000)
+                self.flow(part, htid, src, tid, min(max(holder.end_ns, span.start_ns), span.end_ns), "held up")
         self._where = where
 
     def steps(self, part: RunPart, task_names: dict[tuple[int, Any], str]) -> None:
@@ -213,6 +235,8 @@ class _Builder:
                     "trace_id": _hex(getattr(stall, "trace_id", None), 32),
                     "span_id": _hex(getattr(stall, "span_id", None), 16),
                     "cpu_ms": _ms(getattr(stall, "cpu_ns", None)),
+                    "episode": True if getattr(stall, "episode", False) else None,
+                    "parts": [_bd.part_text(p) for p in getattr(stall, "parts", None) or ()],
                     **_stacks(getattr(stall, "stack", ()) or ()),
                     "async_stack": shown_frames(getattr(stall, "async_stack", ()) or ()),
                     "sampled": getattr(stall, "sampled", None),
@@ -388,10 +412,19 @@ def _span_args(span: Any) -> dict[str, Any]:
         args["status"] = span.status
         if span.error_type:
             args["error"] = f"{span.error_type}: {span.error_message}" if span.error_message else span.error_type
-    for name in ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns", "max_sched_wait_ns"):
-        value = getattr(span, name, None)
-        if value is not None:
+    critical = _bd.critical(span)
+    if critical is not None:
+        for name, value in zip(_bd.FIELDS, critical):
             args[name[:-3] + "_ms"] = _ms(value)
+    own = _bd.own(span)
+    if own is not None:
+        args["own"] = {name[:-3] + "_ms": _ms(value) for name, value in zip(_bd.FIELDS, own)}
+    held = _bd.held_up_by(span)
+    if held:
+        args["held_up_by"] = held
+    longest = getattr(span, "max_sched_wait_ns", None)
+    if longest is not None:
+        args["max_sched_wait_ms"] = _ms(longest)
     steps = getattr(span, "steps", None)
     if steps is not None:
         args["steps"] = steps

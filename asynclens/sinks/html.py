@@ -23,12 +23,14 @@ import time
 from typing import Any
 
 from .. import __version__
+from ..report import breakdown as _bd
+from ..report.breakdown import HolderIndex
 from ..report.fileformat import _fallback
 from ..report.flame import STALL_ROOT, weighted_stacks
 from ..report.frames import clean_frame, clean_path, split_stack
 from ..report.leaks import group_leaks
 from ..report.rundata import DEFAULT_LIMIT, RunData
-from ..report.summary import WIDTH, summary_from_run
+from ..report.summary import WIDTH, recorded_blind_spots, summary_from_run
 from ..report.tracks import assign_lanes, track_of
 from ._html_assets import CSS, JS
 from ._rendering import RenderingSink
@@ -104,9 +106,9 @@ def _timeline(data: RunData, strings: _Strings, origin: int) -> dict[str, Any]:
     for part, s in pairs:
         groups.setdefault((part.index, track_of(s)), []).append(s)
     tracks: list[dict[str, Any]] = []
-    rows: list[
-        list[Any]
-    ] = []  # per span: [track, depth, start_us, dur_us, name, trace, status, parent, cpu_us, sched_us, io_us, exec_us]
+    # per span: [track, depth, start_us, dur_us, name, trace, status, parent,
+    #            cpu_us, blocked_us, sched_us, io_us, exec_us] (the critical-path breakdown, -1: not measured)
+    rows: list[list[Any]] = []
     attrs: dict[int, Any] = {}
     index_of: dict[tuple[int, int], int] = {}
     trace_ids: dict[tuple[int, int], int] = {}
@@ -133,8 +135,11 @@ def _timeline(data: RunData, strings: _Strings, origin: int) -> dict[str, Any]:
             stack.append(s.end_ns)
             tracks[track]["depth"] = max(tracks[track]["depth"], depth + 1)
             flat.append((track, depth, (part, s)))
+    holders: dict[int, HolderIndex] = {}
     for i, (_, _, (part, s)) in enumerate(flat):
         index_of[(part.index, s.span_id)] = i
+        if s.task:
+            holders.setdefault(part.index, HolderIndex()).add(s)
     for track, depth, (part, s) in flat:
         shift = part.shift_ns - origin
         trace = trace_ids.setdefault((part.index, s.trace_id), len(trace_ids))
@@ -150,11 +155,19 @@ def _timeline(data: RunData, strings: _Strings, origin: int) -> dict[str, Any]:
             status,
             parent,
         ]
-        for name in ("cpu_ns", "sched_wait_ns", "io_wait_ns", "executor_ns"):
-            value = getattr(s, name, None)
-            row.append(_us(value) if isinstance(value, int) else -1)
+        critical = _bd.critical(s)
+        row.extend([_us(v) for v in critical] if critical is not None else [-1] * 5)
         rows.append(row)
         info: dict[str, Any] = {}
+        own = _bd.own(s)
+        if own is not None:
+            info["own"] = [_us(v) for v in own]
+        held = _bd.held_up_by(s)
+        if held:
+            info["held"] = _short(held)
+            holder = holders[part.index].holder(s, held) if part.index in holders else None
+            if holder is not None:  # the holder's span on its task's row: the timeline draws the arrow
+                info["held_span"] = index_of[(part.index, holder.span_id)]
         if s.attrs:
             info["attrs"] = {str(k): _short(v) for k, v in list(s.attrs.items())[:30]}
         if s.error_type:
@@ -246,6 +259,7 @@ def _stalls(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
                 "task": _short(getattr(s, "task", None)),
                 "span": _short(getattr(s, "span_name", None)),
                 "cpu": _us(s.cpu_ns) if isinstance(getattr(s, "cpu_ns", None), int) else None,
+                "episode": _bd.parts_text(s, limit=5),
                 **_stack_fields("stack", getattr(s, "stack", None)),
                 **_stack_fields("astack", getattr(s, "async_stack", None)),
             }
@@ -319,13 +333,7 @@ def _leaks(data: RunData, origin: int) -> tuple[list[dict[str, Any]], int]:
 
 def blind_spots(data: RunData) -> list[str]:
     """The ``Not measured: ...`` lines the runs' sessions recorded (first in the header)."""
-    out = []
-    for part in data.parts:
-        stats = getattr(part.end, "statistics", None) or {}
-        lines = stats.get("blind_spots") if hasattr(stats, "get") else None
-        for line in lines or ():
-            out.append(f"{part.label}: {line}" if len(data.parts) > 1 else str(line))
-    return out
+    return recorded_blind_spots(data)
 
 
 def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
