@@ -56,6 +56,12 @@ _SUFFIX_FORMATS = [  # longest first
     (".folded", "folded"),
     (".txt", "text"),
 ]
+_FULL_STACKS_HELP = (
+    "keep the standard library's and packages' frames in the stall stacks of the speedscope and folded"
+    " outputs (the HTML report and the Chrome trace carry both)"
+)
+#: The width of a text report written to a file.
+_FILE_WIDTH = 100
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _RUNPY = os.path.abspath(runpy.__file__).rsplit(".", 1)[0]
 
@@ -106,12 +112,17 @@ def _size(path: str) -> str:
 # ----------------------------------------------------------------- rendering
 
 
-def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) -> str:
-    """Render a :class:`~asynclens._rundata.RunData` in ``fmt`` (one of :data:`FORMATS` but jsonl)."""
-    if fmt == "text":
-        from .sinks.text import render_text
+def render(
+    data: Any, fmt: str, *, weight: str = "wall", color: bool = False, full_stacks: bool = False, width: int | None = None
+) -> str:
+    """Render a :class:`~asynclens.report.rundata.RunData` in ``fmt`` (one of :data:`FORMATS` but jsonl).
 
-        return render_text(data, color=color)
+    ``full_stacks``: stall stacks in the speedscope and folded outputs keep the libraries'
+    frames; ``width``: of the text report (default: the terminal's, else 100 columns)."""
+    if fmt == "text":
+        from .report.summary import summary_from_run
+
+        return summary_from_run(data, color=color, width=width) + "\n"
     if fmt == "html":
         from .sinks.html import render_html
 
@@ -125,11 +136,11 @@ def render(data: Any, fmt: str, *, weight: str = "wall", color: bool = False) ->
 
         from .sinks.speedscope import render_speedscope
 
-        return json.dumps(render_speedscope(data), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(render_speedscope(data, full_stacks=full_stacks), ensure_ascii=False, separators=(",", ":"))
     if fmt == "folded":
         from .sinks.folded import render_folded
 
-        return render_folded(data, weight)
+        return render_folded(data, weight, full_stacks=full_stacks)
     raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(f for f in FORMATS if f != 'jsonl')}")
 
 
@@ -163,7 +174,7 @@ def _print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
-def _sink_for(path: str, fmt: str, weight: str) -> Any:
+def _sink_for(path: str, fmt: str, weight: str, full_stacks: bool = False) -> Any:
     if fmt == "jsonl":
         from .sinks import JsonLinesSink
 
@@ -179,11 +190,11 @@ def _sink_for(path: str, fmt: str, weight: str) -> Any:
     if fmt == "speedscope":
         from .sinks.speedscope import SpeedscopeSink
 
-        return SpeedscopeSink(path)
+        return SpeedscopeSink(path, full_stacks=full_stacks)
     if fmt == "folded":
         from .sinks.folded import FoldedSink
 
-        return FoldedSink(path, weight=weight)
+        return FoldedSink(path, weight=weight, full_stacks=full_stacks)
     from .sinks.text import TextSink
 
     return TextSink(path)
@@ -231,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.format and not outputs:
         outputs = [f"asynclens-report{FORMATS[args.format]}"]
     _check_outputs(outputs)
-    sinks = [_sink_for(path, _format_of(path, args.format), args.weight) for path in outputs]
+    sinks = [_sink_for(path, _format_of(path, args.format), args.weight, args.full_stacks) for path in outputs]
     if args.module is not None:
         argv = [args.module, *args.target]
         target = args.module
@@ -411,7 +422,8 @@ def _report(args: argparse.Namespace) -> int:
         print(f"asynclens: error: {exc}", file=sys.stderr)
         return 1
     if not outputs:
-        text = render(data, formats[0], weight=args.weight, color=formats[0] == "text" and _use_color(args, sys.stdout))
+        color = formats[0] == "text" and _use_color(args, sys.stdout)
+        text = render(data, formats[0], weight=args.weight, color=color, full_stacks=args.full_stacks)
         sys.stdout.write(text)
         sys.stdout.flush()
         return 0
@@ -424,7 +436,7 @@ def _report(args: argparse.Namespace) -> int:
         if fmt not in rendered:
             if data.count > 200_000:
                 _status(args, f"rendering {data.count} records as {fmt}…")
-            rendered[fmt] = render(data, fmt, weight=args.weight)
+            rendered[fmt] = render(data, fmt, weight=args.weight, full_stacks=args.full_stacks, width=_FILE_WIDTH)
         try:
             write_text_atomically(path, rendered[fmt])
         except OSError as exc:  # the other outputs are still written
@@ -491,6 +503,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, like python -m (the last option)")
     run.add_argument("--name", help="a label for the run")
     run.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
+    run.add_argument("--full-stacks", action="store_true", help=_FULL_STACKS_HELP)
     run.add_argument(
         "--stall-threshold",
         type=_duration,
@@ -530,6 +543,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)"
     )
+    report.add_argument("--full-stacks", action="store_true", help=_FULL_STACKS_HELP)
     report.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour the text report")
     report.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     report.set_defaults(func=_report)

@@ -309,6 +309,11 @@ class Session:
         self._limit = 0  # spans still running now are counted as dropped when they end
         self._buffer.append(SessionEnd(end_ns=self.end_ns, statistics=MappingProxyType(self.statistics().as_dict())))
         self.flush()
+        # the HTML and text reports show the summary `run` prints (the probes know more than their records)
+        takers = [sink for sink in self._sinks if hasattr(sink, "set_summary") and id(sink) not in self._disabled]
+        text = self._guard("summary", self.summary) if takers else None
+        for sink in takers if text else ():
+            self._call_sink(sink, "set_summary", text)
         for sink in self._sinks:
             self._call_sink(sink, "close")
         self.state = "closed"

@@ -46,7 +46,7 @@ from . import patches as _handle_patches
 from . import tcp_counters as _tcp_counters
 from .registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
 from .task_leaks import task_leak
-from .text import handle_line, io_lines
+from .text import handle_line, io_lines, left_open
 from .transport_io import count_transport_io, remove_hooks
 
 __all__ = ["HandleProbe", "HandleStatistics"]
@@ -529,7 +529,7 @@ class HandleProbe:
         opened = ", ".join(f"{n} {k}" for k, n in stats.opened.items() if n)
         head = f"Handles: {sum(stats.opened.values())} opened ({opened or 'none'}), {stats.closed_by_gc} closed by GC"
         if not self._active:
-            head += f", {stats.leaks} left open or closed by GC at the end"
+            head += f", {left_open(self.leaks)} left open or closed by GC at the end"
         lines = [head]
         if self._active:
             current = self.open_handles()

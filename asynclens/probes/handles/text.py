@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._durations import format_ns
+from ..._leaks import left_open
 from ...records import HandleRecord, Leak
 
 if TYPE_CHECKING:
     from .probe import HandleProbe, HandleStatistics
 
-__all__ = ["format_bytes", "handle_line", "io_lines"]
+__all__ = ["format_bytes", "handle_line", "io_lines", "left_open"]
 
 
 def handle_line(record: HandleRecord | Leak) -> str:

@@ -40,6 +40,7 @@ class LoopBook:
         "cpu_ws",
         "exact",
         "expected",
+        "first_window_start",
         "gaps",
         "idle_ns",
         "idle_seen",
@@ -105,6 +106,9 @@ class LoopBook:
         self.ticks = 0
         # windows and ELU
         self.window_start = start_ns
+        # None: windows of window_ns. The monitor sets it when it starts; a window then lasts a
+        # 20th of the run so far (50 ms to window_ns), so a short run still gets a lag curve.
+        self.first_window_start: int | None = None
         self.window_skipped = 0
         self.window_stalls = 0
         self.stalls = 0
@@ -181,7 +185,10 @@ class LoopBook:
         if t - start > self.threshold_ns:
             self.gap(start, t, key)
         self.beat = t
-        if t - self.window_start >= self.window_ns:
+        first = self.first_window_start
+        if t - self.window_start >= (
+            self.window_ns if first is None else min(self.window_ns, max(50_000_000, (t - first) // 20))
+        ):
             self.roll(t, self._cpu() if self._cpu is not None else None)
 
     def tick_only_start(self, low: int, t: int) -> int:
@@ -351,7 +358,7 @@ class LoopMonitor(LoopBook):
         """Wrap the selector and start ticking (on the loop's thread, or before it runs)."""
         if self.closed or self.loop is None:
             return
-        self.beat = self.select_enter_ns = self.window_start = self._now()
+        self.beat = self.select_enter_ns = self.window_start = self.first_window_start = self._now()
         if not self.exact and self._cpu is not None:
             self.cpu_ws = self._cpu()  # install runs on the loop's thread
         if self._selector is not None:
