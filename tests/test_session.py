@@ -183,7 +183,7 @@ def test_summary_lists_slowest_spans_and_errors() -> None:
     text = s.summary()
     assert text.splitlines()[0] == "asynclens: 4 spans in 303.0 ms (1 failed, 0 cancelled)"
     slowest = text.split("Slowest spans")[1].splitlines()[2:]  # after the heading and column titles
-    assert slowest[0].split() == ["300.0", "ms", "-", "-", "-", "-", "slow"]
+    assert slowest[0].split() == ["300.0", "ms", "-", "-", "-", "-", "-", "slow"]  # cpu, blocked, sched, io, executor
     assert "  quick: ValueError: bad input" in text.splitlines()
     assert s.aggregates.by_name["quick"].count == 3
     assert s.aggregates.by_name["quick"].errors == 1
