@@ -55,7 +55,7 @@ def test_back_to_back_steps_over_the_threshold_are_separate_stalls() -> None:
         sampled(a, 0, [10 * MS, 30 * MS, 55 * MS], 10, [10 * MS, 30 * MS, 55 * MS]),  # on-CPU throughout
         sampled(b, 60 * MS, [70 * MS, 100 * MS, 130 * MS], 20, [55 * MS, 55 * MS, 56 * MS]),  # off-CPU
     ]
-    stalls = cut([(0, 60 * MS, a, None), (60 * MS, 140 * MS, b, None)], segments, 0, 141 * MS)
+    stalls = cut([(0, 60 * MS, a, None, None), (60 * MS, 140 * MS, b, None, None)], segments, 0, 141 * MS)
     assert [(s.start_ns, s.end_ns, s.task, s.line, s.cause, s.episode) for s in stalls] == [
         (0, 60 * MS, "burner", 10, "cpu", False),
         (60 * MS, 140 * MS, "sleeper", 20, "blocking", False),
@@ -66,13 +66,13 @@ def test_a_short_part_before_a_long_one_is_not_blamed_on_it() -> None:
     """40 ms of CPU then an 80 ms sleep: one 80 ms stall at the sleep; the 40 ms part is under the threshold."""
     a, b = FakeStep("burner"), FakeStep("sleeper")
     segments = [sampled(b, 40 * MS, [50 * MS, 90 * MS, 115 * MS], 20, [40 * MS, 40 * MS, 41 * MS])]
-    stalls = cut([(0, 40 * MS, a, None), (40 * MS, 120 * MS, b, None)], segments, 0, 121 * MS)
+    stalls = cut([(0, 40 * MS, a, None, None), (40 * MS, 120 * MS, b, None, None)], segments, 0, 121 * MS)
     assert [(s.start_ns, s.end_ns, s.task, s.cause) for s in stalls] == [(40 * MS, 120 * MS, "sleeper", "blocking")]
 
 
 def test_a_stretch_of_short_parts_is_one_episode_naming_each_share() -> None:
     steps = [FakeStep(f"t{i}") for i in range(6)]
-    parts = [(i * 15 * MS, (i + 1) * 15 * MS, st, None) for i, st in enumerate(steps)]
+    parts = [(i * 15 * MS, (i + 1) * 15 * MS, st, None, None) for i, st in enumerate(steps)]
     segments = [sampled(steps[4], 60 * MS, [62 * MS, 70 * MS], 33, [62 * MS, 70 * MS])]
     (episode,) = cut(parts, segments, 0, 90 * MS)
     assert episode.episode and (episode.start_ns, episode.end_ns) == (0, 90 * MS)
@@ -80,6 +80,17 @@ def test_a_stretch_of_short_parts_is_one_episode_naming_each_share() -> None:
     assert {p.duration_ns for p in episode.parts} == {15 * MS}
     named = {p.task: p for p in episode.parts}
     assert named["t4"].site == f"{APP}:33 in handler" and named["t4"].cause == "cpu"
+
+
+def test_a_step_sampled_once_gets_its_cause_from_its_own_cpu_clock_at_its_end() -> None:
+    """One sample cannot give a share; the step's end reads the loop thread's CPU clock."""
+    a = FakeStep("burner")
+    seg = sampled(a, 0, [45 * MS], 10, [45 * MS])
+    seg.thread_cpu_first = (45 * MS, 45 * MS)
+    (stall,) = cut([(0, 60 * MS, a, None, 60 * MS)], [seg], 0, 61 * MS)
+    assert (stall.cause, stall.cpu_ns) == ("cpu", 60 * MS)
+    (unknown,) = cut([(0, 60 * MS, a, None, None)], [seg], 0, 61 * MS)
+    assert unknown.cause == "unknown"
 
 
 def test_a_stretch_no_timed_part_explains_is_cut_from_the_samples() -> None:
@@ -168,3 +179,20 @@ def test_a_blocking_call_is_blocked_time_not_cpu(factory: Any) -> None:
     assert span.blocked_ns >= 150 * MS and span.cpu_ns < 100 * MS
     parts = (span.cpu_ns, span.blocked_ns, span.sched_wait_ns, span.io_wait_ns, span.executor_ns)
     assert sum(p or 0 for p in parts) == span.duration_ns
+
+
+def test_parts_recorded_while_the_scheduler_ran_stay_usable_after_it_stopped() -> None:
+    """A session stops the scheduler before the lag probe drains its last gaps."""
+    from asynclens.probes.lag.watchdog import loop_parts
+    from asynclens.probes.scheduler.steps import ATTR, LoopState
+
+    class Loop:
+        pass
+
+    loop = Loop()
+    ls = LoopState(None, loop, lambda: 0, None)
+    setattr(loop, ATTR, ls)
+    ls.add_part(0, 60 * MS, None, print)
+    ls.active = False
+    assert loop_parts(loop, 100 * MS) == [(0, 60 * MS, None, print, None)]
+    assert loop_parts(Loop(), 100 * MS) is None  # a loop the scheduler never watched

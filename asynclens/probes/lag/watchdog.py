@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..._state import context as _context
 from ...records import StackSample, Stall, StallPart
+from .._threads import thread_blocked_in_call, thread_busy_ns, thread_cpu_ns
 from ..scheduler.asyncstack import HAS_AWAITED_BY, awaiter_frames
 from ..scheduler.steps import ATTR as _SCHED_ATTR
 from ..scheduler.steps import LoopState as _SchedLoop
@@ -40,6 +39,7 @@ __all__ = [
     "classify",
     "split",
     "stalls_from_parts",
+    "thread_blocked_in_call",
     "thread_busy_ns",
     "thread_cpu_ns",
 ]
@@ -49,34 +49,9 @@ MAX_SAMPLES = 10_000
 PARK_MAX_S = 1.0  # a parked watchdog still looks around this often (closed loops, stops)
 IDLE_SLACK_NS = 2_000_000  # timers fire up to ~1 ms late by rounding alone (uvloop: ms resolution)
 MIN_CPU_SPAN_NS = 2_000_000  # CPU readings closer than this say little about a share
+MIN_OFFCPU_SAMPLES = 3  # samples of a step before its off-CPU share counts as blocked time
+MIN_OFFCPU_SHARE = 0.25  # less is GIL hand-offs to the watchdog and sampling noise, not a blocking call
 EPISODE_PARTS = 5  # contributors named in a lag episode
-
-
-def thread_cpu_ns(thread_id: int) -> int | None:
-    """CPU time of another thread (POSIX), or None where the platform can't tell."""
-    try:
-        return time.clock_gettime_ns(time.pthread_getcpuclockid(thread_id))
-    except (AttributeError, OSError, OverflowError):
-        return None
-
-
-def thread_busy_ns(thread_id: int) -> int | None:
-    """Time another thread was runnable: on a CPU, or waiting in the run queue for one
-    (Linux ``schedstat``), so that a CPU-bound stall on a loaded machine still reads as
-    CPU, not as a blocking call. Its CPU time where ``schedstat`` is not readable."""
-    thread = threading._active.get(thread_id)  # type: ignore[attr-defined]
-    native = getattr(thread, "native_id", None)
-    if native is not None:
-        try:
-            fd = os.open(f"/proc/self/task/{native}/schedstat", os.O_RDONLY)
-            try:
-                on_cpu, queued = os.read(fd, 128).split()[:2]
-            finally:
-                os.close(fd)
-            return int(on_cpu) + int(queued)
-        except (OSError, ValueError):
-            pass
-    return thread_cpu_ns(thread_id)
 
 
 class Segment:
@@ -85,9 +60,9 @@ class Segment:
 
     __slots__ = (
         "async_stack",
+        "blocked_votes",
         "cpu_first",
         "cpu_last",
-        "thread_cpu_first",
         "first_ns",
         "last_ns",
         "samples",
@@ -96,6 +71,8 @@ class Segment:
         "step",
         "task",
         "task_key",
+        "thread_cpu_first",
+        "votes",
     )
 
     def __init__(self, task_key: Any) -> None:
@@ -108,6 +85,8 @@ class Segment:
         self.cpu_last: tuple[int, int] | None = None  # ... and at the latest
         self.thread_cpu_first: tuple[int, int] | None = None  # (time, CPU time proper) at the first sample
         self.step: Any = None  # the scheduler's TaskState of the sampled step, if known
+        self.votes = 0  # samples that could tell whether the thread was in a blocking call
+        self.blocked_votes = 0  # ... and of those, how many found it in one
         self.task: str | None = None
         self.span: tuple[int, int, str] | None = None  # trace_id, span_id, name
         self.async_stack: tuple[str, ...] = ()
@@ -140,11 +119,17 @@ class Segment:
         if other.cpu_last is not None and (self.cpu_last is None or other.cpu_last[0] > self.cpu_last[0]):
             self.cpu_last = other.cpu_last
         self.step = self.step or other.step
+        self.votes += other.votes
+        self.blocked_votes += other.blocked_votes
         self.last_ns = max(self.last_ns, other.last_ns)
         self.samples += other.samples
 
     def cpu_fraction(self) -> float | None:
-        """The loop thread's on-CPU share between the first and the latest sample."""
+        """The loop thread's on-CPU share: the share of samples that did not find it in a
+        blocking system call where that can be read, else from its runnable time between
+        the first and the latest sample."""
+        if self.votes:
+            return 1.0 - self.blocked_votes / self.votes
         first, last = self.cpu_first, self.cpu_last
         if first is None or last is None or last[0] - first[0] < MIN_CPU_SPAN_NS:
             return None
@@ -296,13 +281,13 @@ def running_step(loop: Any) -> Any:
     return st if st is not None and st.start_ns else None
 
 
-def loop_parts(loop: Any, until_ns: int) -> list[tuple[int, int, Any, Any]] | None:
+def loop_parts(loop: Any, until_ns: int) -> list[tuple[int, int, Any, Any, int | None]] | None:
     """The long steps and timer callbacks the scheduler probe saw end by ``until_ns``
     on ``loop``; None when the probe does not watch it."""
     ls = getattr(loop, _SCHED_ATTR, None)
-    if type(ls) is not _SchedLoop or not ls.active:
+    if type(ls) is not _SchedLoop:
         return None
-    return ls.take_parts(until_ns)
+    return ls.take_parts(until_ns)  # also once the scheduler stopped: the last gaps drain after it
 
 
 def stalls_from_parts(
@@ -310,7 +295,7 @@ def stalls_from_parts(
     start: int,
     end: int,
     cpu_end: int | None,
-    parts: list[tuple[int, int, Any, Any]],
+    parts: list[tuple[int, int, Any, Any, int | None]],
     collection: Collection | None,
     threshold_ns: int,
     detected_ns: int,
@@ -326,12 +311,10 @@ def stalls_from_parts(
     segments = [seg for seg in collection.segments if seg.samples] if collection is not None else []
     # A part's own times are exact; the stretch's start is the last heartbeat, or an estimate
     # on loops whose only heartbeat is the tick: a part that began before it widens the stretch.
-    inside = sorted(
-        ((ps, pe, st, cb) for ps, pe, st, cb in parts if pe > start and ps < end), key=lambda p: (p[0], p[0] - p[1])
-    )
+    inside = sorted((p for p in parts if p[1] > start and p[0] < end), key=lambda p: (p[0], p[0] - p[1]))
     if inside:
         start = min(start, inside[0][0])
-    flat: list[tuple[int, int, Any, Any]] = []
+    flat: list[tuple[int, int, Any, Any, int | None]] = []
     for part in inside:  # an eager child's first step runs inside its parent's: keep the outer one
         if flat and part[1] <= flat[-1][1]:
             continue
@@ -374,10 +357,28 @@ def _merged(segments: list[Segment], lo: int, hi: int, step: Any = None) -> Segm
     return merged
 
 
-def _part_stall(loop_id: int, part: tuple[int, int, Any, Any], segments: list[Segment], t: int, gc_ns: int) -> Stall:
-    lo, hi, st, callback = part
+def _part_stall(
+    loop_id: int, part: tuple[int, int, Any, Any, int | None], segments: list[Segment], t: int, gc_ns: int
+) -> Stall:
+    lo, hi, st, callback, busy_end = part
     seg = _merged(segments, lo, hi, st)
     stall = build_stall(loop_id, lo, hi, None, seg, gc_ns, t)
+    if (
+        seg is not None
+        and not seg.votes
+        and seg.cpu_first is not None
+        and busy_end is not None
+        and hi > seg.cpu_first[0]
+    ):
+        # no sample could read the thread's state: its runnable time from the first sample to
+        # the step's end (read by the step itself) decides
+        t0, busy0 = seg.cpu_first
+        share = min(1.0, max(0.0, (busy_end - busy0) / (hi - t0)))
+        cpu_ns = int(share * (hi - lo))
+        line = stall.file is not None and stall.line is not None
+        blocking_line = line and _frames.calls_blocking((stall.file, stall.line, stall.function or ""))  # type: ignore[arg-type]
+        cause = classify(hi - lo, cpu_ns, gc_ns, bool(blocking_line))
+        stall = dataclasses.replace(stall, cpu_ns=cpu_ns, cause=cause)
     if stall.task is None and st is not None:
         stall = dataclasses.replace(stall, task=_task_name(st))
     if stall.file is None and callback is not None:
@@ -390,13 +391,13 @@ def _episode(
     lo: int,
     hi: int,
     cpu_end: int | None,
-    parts: list[tuple[int, int, Any, Any]],
+    parts: list[tuple[int, int, Any, Any, int | None]],
     within: Collection,
     t: int,
     gc_ns: int,
 ) -> Stall:
     named = []
-    for a, b, st, callback in sorted(parts, key=lambda p: p[0] - p[1])[:EPISODE_PARTS]:
+    for a, b, st, callback, _cpu in sorted(parts, key=lambda p: p[0] - p[1])[:EPISODE_PARTS]:
         seg = _merged(within.segments, a, b, st)
         site = None
         if seg is not None and seg.stacks:
@@ -422,7 +423,7 @@ def _episode(
 
 def _task_name(st: Any) -> str | None:
     task = st.task_ref() if st.task_ref is not None else None
-    return task.get_name() if task is not None else None
+    return task.get_name() if task is not None else getattr(st, "name", None)
 
 
 def _callback_name(callback: Any) -> str:
@@ -544,6 +545,7 @@ class Watchdog:
         gc_overlap: Callable[[int, int, int | None], int] | None = None,
         current_frames: Callable[[], dict[int, Any]] = sys._current_frames,
         thread_cpu: Callable[[int], int | None] = thread_busy_ns,
+        thread_blocked: Callable[[int], bool | None] = thread_blocked_in_call,
         current_task: Callable[[Any], Any] | None = None,
         on_stall: Callable[[Any, Stall], None] | None = None,
         before_poll: Callable[[], None] | None = None,
@@ -556,6 +558,7 @@ class Watchdog:
         self.gc_overlap = gc_overlap
         self.current_frames = current_frames
         self.thread_cpu = thread_cpu
+        self.thread_blocked = thread_blocked
         self.current_task = current_task if current_task is not None else _running_task
         self.on_stall = on_stall
         self.before_poll = before_poll
@@ -688,24 +691,34 @@ class Watchdog:
         seg, new = coll.segment_for(key)
         seg.add(t, _frames.capture(frame))
         self.samples += 1
+        if step is not None and step.offcpu is None:
+            step.offcpu = (key[1], None)  # sampled: its end reads its CPU clock (set before the GIL is let go)
+        if new:  # before any call that releases the GIL: the loop thread's frames must not move on
+            try:
+                self._describe_task(task, seg, frame)
+            except Exception as exc:
+                self.on_error("describing the blocked task", exc)
+        blocked = self.thread_blocked(tid)  # releases the GIL: the loop may have moved on meanwhile
+        if blocked is not None and running_step(loop) is step and (step is None or step.start_ns == key[1]):
+            seg.votes += 1
+            seg.blocked_votes += blocked
         cpu = self.thread_cpu(tid)
         if cpu is not None:
             seg.cpu_last = (t, cpu)
             if seg.cpu_first is None:
                 seg.cpu_first = (t, cpu)
-        if step is not None:
-            seg.step = step
-            fraction = seg.cpu_fraction()
-            if fraction is not None:  # the step's off-CPU share so far, for its span breakdown
-                step.offcpu = (key[1], 1.0 - fraction)
         if new:
             own = thread_cpu_ns(tid) if self.thread_cpu is thread_busy_ns else cpu
             if own is not None:
                 seg.thread_cpu_first = (t, own)
-            try:
-                self._describe_task(task, seg, frame)
-            except Exception as exc:
-                self.on_error("describing the blocked task", exc)
+        if step is not None:
+            seg.step = step
+            # The step's off-CPU share so far (for its span's blocked time), once the samples
+            # span enough time to tell it from GIL hand-offs to this thread; else just "sampled",
+            # so that the step's end reads its own CPU clock for the stall's cause.
+            fraction = seg.cpu_fraction() if seg.samples >= MIN_OFFCPU_SAMPLES else None
+            off = None if fraction is None or fraction > 1.0 - MIN_OFFCPU_SHARE else 1.0 - fraction
+            step.offcpu = (key[1], off)
 
     def _describe_task(self, task: Any, seg: Segment, frame: Any) -> None:
         live_frames = _frames.frame_list(frame) if hasattr(frame, "f_back") else []

@@ -7,7 +7,7 @@ from typing import Any
 from .asyncstack import HAS_AWAITED_BY, awaiters, format_frame, task_stack
 from .steps import TaskState, task_state_of
 
-__all__ = ["async_stack", "creation_chain", "creation_chain_of_state", "describe_task"]
+__all__ = ["async_stack", "creation_chain", "creation_chain_of_state"]
 
 
 def _site_of(code: Any, lineno: int) -> str:
@@ -48,13 +48,3 @@ def creation_chain_of_state(st: TaskState) -> list[str]:
             lines.append(f"task {parent_task.get_name()!r} awaiting:")
             lines.extend("  " + frame for frame in stack)
     return lines
-
-
-def describe_task(st: TaskState) -> str:
-    """``"Task-7 (fetch_user)"``: a tracked task's name and its coroutine's."""
-    task = st.task_ref() if st.task_ref is not None else None
-    if task is None:
-        return "<gone>"
-    coro = task.get_coro()
-    name = getattr(coro, "__qualname__", None) or type(coro).__name__
-    return f"{task.get_name()} ({name})"

@@ -41,10 +41,11 @@ from ...stats import Histogram
 from ...tracing import executor as _executor
 from ...tracing import spans as tracing
 from .._patch import Patch
+from .._threads import own_busy_ns
 from .asyncstack import running_chain, task_stack
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
-from .lineage import async_stack, creation_chain, creation_chain_of_state, describe_task
+from .lineage import async_stack, creation_chain, creation_chain_of_state
 from .steps import ATTR, NO_HELD, LoopState, StepCall, TaskState, state_of_done, task_state_of
 from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
 
@@ -202,6 +203,7 @@ class SchedulerProbe(ExecutorJobs):
         ls = LoopState(self, loop, self.now, self.session.clock.cpu_ns if self.thread_cpu else None)
         ls.step_budget = self.record_steps
         ls.window_ns = self.window_ns
+        ls.thread_cpu = own_busy_ns  # runnable time, like the watchdog's readings of the thread
         try:
             ls.install(loop)
             setattr(loop, ATTR, ls)
@@ -509,14 +511,13 @@ class SchedulerProbe(ExecutorJobs):
                 longest = st.max_sched_ns
                 if longest0 > longest:  # what an enclosing span had seen before this one
                     st.max_sched_ns = longest0
+                blocked = min(max(blocked, 0), run)  # a span begun inside a sampled step: at most its run
                 own = cp = (run - blocked, blocked, sched, io, ex)
                 held_by = None
                 x = st.x
                 if x is not x0:  # some waits were explained by other tasks: the critical path differs
                     cp = tuple(mine + later - earlier for mine, later, earlier in zip(own, x, x0))
-                    waker = st.held[1]
-                    if waker is not None:
-                        held_by = describe_task(waker)
+                    held_by = st.held[1]
                 if held0[0] > st.held[0]:
                     st.held = held0
                 breakdown = live.breakdown = (

@@ -80,6 +80,7 @@ class LoopState:
         "step_budget",
         "steps_before",
         "tasks",
+        "thread_cpu",
         "timer_lateness",
         "unexplained",
         "window_due",
@@ -112,9 +113,11 @@ class LoopState:
         self.waker: TaskState | None = None  # the finished task whose done callback runs now
         self.unexplained = 0  # waits on a task that had run before the wait began
         # Steps and timer callbacks that ran at least part_ns: (start, end, TaskState or None,
-        # timer callback or None), for the lag watchdog to cut a stall along (take_parts).
+        # timer callback or None, the thread's CPU clock at the end when the watchdog sampled
+        # the step), for the lag watchdog to cut a stall along (take_parts).
         self.part_ns = PART_NS
-        self.parts: list[tuple[int, int, Any, Any]] = []
+        self.parts: list[tuple[int, int, Any, Any, int | None]] = []
+        self.thread_cpu: Callable[[], int] | None = None  # the loop thread's CPU clock (the probe's)
         self.parts_dropped = 0
 
     def adopt(self, task: Any) -> TaskState | None:
@@ -126,7 +129,7 @@ class LoopState:
         st.bind(task)
         return st
 
-    def add_part(self, start: int, end: int, st: Any, callback: Any) -> None:
+    def add_part(self, start: int, end: int, st: Any, callback: Any, cpu_end: int | None = None) -> None:
         """A step (``st``) or timer callback ran ``[start, end]``, at least :attr:`part_ns`."""
         parts = self.parts
         if len(parts) >= MAX_PARTS:  # nobody takes them (no lag probe): keep the recent half
@@ -134,9 +137,9 @@ class LoopState:
                 dropped = len(parts) // 2
                 del parts[:dropped]
             self.parts_dropped += dropped
-        parts.append((start, end, st, callback))
+        parts.append((start, end, st, callback, cpu_end))
 
-    def take_parts(self, until_ns: int) -> list[tuple[int, int, Any, Any]]:
+    def take_parts(self, until_ns: int) -> list[tuple[int, int, Any, Any, int | None]]:
         """Remove and return the parts that ended by ``until_ns``, oldest first."""
         with _take_lock:
             parts = self.parts
@@ -329,7 +332,7 @@ def _explain(st: TaskState, waker: TaskState, ready: int) -> None:
     xcpu, xblocked, xsched, xio, xexec = st.x
     st.x = (xcpu + cpu, xblocked + blocked, xsched + sched, xio + io - (ready - begin), xexec + ex)
     if ready - begin > st.held[0]:
-        st.held = (ready - begin, waker)
+        st.held = (ready - begin, waker.describe())
 
 
 class DoneCall:
@@ -445,6 +448,7 @@ class TaskState:
         "last_end_ns",
         "ls",
         "max_sched_earlier",
+        "name",
         "max_sched_ns",
         "nested_ns",
         "offcpu",
@@ -494,12 +498,13 @@ class TaskState:
         self.blocked_ns = 0  # of run_ns: off-CPU inside steps (blocked in a synchronous call)
         # (start of the running step, its off-CPU fraction): the lag watchdog's estimate while
         # it samples a long step, taken into blocked_ns when the step ends
-        self.offcpu: tuple[int, float] | None = None
+        self.offcpu: tuple[int, float | None] | None = None
         # Critical path = own totals + x, (cpu, blocked, sched, io, executor) summing to 0: the
         # waits other tasks explained. A new tuple per explanation, so a span compares identity.
         self.x: tuple[int, int, int, int, int] = NO_X
-        self.held: tuple[int, TaskState | None] = NO_HELD  # the longest explained wait, and its waker
+        self.held: tuple[int, str | None] = NO_HELD  # the longest explained wait, and who ended it
         self.call: StepCall | None = None  # reused for the next wake-up once it has run
+        self.name: str | None = None  # the task's name, kept from its first long step (stalls name it)
 
     # ----------------------------------------------------------- the steps
 
@@ -580,6 +585,14 @@ class TaskState:
                     span.span_id if span is not None else None,
                 )
             )
+
+    def describe(self) -> str:
+        """``"Task-7 (fetch_user)"``: the task's name and its coroutine's."""
+        task = self.task_ref() if self.task_ref is not None else None
+        if task is None:
+            return "<gone>"
+        coro = task.get_coro()
+        return f"{task.get_name()} ({getattr(coro, '__qualname__', None) or type(coro).__name__})"
 
     def step_call(self, callback: Any, task: Any) -> StepCall:
         """``callback`` (a wake-up of ``task``) as the timed :class:`StepCall` to schedule:
@@ -664,18 +677,25 @@ class TaskState:
         """A step of at least ``part_ns`` ended: a part for the watchdog, and the off-CPU
         share the watchdog measured while sampling it (if it did) into ``blocked_ns``."""
         off = self.offcpu
+        cpu_end = None
         if off is not None:
             self.offcpu = None
-            if off[0] == start:
-                self.blocked_ns += int((end - start) * off[1])
-        self.ls.add_part(start, end, self, None)
+            if off[0] == start:  # the watchdog sampled this step
+                if off[1]:
+                    self.blocked_ns += int((end - start) * off[1])
+                clock = self.ls.thread_cpu
+                cpu_end = clock() if clock is not None else None
+        if self.name is None:  # the task may be gone by the time its stall is reported
+            task = self.task_ref() if self.task_ref is not None else None
+            self.name = task.get_name() if task is not None else None
+        self.ls.add_part(start, end, self, None, cpu_end)
 
     def blocked_at(self, t: int) -> int:
         """Off-CPU time inside steps up to ``t``: :attr:`blocked_ns`, and the running
         step's share so far when the watchdog is sampling it."""
         off = self.offcpu
         start = self.start_ns
-        if off is not None and start and off[0] == start and t > start:
+        if off is not None and off[1] and start and off[0] == start and t > start:
             return self.blocked_ns + int((t - start) * off[1])
         return self.blocked_ns
 
