@@ -75,6 +75,7 @@ def _part(module: str) -> str:
         ("_state", {"*"}),
         ("_durations", {"*"}),
         ("_paths", {"*"}),
+        ("_leaks", {"*"}),
         ("report", {"sinks", "pytest", "cli", "probes", "session"}),
         ("sinks", {"pytest", "cli", "probes", "session"}),
     ],
