@@ -221,8 +221,9 @@ def _check(run: Any, loop: dict[str, Any], style: str) -> None:
     assert any(s.file and s.file.endswith("appcode.py") and s.line == STALL_LINE for s in stalls), stalls
     leaks = [r for r in records if isinstance(r, Leak)]
     assert any(leak.handle_kind == "socket" and "appcode.py" in str(leak.site) for leak in leaks), leaks
-    # aiohttp's run_app, and uvicorn before 3.11, cancel what is left with their own helpers (not hooked)
-    if style != "aiohttp" and not (style == "uvicorn" and sys.version_info < (3, 11)):
+    # aiohttp's run_app, and uvicorn and hypercorn before 3.11, cancel what is left with their own
+    # helpers (not hooked)
+    if style != "aiohttp" and not (style in ("uvicorn", "hypercorn") and sys.version_info < (3, 11)):
         assert any(leak.handle_kind == "task" and "leaked-task" in str(leak.description) for leak in leaks), leaks
     assert run.end is not None
     stats = run.end.statistics
