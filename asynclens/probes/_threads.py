@@ -49,33 +49,33 @@ def thread_blocked_in_call(thread_id: int) -> bool | None:
     return first.isdigit() and int(first) in _BLOCKING_SYSCALLS
 
 
+def _queued_ns(path: str) -> int | None:
+    """Time a thread waited in the run queue for a CPU (the second field of ``schedstat``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return int(os.read(fd, 128).split()[1])
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def thread_busy_ns(thread_id: int) -> int | None:
-    """Time another thread was runnable: on a CPU, or waiting in the run queue for one
-    (Linux ``schedstat``), so that a CPU-bound stall on a loaded machine still reads as
-    CPU, not as a blocking call. Its CPU time where ``schedstat`` is not readable."""
+    """Time another thread was runnable: its CPU time plus the time it waited in the run
+    queue for a CPU (Linux ``schedstat``), so that a CPU-bound stall on a loaded machine
+    still reads as CPU, not as a blocking call. Its CPU time where the queue is not known.
+    (The CPU part comes from the thread's CPU clock, exact at any instant; ``schedstat``'s
+    own run time is brought up to date only at the scheduler's ticks.)"""
+    cpu = thread_cpu_ns(thread_id)
+    if cpu is None:
+        return None
     thread = threading._active.get(thread_id)  # type: ignore[attr-defined]
     native = getattr(thread, "native_id", None)
-    if native is not None:
-        try:
-            fd = os.open(f"/proc/self/task/{native}/schedstat", os.O_RDONLY)
-            try:
-                on_cpu, queued = os.read(fd, 128).split()[:2]
-            finally:
-                os.close(fd)
-            return int(on_cpu) + int(queued)
-        except (OSError, ValueError):
-            pass
-    return thread_cpu_ns(thread_id)
+    queued = _queued_ns(f"/proc/self/task/{native}/schedstat") if native is not None else None
+    return cpu + (queued or 0)
 
 
 def own_busy_ns() -> int:
-    """The calling thread's runnable time (as :func:`thread_busy_ns`), else its CPU time."""
-    try:
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-        try:
-            on_cpu, queued = os.read(fd, 128).split()[:2]
-        finally:
-            os.close(fd)
-        return int(on_cpu) + int(queued)
-    except (OSError, ValueError):
-        return time.thread_time_ns()
+    """The calling thread's runnable time, as :func:`thread_busy_ns` reads it for another."""
+    return time.thread_time_ns() + (_queued_ns("/proc/thread-self/schedstat") or 0)

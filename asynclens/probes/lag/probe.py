@@ -129,12 +129,14 @@ class LagProbe:
             int(sample_interval * 1e9) if sample_interval else min(max(self.threshold_ns // 10, 1_000_000), 5_000_000)
         )
         # Stalls are timed by the loop itself; the watchdog only has to catch each one in
-        # the act: polling every (threshold - sample interval) lands at least one sample in
-        # any stall longer than the threshold, with as few idle wake-ups as that allows.
+        # the act. A poll finds a loop blocked once it has been away a sample interval, and
+        # then waits up to a switch interval (about a sample interval) for the GIL a CPU-bound
+        # step holds: polling every (threshold - 2 sample intervals) lands a sample inside any
+        # stall longer than the threshold, with as few idle wake-ups as that allows.
         self.poll_ns = (
             int(poll_interval * 1e9)
             if poll_interval
-            else min(max(self.threshold_ns - self.sample_ns, 1_000_000), 50_000_000)
+            else min(max(self.threshold_ns - 2 * self.sample_ns, 1_000_000), 50_000_000)
         )
         self.session: Any = None
         self.monitors: list[LoopMonitor] = []

@@ -373,8 +373,8 @@ def _part_stall(
         # no sample could read the thread's state: its runnable time from the first sample to
         # the step's end (read by the step itself) decides
         t0, busy0 = seg.cpu_first
-        share = min(1.0, max(0.0, (busy_end - busy0) / (hi - t0)))
-        cpu_ns = int(share * (hi - lo))
+        share = min(1.0, max(0.0, (busy_end - busy0) / (hi - t0))) if busy_end >= busy0 else None
+        cpu_ns = int(share * (hi - lo)) if share is not None else None
         line = stall.file is not None and stall.line is not None
         blocking_line = line and _frames.calls_blocking((stall.file, stall.line, stall.function or ""))  # type: ignore[arg-type]
         cause = classify(hi - lo, cpu_ns, gc_ns, bool(blocking_line))
@@ -698,8 +698,12 @@ class Watchdog:
                 self._describe_task(task, seg, frame)
             except Exception as exc:
                 self.on_error("describing the blocked task", exc)
-        blocked = self.thread_blocked(tid)  # releases the GIL: the loop may have moved on meanwhile
-        if blocked is not None and running_step(loop) is step and (step is None or step.start_ns == key[1]):
+        # Reading it lets go of the GIL, which the loop thread was waiting for: it may have
+        # moved on meanwhile. "In a blocking call" then may be the next step's; "running" or
+        # "waiting for the GIL" is still this step's (it was running when it was sampled).
+        blocked = self.thread_blocked(tid)
+        same = running_step(loop) is step and (step is None or step.start_ns == key[1])
+        if blocked is not None and (same or not blocked):
             seg.votes += 1
             seg.blocked_votes += blocked
         cpu = self.thread_cpu(tid)
