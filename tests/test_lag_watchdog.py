@@ -337,3 +337,33 @@ def test_formatted_stacks_leave_out_asynclens_own_frames() -> None:
     stack = [("app.py", 3, "main"), (own, 300, "traced"), ("app.py", 9, "handler")]
     assert _frames.format_stack(stack) == ("app.py:3 in main", "app.py:9 in handler")
     assert _frames.format_stack([(own, 300, "traced")]) == (f"{own}:300 in traced",)  # nothing else: keep it
+
+
+def test_a_samples_state_reading_counts_for_the_step_it_was_taken_in() -> None:
+    """Reading the loop thread's system call lets go of the GIL, so the loop may move on to
+    its next step meanwhile: "in a blocking call" then may be that step's and is dropped;
+    "running" was still this one's."""
+    from asynclens.probes.scheduler.steps import ATTR, LoopState, TaskState
+
+    h = Harness()
+    loop = type("Loop", (), {})()
+    h.m.loop = loop
+    ls = LoopState(None, loop, lambda: 0, None)
+    setattr(loop, ATTR, ls)
+    first, second = TaskState(ls, T0), TaskState(ls, T0)
+    first.start_ns, second.start_ns = T0 + 1, T0 + 2
+    answers: list[bool] = []
+
+    def moved_on_while_read(tid: int) -> bool:
+        ls.running = second
+        return answers.pop(0)
+
+    h.w.thread_blocked = moved_on_while_read
+    h.m.select_exit(T0)
+    h.frame = blocked_in(41)
+    for i, blocked in enumerate([True, False], 1):
+        ls.running = first
+        answers.append(blocked)
+        h.w.poll(T0 + i * 10 * MS)
+    (segment,) = [s for s in h.w._collections[id(h.m)].segments if s.step is first]
+    assert (segment.samples, segment.votes, segment.blocked_votes) == (2, 1, 0)
