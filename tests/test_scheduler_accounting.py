@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from asynclens._state.clock import FakeClock
-from asynclens.probes.scheduler.steps import LoopState, StepCall, TaskState, Timed, take_all
+from asynclens.probes.scheduler.hooks import Timed
+from asynclens.probes.scheduler.steps import LoopState, StepCall, TaskState, take_all
 
 MS = 1_000_000
 

@@ -29,7 +29,6 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from random import getrandbits
 from types import MappingProxyType
 from typing import Any
 
@@ -42,17 +41,17 @@ from ...tracing import executor as _executor
 from ...tracing import spans as tracing
 from .._patch import Patch
 from .._threads import own_busy_ns
-from .asyncstack import running_chain, task_stack
+from .asyncstack import task_stack
+from .breakdown import SpanBreakdown
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
-from .lineage import async_stack, creation_chain, creation_chain_of_state
-from .steps import ATTR, NO_HELD, LoopState, StepCall, TaskState, state_of_done, task_state_of
-from .tally import TALLY_FOLD_EVERY, NameTally, breakdown_line, hist_line
+from .lineage import async_stack, creation_chain
+from .steps import ATTR, LoopState, TaskState, state_of_done, task_state_of
+from .tally import NameTally, breakdown_line, hist_line
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
-_MAX_NAMES = 1000
 _make_task_record = fast_constructor(TaskRecord)
 _INTERNAL_CODE: dict[Any, bool] = {}  # code object -> is it asyncio's or ours
 _span_get = _span_var.get
@@ -69,7 +68,7 @@ class SchedulerStatistics(dict):  # type: ignore[type-arg]
         return dict(self)
 
 
-class SchedulerProbe(ExecutorJobs):
+class SchedulerProbe(SpanBreakdown, ExecutorJobs):
     """Task steps, per-span breakdown, scheduling latency, GC pauses, executor jobs.
 
     Args:
@@ -442,124 +441,6 @@ class SchedulerProbe(ExecutorJobs):
         for ls in list(self._loop_states):
             hist.merge(ls.timer_lateness)
         return hist
-
-    # ------------------------------------------------------ span breakdown
-    # A span started inside a task's step holds the task's running totals at its start
-    # (LiveSpan.breakdown); at its end, the difference of the totals is its breakdown.
-
-    def span_started(self, live: Any) -> None:
-        task = live.task
-        if task is None:
-            return
-        st = getattr(task, ATTR, None)
-        if type(st) is not TaskState:
-            st = task_state_of(task)
-            if st is None:
-                return
-        step_start = st.start_ns
-        if not step_start or st.ls.running is not st:
-            return
-        try:
-            # the task's running totals at the span's start (inside the running step), and
-            # its longest ready->run wait so far, which restarts from 0 for the span
-            nested = st.nested_ns
-            longest = st.max_sched_ns
-            if longest:
-                st.max_sched_earlier = max(st.max_sched_earlier, longest)
-                st.max_sched_ns = 0
-            held = st.held  # likewise the longest wait another task explained
-            if held is not NO_HELD:
-                st.held = NO_HELD
-            off = st.offcpu
-            live.breakdown = (
-                st,
-                st.run_ns + live.start_ns - step_start - nested,
-                st.sched_ns + nested,
-                st.io_ns,
-                st.exec_ns,
-                st.steps,
-                longest,
-                st.blocked_ns if off is None else st.blocked_at(live.start_ns),
-                st.x,
-                held,
-            )
-            creator = st.span
-            if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
-                # a task that outlived its request: link to the request, do not parent
-                live.parent_id = None
-                live.trace_id = getrandbits(128) or 1
-                live.extra = {"links": (creator.span_id,)}
-        except Exception as exc:
-            live.breakdown = None
-            self.internal_error("starting a span breakdown", exc)
-
-    def span_ended(self, live: Any) -> None:
-        at_start = live.breakdown
-        if at_start is None:
-            return
-        try:
-            st, run0, sched0, io0, ex0, steps0, longest0, blocked0, x0, held0 = at_start
-            if st.ls.running is st and st.start_ns:
-                nested = st.nested_ns
-                end = live.end_ns
-                run = st.run_ns + end - st.start_ns - nested - run0
-                sched = st.sched_ns + nested - sched0
-                io = st.io_ns - io0
-                ex = st.exec_ns - ex0
-                off = st.offcpu
-                blocked = (st.blocked_ns if off is None else st.blocked_at(end)) - blocked0
-                longest = st.max_sched_ns
-                if longest0 > longest:  # what an enclosing span had seen before this one
-                    st.max_sched_ns = longest0
-                blocked = min(max(blocked, 0), run)  # a span begun inside a sampled step: at most its run
-                own = cp = (run - blocked, blocked, sched, io, ex)
-                held_by = None
-                x = st.x
-                if x is not x0:  # some waits were explained by other tasks: the critical path differs
-                    cp = tuple(mine + later - earlier for mine, later, earlier in zip(own, x, x0))
-                    held_by = st.held[1]
-                if held0[0] > st.held[0]:
-                    st.held = held0
-                breakdown = live.breakdown = (
-                    cp[0],
-                    cp[2],
-                    cp[3],
-                    cp[4],
-                    st.steps - steps0 + 1,
-                    longest,
-                    cp[1],
-                    own if cp is not own else None,
-                    held_by,
-                )
-                tally = self.by_name.get(live.name)
-                if tally is None:
-                    tally = self._name_tally(live.name)
-                if tally is not None:
-                    recent = tally.recent
-                    recent.append(breakdown)
-                    if len(recent) >= TALLY_FOLD_EVERY:
-                        tally.fold()
-            else:  # ended in another task or thread than it started in: no breakdown
-                live.breakdown = None
-            error = live.error
-            if error is not None and error[0] == "error":
-                extra = live.extra
-                stack = self._error_stack(st)
-                live.extra = {**extra, "error_stack": stack} if extra else {"error_stack": stack}
-        except Exception as exc:
-            live.breakdown = None
-            self.internal_error("ending a span breakdown", exc)
-
-    def _name_tally(self, name: str) -> NameTally | None:
-        if len(self.by_name) >= _MAX_NAMES:
-            return None
-        tally = self.by_name[name] = NameTally()
-        return tally
-
-    def _error_stack(self, st: TaskState) -> str:
-        lines = running_chain(StepCall.__call__.__code__, skip=2)
-        chain = creation_chain_of_state(st)
-        return "\n".join(lines + chain)
 
     # -------------------------------------------------------------- GC
 

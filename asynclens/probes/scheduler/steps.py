@@ -34,14 +34,13 @@ from typing import Any
 from ...records import TaskStep
 from ...stats import Histogram
 from .._attrs import remove_instance_attr
+from .stepcall import FOLD_EVERY, StepCall, state_of_done
 
-__all__ = ["ATTR", "LoopState", "StepCall", "TaskState", "Timed", "state_of_done", "take_all", "task_state_of"]
+__all__ = ["ATTR", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of"]
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
 _Task = asyncio.Task
-#: Ready->run delays collected per loop before they are folded into its histogram.
-_FOLD_EVERY = 512
 #: Steps and timer callbacks at least this long are kept as parts a stall is cut along.
 PART_NS = 1_000_000
 MAX_PARTS = 4096
@@ -153,6 +152,14 @@ class LoopState:
     # ---------------------------------------------------------------- hooks
 
     def install(self, loop: Any) -> None:
+        from .hooks import (
+            _is_stdlib_call_soon,
+            _make_call_at,
+            _make_call_later,
+            _make_call_soon,
+            _make_private_call_soon,
+        )
+
         if self._installed:
             return
         cls = type(loop)
@@ -232,201 +239,6 @@ def take_all(items: list[Any]) -> list[Any]:
         taken = items[:n]
         del items[:n]
     return taken
-
-
-def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    now = ls.now
-
-    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
-        arg = args[0] if len(args) == 1 else None  # the future, for a wake-up or a done callback
-        owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-            st = getattr(owner, ATTR, None)
-            if st is None:  # a task inside create_task(): its first step is being scheduled
-                st = ls.adopt(owner)
-            if type(st) is TaskState:
-                if not st.ready_ns:
-                    t = now()
-                    origin = ls.origin
-                    st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
-                        explain_wait(st, arg, ls)
-                if type(callback) is not StepCall:
-                    callback = st.step_call(callback, owner)
-        elif isinstance(arg, _Task) and ls.active:
-            callback = done_call(callback, arg, ls)
-        if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
-            return original(callback, arg, context=context)
-        return original(callback, *args, context=context)
-
-    return call_soon
-
-
-def _is_stdlib_call_soon(cls: type) -> bool:
-    base = asyncio.BaseEventLoop
-    return (
-        issubclass(cls, base)
-        and getattr(cls, "call_soon", None) is base.call_soon
-        and getattr(cls, "_call_soon", None) is getattr(base, "_call_soon", object())
-    )
-
-
-def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_call_soon`` of stdlib loops: the same as :func:`_make_call_soon`."""
-    now = ls.now
-
-    def _call_soon(callback: Any, args: Any, context: Any) -> Any:
-        owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-            st = getattr(owner, ATTR, None)
-            if st is None:  # a task inside create_task(): its first step is being scheduled
-                st = ls.adopt(owner)
-            if type(st) is TaskState:
-                if not st.ready_ns:
-                    t = now()
-                    origin = ls.origin
-                    st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
-                        explain_wait(st, args[0] if len(args) == 1 else None, ls)
-                if type(callback) is not StepCall:
-                    callback = st.step_call(callback, owner)
-        elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
-            callback = done_call(callback, args[0], ls)
-        return original(callback, args, context)
-
-    return _call_soon
-
-
-# ---------------------------------------------------------------- critical path
-# A task's wait that another task's work ended is explained by that task's own
-# (critical-path) time over the wait: "waiting on my children" is never I/O. The
-# waker is the task a wake-up names (``await task``), else the finished task whose
-# done callback runs (gather, TaskGroup, wait, shield, as_completed), else the task
-# whose step runs (a future it resolved). Each task keeps its critical-path totals
-# as its own totals plus an adjustment (``x*``) that sums to zero.
-
-
-def explain_wait(st: TaskState, arg: Any, ls: LoopState) -> None:
-    """``st`` was just marked ready: explain its wait by its waker's time, if a task woke it."""
-    waker = getattr(arg, ATTR, None) if isinstance(arg, _Task) else None
-    if type(waker) is not TaskState:
-        waker = ls.waker or ls.running
-    if waker is None or waker is st or st.jobs:
-        return
-    try:
-        _explain(st, waker, st.ready_ns)
-    except Exception as exc:
-        ls.probe.internal_error("explaining a wait", exc)
-
-
-def _explain(st: TaskState, waker: TaskState, ready: int) -> None:
-    begin = max(st.last_end_ns, waker.created_ns)
-    if ready <= begin:
-        return
-    first = waker.first_ns
-    if first and first < begin:  # the waker ran before the wait began: its share is unknown
-        st.ls.unexplained += 1
-        return
-    cpu, blocked, sched, io, ex = waker.critical_at(ready)
-    sched -= begin - waker.created_ns  # before ``begin`` the waker was only waiting to start
-    xcpu, xblocked, xsched, xio, xexec = st.x
-    st.x = (xcpu + cpu, xblocked + blocked, xsched + sched, xio + io - (ready - begin), xexec + ex)
-    if ready - begin > st.held[0]:
-        st.held = (ready - begin, waker.describe())
-
-
-class DoneCall:
-    """A finished task's done callback (it may wake the tasks waiting on the task):
-    while it runs, wake-ups are explained by the finished task's time."""
-
-    __slots__ = ("callback", "ls", "st")
-
-    def __init__(self, callback: Any, st: TaskState, ls: LoopState) -> None:
-        self.callback = callback
-        self.st = st
-        self.ls = ls
-
-    def __call__(self, *args: Any) -> Any:
-        ls = self.ls
-        outer = ls.waker
-        ls.waker = self.st
-        try:
-            return self.callback(*args)
-        finally:
-            ls.waker = outer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.callback, name)
-
-    def __repr__(self) -> str:
-        return repr(self.callback)
-
-
-def done_call(callback: Any, task: Any, ls: LoopState) -> Any:
-    """``callback`` wrapped as a :class:`DoneCall` when ``task`` is a tracked task that finished."""
-    st = getattr(task, ATTR, None)
-    if type(st) is TaskState and task.done() and type(callback) is not DoneCall:
-        return DoneCall(callback, st, ls)
-    return callback
-
-
-def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    now = ls.now
-
-    def call_later(delay: Any, callback: Any, *args: Any, context: Any = None) -> Any:
-        if type(callback) is not Timed and ls.active:
-            try:
-                callback = Timed(callback, now() + int(delay * 1e9), ls)
-            except Exception:  # a bad delay is the loop's to reject, with its own message
-                pass
-        return original(delay, callback, *args, context=context)
-
-    return call_later
-
-
-def _make_call_at(ls: LoopState, original: Callable[..., Any], loop_time: Callable[[], float]) -> Callable[..., Any]:
-    now = ls.now
-
-    def call_at(when: Any, callback: Any, *args: Any, context: Any = None) -> Any:
-        if type(callback) is not Timed and ls.active:
-            try:
-                callback = Timed(callback, now() + int((when - loop_time()) * 1e9), ls)
-            except Exception:
-                pass
-        return original(when, callback, *args, context=context)
-
-    return call_at
-
-
-class Timed:
-    """A timer callback that knows when it was due: measures its lateness and
-    makes wake-ups it schedules count as ready from the due time."""
-
-    __slots__ = ("callback", "due_ns", "ls")
-
-    def __init__(self, callback: Any, due_ns: int, ls: LoopState) -> None:
-        self.callback = callback
-        self.due_ns = due_ns
-        self.ls = ls
-
-    def __call__(self, *args: Any) -> Any:
-        ls = self.ls
-        if not ls.active:
-            return self.callback(*args)
-        start = ls.now()
-        ls.timer_lateness.record(max(0, start - self.due_ns))
-        previous = ls.origin
-        ls.origin = self.due_ns
-        try:
-            return self.callback(*args)
-        finally:
-            ls.origin = previous
-            end = ls.now()
-            if end - start >= ls.part_ns:
-                ls.add_part(start, end, None, self.callback)
-
-    def __repr__(self) -> str:
-        return repr(self.callback)
 
 
 class TaskState:
@@ -534,7 +346,7 @@ class TaskState:
         self.max_sched_ns = max(self.max_sched_ns, delay)
         delays = ls.delays
         delays.append(delay)
-        if len(delays) >= _FOLD_EVERY:
+        if len(delays) >= FOLD_EVERY:
             ls.fold()
         if t >= ls.window_due:
             ls.probe._snapshot(ls, t)
@@ -711,127 +523,6 @@ class TaskState:
         return (run - blocked + xcpu, blocked + xblocked, sched + xsched, io + xio, ex + xexec)
 
 
-def state_of_done(task: Any) -> str:
-    """``"done"``, ``"cancelled"`` or ``"error"`` for a finished task, without
-    ``exception()`` (which would mark a failure as retrieved and silence asyncio's
-    "exception was never retrieved")."""
-    if task.cancelled():
-        return "cancelled"
-    return "error" if getattr(task, "_exception", None) is not None else "done"
-
-
-def _finish(st: TaskState, task: Any, t: int) -> None:
-    try:
-        st.done = True
-        st.ls.probe.task_finished(st, state_of_done(task), t)
-    except Exception as error:
-        st.ls.probe.internal_error("finishing a task", error)
-
-
-class StepCall:
-    """A tracked task's wake-up as the loop runs it: the task's own callback (its
-    ``__step`` or ``__wakeup``, which resumes the coroutine), timed.
-
-    The call_soon hooks schedule this in place of the callback, so the task keeps
-    its own coroutine (``get_coro()``, ``asyncio ps``, debuggers and profilers see
-    the program's frames); only the loop's handle holds the wrapper. Attribute
-    lookups it does not know (``__self__``, ``__qualname__``, ...) go to the
-    callback, so asyncio's handle reprs and slow-callback warnings name the task.
-    """
-
-    __slots__ = ("callback", "st", "task")
-
-    def __init__(self, callback: Any = None, st: Any = None, task: Any = None) -> None:
-        self.callback = callback
-        self.st = st
-        self.task = task
-
-    def __call__(self, *args: Any) -> Any:
-        # The hot path of every task step: TaskState.begin and .end inlined (same
-        # accounting, ~0.2 µs less per step); the tests check both agree. It lets go of
-        # what it was scheduled with first, so the task can reuse it (TaskState.step_call).
-        callback, st, task = self.callback, self.st, self.task
-        self.callback = self.st = self.task = None
-        ls = st.ls
-        if not ls.active:
-            return callback(*args)
-        now = ls.now
-        try:
-            t = now()
-            ready = st.ready_ns
-            last = st.last_end_ns
-            if not ready or ready > t:
-                ready = t  # woken by nothing we saw: the whole gap was waiting
-            else:
-                st.ready_ns = 0
-                if last:
-                    ready = max(ready, last)
-                elif ready < st.created_ns:
-                    ready = st.created_ns
-            delay = t - ready
-            if last:
-                if st.jobs:
-                    in_pool = st._executor_overlap(last, ready)
-                    st.exec_ns += in_pool
-                    st.io_ns += ready - last - in_pool
-                else:
-                    st.io_ns += ready - last
-            else:
-                st.first_ns = t
-            st.step_ready = ready
-            st.sched_ns += delay
-            st.max_sched_ns = max(st.max_sched_ns, delay)
-            delays = ls.delays
-            delays.append(delay)
-            if len(delays) >= _FOLD_EVERY:
-                ls.fold()
-            if t >= ls.window_due:
-                ls.probe._snapshot(ls, t)
-            st.outer = ls.running
-            ls.running = st
-            st.start_ns = t
-            if ls.cpu is not None:
-                st.cpu_start = ls.cpu()
-        except Exception as exc:
-            ls.probe.internal_error("timing a task step", exc)
-        try:
-            return callback(*args)
-        finally:
-            try:
-                if ls.cpu is not None or ls.step_budget > 0:
-                    st.end(now())
-                else:  # TaskState.end without CPU time and TaskStep records
-                    t = now()
-                    elapsed = t - st.start_ns
-                    if elapsed >= ls.part_ns:
-                        st.long_step_ended(st.start_ns, t)
-                    nested = st.nested_ns
-                    if nested:
-                        st.run_ns += elapsed - nested
-                        st.sched_ns += nested
-                        st.nested_ns = 0
-                    else:
-                        st.run_ns += elapsed
-                    st.steps += 1
-                    st.start_ns = 0
-                    st.last_end_ns = t
-                    outer = st.outer
-                    ls.running = outer
-                    if outer is not None:  # an eager first step ran inside the outer task's step
-                        outer.nested_ns += elapsed
-                        st.outer = None
-                if task.done():
-                    _finish(st, task, st.last_end_ns)
-            except Exception as exc:
-                ls.probe.internal_error("timing a task step", exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.callback, name)
-
-    def __repr__(self) -> str:
-        return repr(self.callback)
-
-
 def task_state_of(task: Any) -> TaskState | None:
     """The scheduler's state of ``task``, if the probe saw it created (an eager task
     still inside ``create_task``, running its first step, included)."""
@@ -841,13 +532,3 @@ def task_state_of(task: Any) -> TaskState | None:
         ls = getattr(get_loop(), ATTR, None) if get_loop is not None else None
         st = ls.adopt(task) if type(ls) is LoopState else None
     return st if type(st) is TaskState else None
-
-
-def current_task_state(loop: Any = None) -> TaskState | None:
-    """The state of the task running now on this thread's loop, if tracked."""
-    if loop is None:
-        loop = asyncio.events._get_running_loop()
-        if loop is None:
-            return None
-    task = asyncio.current_task(loop)
-    return None if task is None else task_state_of(task)

@@ -1,0 +1,139 @@
+"""The loop hooks the scheduler probe installs per watched loop: ``call_soon`` (or the stdlib
+loops' private ``_call_soon``) stamps a task's wake-up as ready and schedules its timed
+:class:`~.steps.StepCall`; ``call_later``/``call_at`` wrap timer callbacks in :class:`Timed`
+(they know when they were due: timer lateness, and wake-ups they schedule are ready then)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from .critical import done_call, explain_wait
+from .steps import ATTR, LoopState, StepCall, TaskState
+
+__all__ = ["Timed"]
+
+_Task = asyncio.Task
+
+
+def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        arg = args[0] if len(args) == 1 else None  # the future, for a wake-up or a done callback
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
+            st = getattr(owner, ATTR, None)
+            if st is None:  # a task inside create_task(): its first step is being scheduled
+                st = ls.adopt(owner)
+            if type(st) is TaskState:
+                if not st.ready_ns:
+                    t = now()
+                    origin = ls.origin
+                    st.ready_ns = origin if 0 < origin < t else t
+                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
+                        explain_wait(st, arg, ls)
+                if type(callback) is not StepCall:
+                    callback = st.step_call(callback, owner)
+        elif isinstance(arg, _Task) and ls.active:
+            callback = done_call(callback, arg, ls)
+        if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
+            return original(callback, arg, context=context)
+        return original(callback, *args, context=context)
+
+    return call_soon
+
+
+def _is_stdlib_call_soon(cls: type) -> bool:
+    base = asyncio.BaseEventLoop
+    return (
+        issubclass(cls, base)
+        and getattr(cls, "call_soon", None) is base.call_soon
+        and getattr(cls, "_call_soon", None) is getattr(base, "_call_soon", object())
+    )
+
+
+def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_call_soon`` of stdlib loops: the same as :func:`_make_call_soon`."""
+    now = ls.now
+
+    def _call_soon(callback: Any, args: Any, context: Any) -> Any:
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
+            st = getattr(owner, ATTR, None)
+            if st is None:  # a task inside create_task(): its first step is being scheduled
+                st = ls.adopt(owner)
+            if type(st) is TaskState:
+                if not st.ready_ns:
+                    t = now()
+                    origin = ls.origin
+                    st.ready_ns = origin if 0 < origin < t else t
+                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
+                        explain_wait(st, args[0] if len(args) == 1 else None, ls)
+                if type(callback) is not StepCall:
+                    callback = st.step_call(callback, owner)
+        elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
+            callback = done_call(callback, args[0], ls)
+        return original(callback, args, context)
+
+    return _call_soon
+
+
+def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_later(delay: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if type(callback) is not Timed and ls.active:
+            try:
+                callback = Timed(callback, now() + int(delay * 1e9), ls)
+            except Exception:  # a bad delay is the loop's to reject, with its own message
+                pass
+        return original(delay, callback, *args, context=context)
+
+    return call_later
+
+
+def _make_call_at(ls: LoopState, original: Callable[..., Any], loop_time: Callable[[], float]) -> Callable[..., Any]:
+    now = ls.now
+
+    def call_at(when: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if type(callback) is not Timed and ls.active:
+            try:
+                callback = Timed(callback, now() + int((when - loop_time()) * 1e9), ls)
+            except Exception:
+                pass
+        return original(when, callback, *args, context=context)
+
+    return call_at
+
+
+class Timed:
+    """A timer callback that knows when it was due: measures its lateness and
+    makes wake-ups it schedules count as ready from the due time."""
+
+    __slots__ = ("callback", "due_ns", "ls")
+
+    def __init__(self, callback: Any, due_ns: int, ls: LoopState) -> None:
+        self.callback = callback
+        self.due_ns = due_ns
+        self.ls = ls
+
+    def __call__(self, *args: Any) -> Any:
+        ls = self.ls
+        if not ls.active:
+            return self.callback(*args)
+        start = ls.now()
+        ls.timer_lateness.record(max(0, start - self.due_ns))
+        previous = ls.origin
+        ls.origin = self.due_ns
+        try:
+            return self.callback(*args)
+        finally:
+            ls.origin = previous
+            end = ls.now()
+            if end - start >= ls.part_ns:
+                ls.add_part(start, end, None, self.callback)
+
+    def __repr__(self) -> str:
+        return repr(self.callback)

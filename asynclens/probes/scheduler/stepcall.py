@@ -1,0 +1,134 @@
+"""Timing a task step: the wrapper the loop runs in place of a tracked task's wake-up.
+
+It imports nothing of the step bookkeeping it drives (a ``TaskState``, duck-typed), so
+that :mod:`.steps` can create it on every wake-up without a cycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FOLD_EVERY", "StepCall", "state_of_done"]
+
+#: Ready->run delays collected per loop before they are folded into its histogram.
+FOLD_EVERY = 512
+
+
+def state_of_done(task: Any) -> str:
+    """``"done"``, ``"cancelled"`` or ``"error"`` for a finished task, without
+    ``exception()`` (which would mark a failure as retrieved and silence asyncio's
+    "exception was never retrieved")."""
+    if task.cancelled():
+        return "cancelled"
+    return "error" if getattr(task, "_exception", None) is not None else "done"
+
+
+def _finish(st: Any, task: Any, t: int) -> None:
+    try:
+        st.done = True
+        st.ls.probe.task_finished(st, state_of_done(task), t)
+    except Exception as error:
+        st.ls.probe.internal_error("finishing a task", error)
+
+
+class StepCall:
+    """A tracked task's wake-up as the loop runs it: the task's own callback (its
+    ``__step`` or ``__wakeup``, which resumes the coroutine), timed.
+
+    The call_soon hooks schedule this in place of the callback, so the task keeps
+    its own coroutine (``get_coro()``, ``asyncio ps``, debuggers and profilers see
+    the program's frames); only the loop's handle holds the wrapper. Attribute
+    lookups it does not know (``__self__``, ``__qualname__``, ...) go to the
+    callback, so asyncio's handle reprs and slow-callback warnings name the task.
+    """
+
+    __slots__ = ("callback", "st", "task")
+
+    def __init__(self, callback: Any = None, st: Any = None, task: Any = None) -> None:
+        self.callback = callback
+        self.st = st
+        self.task = task
+
+    def __call__(self, *args: Any) -> Any:
+        # The hot path of every task step: TaskState.begin and .end inlined (same
+        # accounting, ~0.2 µs less per step); the tests check both agree. It lets go of
+        # what it was scheduled with first, so the task can reuse it (TaskState.step_call).
+        callback, st, task = self.callback, self.st, self.task
+        self.callback = self.st = self.task = None
+        ls = st.ls
+        if not ls.active:
+            return callback(*args)
+        now = ls.now
+        try:
+            t = now()
+            ready = st.ready_ns
+            last = st.last_end_ns
+            if not ready or ready > t:
+                ready = t  # woken by nothing we saw: the whole gap was waiting
+            else:
+                st.ready_ns = 0
+                if last:
+                    ready = max(ready, last)
+                elif ready < st.created_ns:
+                    ready = st.created_ns
+            delay = t - ready
+            if last:
+                if st.jobs:
+                    in_pool = st._executor_overlap(last, ready)
+                    st.exec_ns += in_pool
+                    st.io_ns += ready - last - in_pool
+                else:
+                    st.io_ns += ready - last
+            else:
+                st.first_ns = t
+            st.step_ready = ready
+            st.sched_ns += delay
+            st.max_sched_ns = max(st.max_sched_ns, delay)
+            delays = ls.delays
+            delays.append(delay)
+            if len(delays) >= FOLD_EVERY:
+                ls.fold()
+            if t >= ls.window_due:
+                ls.probe._snapshot(ls, t)
+            st.outer = ls.running
+            ls.running = st
+            st.start_ns = t
+            if ls.cpu is not None:
+                st.cpu_start = ls.cpu()
+        except Exception as exc:
+            ls.probe.internal_error("timing a task step", exc)
+        try:
+            return callback(*args)
+        finally:
+            try:
+                if ls.cpu is not None or ls.step_budget > 0:
+                    st.end(now())
+                else:  # TaskState.end without CPU time and TaskStep records
+                    t = now()
+                    elapsed = t - st.start_ns
+                    if elapsed >= ls.part_ns:
+                        st.long_step_ended(st.start_ns, t)
+                    nested = st.nested_ns
+                    if nested:
+                        st.run_ns += elapsed - nested
+                        st.sched_ns += nested
+                        st.nested_ns = 0
+                    else:
+                        st.run_ns += elapsed
+                    st.steps += 1
+                    st.start_ns = 0
+                    st.last_end_ns = t
+                    outer = st.outer
+                    ls.running = outer
+                    if outer is not None:  # an eager first step ran inside the outer task's step
+                        outer.nested_ns += elapsed
+                        st.outer = None
+                if task.done():
+                    _finish(st, task, st.last_end_ns)
+            except Exception as exc:
+                ls.probe.internal_error("timing a task step", exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.callback, name)
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
