@@ -9,7 +9,9 @@ from typing import Any
 import asynclens
 from asynclens.probes.lag import frames as _frames
 from asynclens.probes.lag.monitor import LoopBook
-from asynclens.probes.lag.watchdog import Collection, Segment, Watchdog, build_stall, classify, split
+from asynclens.probes.lag.samples import Collection, Segment
+from asynclens.probes.lag.stalls import build_stall, classify, split
+from asynclens.probes.lag.watchdog import Watchdog
 from asynclens.records import Stall
 
 MS = 1_000_000

@@ -18,7 +18,8 @@ import pytest
 from loop_kinds import loop_factories
 
 import asynclens
-from asynclens.probes.lag.watchdog import Collection, Segment, classify, stalls_from_parts
+from asynclens.probes.lag.samples import Collection, Segment
+from asynclens.probes.lag.stalls import classify, stalls_from_parts
 from asynclens.records import Span, Stall
 
 MS = 1_000_000
@@ -183,7 +184,7 @@ def test_a_blocking_call_is_blocked_time_not_cpu(factory: Any) -> None:
 
 def test_parts_recorded_while_the_scheduler_ran_stay_usable_after_it_stopped() -> None:
     """A session stops the scheduler before the lag probe drains its last gaps."""
-    from asynclens.probes.lag.watchdog import loop_parts
+    from asynclens.probes.lag.stalls import loop_parts
     from asynclens.probes.scheduler.steps import ATTR, LoopState
 
     class Loop:

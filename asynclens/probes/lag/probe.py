@@ -35,8 +35,9 @@ from ..._durations import format_ns
 from ...records import Stall
 from ...stats import Histogram
 from .._loops import starting_here
+from .._threads import thread_cpu_ns
 from .monitor import LoopMonitor
-from .watchdog import Watchdog, thread_cpu_ns
+from .watchdog import Watchdog
 
 __all__ = ["LagProbe", "LagStatistics"]
 
