@@ -46,21 +46,6 @@ FLUSH_BATCH = 2048
 #: With no sinks, the longest the flusher sleeps between aggregations (seconds).
 NO_SINK_FLUSH_S = 1.0
 _NO_ERROR = ("ok", None, None)
-# Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
-_EXTRA_FIELDS = (
-    "links",
-    "remote_parent",
-    "error_stack",
-    "cpu_ns",
-    "sched_wait_ns",
-    "io_wait_ns",
-    "executor_ns",
-    "steps",
-    "max_sched_wait_ns",
-    "blocked_ns",
-    "own_breakdown",
-    "held_up_by",
-)
 #: LiveSpan.breakdown, once the span ended under the scheduler probe: these fields, in order.
 _BREAKDOWN_FIELDS = (
     "cpu_ns",
@@ -73,7 +58,9 @@ _BREAKDOWN_FIELDS = (
     "own_breakdown",
     "held_up_by",
 )
-_NO_EXTRA = ((), False, None, None, None, None, None, None, None, None, None, None)
+# Span fields a probe may fill through LiveSpan.extra, in field order, with their defaults.
+_EXTRA_FIELDS = ("links", "remote_parent", "error_stack", *_BREAKDOWN_FIELDS)
+_NO_EXTRA = ((), False, *(None,) * (len(_EXTRA_FIELDS) - 2))
 _EXTRA_DEFAULTS = dict(zip(_EXTRA_FIELDS, _NO_EXTRA))
 _extra_values = operator.itemgetter(*_EXTRA_FIELDS)  # of {**_EXTRA_DEFAULTS, **extra}: ~0.3 µs less per span
 _make_span = fast_constructor(Span)
