@@ -1258,6 +1258,32 @@ def test_settle_waits_for_stalls_a_loop_timed_until_the_watchdog_recorded_them(
     assert not waited.is_set()
 
 
+def test_settle_waits_while_the_watchdog_is_still_turning_a_taken_gap_into_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog pops a gap before it emits the stall: an empty deque alone is not done."""
+    import time
+    from types import SimpleNamespace
+
+    from asynclens.pytest.budgets import Policy
+    from asynclens.pytest.window import Window
+
+    watchdog = SimpleNamespace(polls=0, draining=1)
+    run = Window("t", Policy())
+    run._probes = {"lag": SimpleNamespace(monitors=[SimpleNamespace(gaps=())], watchdog=watchdog)}
+    waits = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        watchdog.polls += 1
+        if len(waits) == 3:
+            watchdog.draining = 0
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    run.settle()
+    assert len(waits) == 3 and watchdog.draining == 0
+
+
 DOCS_EXAMPLE = """
 import asyncio, time, pytest, asynclens
 

@@ -41,8 +41,13 @@ def _duration(span: Span) -> int:
     return span.end_ns - span.start_ns
 
 
-def _any_gaps(monitors: list[Any]) -> bool:
-    """Whether a loop timed a stall the watchdog has not turned into a record yet."""
+def _stalls_pending(monitors: list[Any], watchdog: Any) -> bool:
+    """Whether a loop timed a stall the watchdog has not turned into a record yet.
+
+    That includes a gap the watchdog has taken off its monitor and is still
+    turning into records (``draining``)."""
+    if getattr(watchdog, "draining", 0):
+        return True
     for monitor in monitors[:]:  # the watchdog thread retires monitors meanwhile
         if getattr(monitor, "gaps", None):
             return True
@@ -306,11 +311,13 @@ class Window:
         such a stall pending does this wait, and for one poll at most."""
         probe = self._probes.get("lag")
         monitors, watchdog = getattr(probe, "monitors", None), getattr(probe, "watchdog", None)
-        if not monitors or watchdog is None or not _any_gaps(monitors):
+        if not monitors or watchdog is None or not _stalls_pending(monitors, watchdog):
             return
         deadline = time.monotonic() + _SETTLE_TIMEOUT_S
         polls = getattr(watchdog, "polls", 0)
-        while time.monotonic() < deadline and (_any_gaps(monitors) or getattr(watchdog, "polls", 0) < polls + 2):
+        while time.monotonic() < deadline and (
+            _stalls_pending(monitors, watchdog) or getattr(watchdog, "polls", 0) < polls + 2
+        ):
             time.sleep(0.001)
 
     def records(self) -> list[Record]:

@@ -172,6 +172,7 @@ class Watchdog:
         self._collections: dict[int, Collection] = {}
         self.samples = 0
         self.polls = 0
+        self.draining = 0  # > 0 while gaps taken off a monitor are not yet emitted as stalls
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake = threading.Event()
@@ -345,6 +346,13 @@ class Watchdog:
 
     def drain(self, m: Any, t: int) -> None:
         """Turn the gaps the loop reported into Stall records."""
+        self.draining += 1
+        try:
+            self._drain(m, t)
+        finally:
+            self.draining -= 1
+
+    def _drain(self, m: Any, t: int) -> None:
         gaps = m.gaps
         while gaps:
             try:
