@@ -7,6 +7,7 @@ lag, stalls, open handles and scheduling) into pluggable sinks.
 
 from __future__ import annotations
 
+from ._native import IMPLEMENTATION
 from ._state.clock import Clock, FakeClock, SystemClock
 from .probes.scheduler.probe import SchedulerProbe, async_stack, creation_chain
 from .records import HandleRecord, IoRates, LagSnapshot, Leak, Span, StackSample, Stall
@@ -21,6 +22,7 @@ __all__ = [
     "Clock",
     "FakeClock",
     "HandleRecord",
+    "IMPLEMENTATION",
     "IoRates",
     "JsonLinesSink",
     "LagSnapshot",

@@ -34,6 +34,7 @@ def test_the_top_level_names_are_pinned() -> None:
         "Clock",
         "FakeClock",
         "HandleRecord",
+        "IMPLEMENTATION",
         "IoRates",
         "JsonLinesSink",
         "LagSnapshot",

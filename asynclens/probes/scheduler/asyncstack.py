@@ -127,10 +127,11 @@ def task_stack(task: Any, max_tasks: int = 8) -> tuple[str, ...]:
     return tuple(frames)
 
 
-def running_chain(stop_code: Any = None, skip: int = 1) -> list[str]:
-    """Frames of the calling thread, outermost first, from below the frame running
-    ``stop_code`` (the step wrapper) down to the caller; asynclens frames skipped.
-    From 3.14, when a task runs, preceded by the chains of the tasks awaiting it."""
+def running_chain(stop_frame: FrameType | None = None, skip: int = 1) -> list[str]:
+    """Frames of the calling thread, outermost first, from ``stop_frame`` (the
+    running task's outermost coroutine frame; all frames when ``None``) down to the
+    caller; asynclens frames skipped. From 3.14, when a task runs, preceded by the
+    chains of the tasks awaiting it."""
     try:
         frame: FrameType | None = sys._getframe(skip + 1)
     except ValueError:
@@ -138,10 +139,10 @@ def running_chain(stop_code: Any = None, skip: int = 1) -> list[str]:
     out: list[str] = []
     while frame is not None and len(out) < _MAX_DEPTH:
         code = frame.f_code
-        if code is stop_code:
-            break
         if not code.co_filename.startswith(PACKAGE_DIR):
             out.append(format_frame(code.co_filename, frame.f_lineno, code.co_name))
+        if frame is stop_frame:
+            break
         frame = frame.f_back
     out.reverse()
     if HAS_AWAITED_BY:

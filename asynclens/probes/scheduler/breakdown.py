@@ -13,7 +13,7 @@ from typing import Any
 
 from .asyncstack import running_chain
 from .lineage import creation_chain_of_state
-from .steps import ATTR, NO_HELD, StepCall, TaskState, task_state_of
+from .steps import ATTR, NO_HELD, TaskState, task_state_of
 from .tally import TALLY_FOLD_EVERY, NameTally
 
 __all__ = ["SpanBreakdown"]
@@ -138,6 +138,7 @@ class SpanBreakdown:
         return tally
 
     def _error_stack(self, st: TaskState) -> str:
-        lines = running_chain(StepCall.__call__.__code__, skip=2)
+        task = st.task_ref() if st.task_ref is not None else None
+        lines = running_chain(getattr(task.get_coro(), "cr_frame", None) if task is not None else None, skip=2)
         chain = creation_chain_of_state(st)
         return "\n".join(lines + chain)

@@ -9,12 +9,25 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from ..._native import core
 from .critical import done_call, explain_wait
-from .steps import ATTR, LoopState, StepCall, TaskState
+from .stepcall import finish_task
+from .steps import ATTR, FOLD_EVERY, LoopState, StepCall, TaskState
 
-__all__ = ["Timed"]
+__all__ = ["Timed", "make_call_soon"]
 
 _Task = asyncio.Task
+
+if core is not None:
+    core.configure(_Task, TaskState, ATTR, explain_wait, done_call, finish_task, FOLD_EVERY)
+
+
+def make_call_soon(ls: LoopState, original: Callable[..., Any], private: bool) -> Callable[..., Any]:
+    """The hook for a loop's ``call_soon`` (``private``: the stdlib loops' ``_call_soon``)."""
+    if core is not None:
+        hook: Callable[..., Any] = core.CallSoonHook(ls, original, private)
+        return hook
+    return _make_private_call_soon(ls, original) if private else _make_call_soon(ls, original)
 
 
 def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,13 +1,29 @@
-"""Timing a task step: the wrapper the loop runs in place of a tracked task's wake-up.
+"""Timing a task step: the wrapper the loop runs in place of a tracked task's wake-up,
+and the per-task and per-loop fields it touches.
 
 It imports nothing of the step bookkeeping it drives (a ``TaskState``, duck-typed), so
-that :mod:`.steps` can create it on every wake-up without a cycle."""
+that :mod:`.steps` can create it on every wake-up without a cycle. With the compiled
+core (:mod:`asynclens._native`), :class:`StepCall`, :class:`TaskFields` and
+:class:`LoopFields` are its C types, with the same accounting and the same fields."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FOLD_EVERY", "StepCall", "state_of_done"]
+from ..._native import core
+
+__all__ = ["FOLD_EVERY", "LoopFields", "StepCall", "TaskFields", "finish_task", "state_of_done"]
+
+#: The fields of a task's state that every step touches (in C with the compiled core).
+TASK_FIELDS = (
+    "ls", "outer", "jobs", "call",
+    "created_ns", "ready_ns", "start_ns", "last_end_ns", "run_ns", "sched_ns", "io_ns", "exec_ns",
+    "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns",
+)  # fmt: skip
+#: The fields of a loop's state that every step and wake-up touches.
+LOOP_FIELDS = (
+    "now", "cpu", "delays", "probe", "running", "waker", "origin", "window_due", "step_budget", "part_ns", "active",
+)  # fmt: skip
 
 #: Ready->run delays collected per loop before they are folded into its histogram.
 FOLD_EVERY = 512
@@ -22,7 +38,8 @@ def state_of_done(task: Any) -> str:
     return "error" if getattr(task, "_exception", None) is not None else "done"
 
 
-def _finish(st: Any, task: Any, t: int) -> None:
+def finish_task(st: Any, task: Any, t: int) -> None:
+    """A step of ``st``'s task ended and the task is done: tell the probe."""
     try:
         st.done = True
         st.ls.probe.task_finished(st, state_of_done(task), t)
@@ -30,7 +47,19 @@ def _finish(st: Any, task: Any, t: int) -> None:
         st.ls.probe.internal_error("finishing a task", error)
 
 
-class StepCall:
+class PyTaskFields:
+    """The pure-Python :class:`TaskFields`: slots only (``TaskState`` sets them)."""
+
+    __slots__ = TASK_FIELDS
+
+
+class PyLoopFields:
+    """The pure-Python :class:`LoopFields`: slots only (``LoopState`` sets them)."""
+
+    __slots__ = LOOP_FIELDS
+
+
+class PyStepCall:
     """A tracked task's wake-up as the loop runs it: the task's own callback (its
     ``__step`` or ``__wakeup``, which resumes the coroutine), timed.
 
@@ -123,7 +152,7 @@ class StepCall:
                         outer.nested_ns += elapsed
                         st.outer = None
                 if task.done():
-                    _finish(st, task, st.last_end_ns)
+                    finish_task(st, task, st.last_end_ns)
             except Exception as exc:
                 ls.probe.internal_error("timing a task step", exc)
 
@@ -132,3 +161,13 @@ class StepCall:
 
     def __repr__(self) -> str:
         return repr(self.callback)
+
+
+if TYPE_CHECKING:
+    TaskFields = PyTaskFields
+    LoopFields = PyLoopFields
+    StepCall = PyStepCall
+elif core is not None:
+    TaskFields, LoopFields, StepCall = core.TaskFields, core.LoopFields, core.StepCall
+else:
+    TaskFields, LoopFields, StepCall = PyTaskFields, PyLoopFields, PyStepCall

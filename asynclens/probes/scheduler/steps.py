@@ -34,7 +34,7 @@ from typing import Any
 from ...records import TaskStep
 from ...stats import Histogram
 from .._attrs import remove_instance_attr
-from .stepcall import FOLD_EVERY, StepCall, state_of_done
+from .stepcall import FOLD_EVERY, LoopFields, StepCall, TaskFields, state_of_done
 
 __all__ = ["ATTR", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of"]
 
@@ -48,7 +48,7 @@ NO_X = (0, 0, 0, 0, 0)
 NO_HELD: tuple[int, Any] = (0, None)
 
 
-class LoopState:
+class LoopState(LoopFields):
     """Per-loop scheduler state: histograms, the running step, the ready-time hooks.
 
     ``install()`` shadows ``call_soon``, ``call_later`` and ``call_at`` with
@@ -61,28 +61,17 @@ class LoopState:
         "_installed",
         "_ready_hist",
         "_window_ns",
-        "active",
-        "cpu",
         "creating",
         "creating_coro",
-        "waker",
-        "delays",
         "emit",
         "loop_id",
-        "now",
-        "origin",
-        "part_ns",
         "parts",
         "parts_dropped",
-        "probe",
-        "running",
-        "step_budget",
         "steps_before",
         "tasks",
         "thread_cpu",
         "timer_lateness",
         "unexplained",
-        "window_due",
         "window_start",
         "window_tasks",
     )
@@ -152,13 +141,7 @@ class LoopState:
     # ---------------------------------------------------------------- hooks
 
     def install(self, loop: Any) -> None:
-        from .hooks import (
-            _is_stdlib_call_soon,
-            _make_call_at,
-            _make_call_later,
-            _make_call_soon,
-            _make_private_call_soon,
-        )
+        from .hooks import _is_stdlib_call_soon, _make_call_at, _make_call_later, make_call_soon
 
         if self._installed:
             return
@@ -171,10 +154,7 @@ class LoopState:
             "call_later": _make_call_later(self, originals["call_later"]),
             "call_at": _make_call_at(self, originals["call_at"], loop.time),
         }
-        if soon == "_call_soon":
-            hooks[soon] = _make_private_call_soon(self, originals[soon])
-        else:
-            hooks[soon] = _make_call_soon(self, originals[soon])
+        hooks[soon] = make_call_soon(self, originals[soon], private=soon == "_call_soon")
         for name, hook in hooks.items():
             setattr(loop, name, hook)
         self._installed = hooks
@@ -241,40 +221,22 @@ def take_all(items: list[Any]) -> list[Any]:
     return taken
 
 
-class TaskState:
+class TaskState(TaskFields):
     """Running totals of one task's timeline (ns on the session clock)."""
 
     __slots__ = (
         "__weakref__",
         "blocked_ns",
-        "call",
         "cpu_ns",
-        "cpu_start",
-        "created_ns",
         "done",
-        "exec_ns",
-        "first_ns",
         "held",
-        "io_ns",
-        "jobs",
-        "last_end_ns",
-        "ls",
         "max_sched_earlier",
         "name",
-        "max_sched_ns",
-        "nested_ns",
         "offcpu",
-        "outer",
         "parent",
         "parent_task_id",
-        "ready_ns",
-        "run_ns",
-        "sched_ns",
         "site",
         "span",
-        "start_ns",
-        "step_ready",
-        "steps",
         "task_ref",
         "x",
     )

@@ -1,0 +1,896 @@
+/* asynclens._core: the compiled hot paths of the scheduler probe.
+ *
+ * Every task step and every wake-up of a watched loop runs through here:
+ *
+ * - TaskFields / LoopFields: the per-task and per-loop counters the step timing
+ *   touches, as C fields. The Python classes TaskState and LoopState
+ *   (asynclens/probes/scheduler/steps.py) subclass them and keep every other
+ *   attribute and method; Python code reads and writes these fields as plain
+ *   attributes.
+ * - StepCall: a tracked task's wake-up callback, timed (stepcall.py's StepCall,
+ *   the same accounting line by line).
+ * - CallSoonHook: a watched loop's call_soon (or the stdlib loops' private
+ *   _call_soon), stamping a task's wake-up ready and scheduling its StepCall
+ *   (hooks.py's _make_call_soon / _make_private_call_soon).
+ *
+ * The rare paths (a task's first wake-up, explained waits, done callbacks,
+ * window snapshots, long steps, CPU-time steps) call back into the Python code,
+ * so both implementations share them. Nothing here raises into the program: an
+ * error in the bookkeeping goes to the probe's internal_error(), and the task's
+ * own callback, its result and its exception pass through untouched.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define AL_LL Py_T_LONGLONG
+#define AL_OBJ Py_T_OBJECT_EX
+#define AL_BOOL Py_T_BOOL
+#define AL_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define AL_LL T_LONGLONG
+#define AL_OBJ T_OBJECT_EX
+#define AL_BOOL T_BOOL
+#define AL_READONLY READONLY
+#endif
+
+/* ------------------------------------------------------------ configuration */
+
+/* Set once by configure() from the Python side. */
+static PyObject *task_type;        /* asyncio.Task */
+static PyObject *task_state_type;  /* steps.TaskState (exact type, as the Python hooks check) */
+static PyObject *attr_name;        /* "_asynclens_sched" */
+static PyObject *explain_wait_fn;  /* critical.explain_wait(st, arg, ls) */
+static PyObject *done_call_fn;     /* critical.done_call(callback, task, ls) */
+static PyObject *finish_fn;        /* stepcall._finish(st, task, t) */
+static Py_ssize_t fold_every = 512;
+
+static PyObject *s_self, *s_adopt, *s_fold, *s_snapshot, *s_executor_overlap, *s_end, *s_long_step_ended,
+    *s_done, *s_internal_error, *s_probe, *s_timing_step, *s_marking_ready;
+
+static int
+get_optional_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
+}
+
+/* ------------------------------------------------------------ TaskFields */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ls;
+    PyObject *outer;
+    PyObject *jobs;
+    PyObject *call;
+    long long created_ns;
+    long long ready_ns;
+    long long start_ns;
+    long long last_end_ns;
+    long long run_ns;
+    long long sched_ns;
+    long long io_ns;
+    long long exec_ns;
+    long long steps;
+    long long cpu_start;
+    long long max_sched_ns;
+    long long nested_ns;
+    long long step_ready;
+    long long first_ns;
+} TaskFields;
+
+/* ------------------------------------------------------------ LoopFields */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *now;
+    PyObject *cpu;
+    PyObject *delays;
+    PyObject *probe;
+    PyObject *running;
+    PyObject *waker;
+    long long origin;
+    long long window_due;
+    long long step_budget;
+    long long part_ns;
+    char active;
+} LoopFields;
+
+static PyTypeObject TaskFieldsType, LoopFieldsType, StepCallType, CallSoonHookType;
+
+#define TASK_OBJECTS(X) X(ls) X(outer) X(jobs) X(call)
+#define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker)
+
+static PyObject *
+task_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    TaskFields *self = (TaskFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+#define INIT_NONE(f) self->f = Py_NewRef(Py_None);
+    TASK_OBJECTS(INIT_NONE)
+    return (PyObject *)self;
+}
+
+static int
+task_fields_traverse(TaskFields *self, visitproc visit, void *arg)
+{
+#define VISIT(f) Py_VISIT(self->f);
+    TASK_OBJECTS(VISIT)
+    return 0;
+}
+
+static int
+task_fields_clear(TaskFields *self)
+{
+#define CLEAR(f) Py_CLEAR(self->f);
+    TASK_OBJECTS(CLEAR)
+    return 0;
+}
+
+static void
+task_fields_dealloc(TaskFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    task_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define LL_MEMBER(type, f) {#f, AL_LL, offsetof(type, f), 0, NULL},
+#define OBJ_MEMBER(type, f) {#f, AL_OBJ, offsetof(type, f), 0, NULL},
+#define TASK_OBJ_MEMBER(f) OBJ_MEMBER(TaskFields, f)
+#define LOOP_OBJ_MEMBER(f) OBJ_MEMBER(LoopFields, f)
+
+static PyMemberDef task_fields_members[] = {
+    TASK_OBJECTS(TASK_OBJ_MEMBER)
+    LL_MEMBER(TaskFields, created_ns)
+    LL_MEMBER(TaskFields, ready_ns)
+    LL_MEMBER(TaskFields, start_ns)
+    LL_MEMBER(TaskFields, last_end_ns)
+    LL_MEMBER(TaskFields, run_ns)
+    LL_MEMBER(TaskFields, sched_ns)
+    LL_MEMBER(TaskFields, io_ns)
+    LL_MEMBER(TaskFields, exec_ns)
+    LL_MEMBER(TaskFields, steps)
+    LL_MEMBER(TaskFields, cpu_start)
+    LL_MEMBER(TaskFields, max_sched_ns)
+    LL_MEMBER(TaskFields, nested_ns)
+    LL_MEMBER(TaskFields, step_ready)
+    LL_MEMBER(TaskFields, first_ns)
+    {NULL},
+};
+
+static PyObject *
+loop_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    LoopFields *self = (LoopFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    LOOP_OBJECTS(INIT_NONE)
+    return (PyObject *)self;
+}
+
+static int
+loop_fields_traverse(LoopFields *self, visitproc visit, void *arg)
+{
+    LOOP_OBJECTS(VISIT)
+    return 0;
+}
+
+static int
+loop_fields_clear(LoopFields *self)
+{
+    LOOP_OBJECTS(CLEAR)
+    return 0;
+}
+
+static void
+loop_fields_dealloc(LoopFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    loop_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef loop_fields_members[] = {
+    LOOP_OBJECTS(LOOP_OBJ_MEMBER)
+    LL_MEMBER(LoopFields, origin)
+    LL_MEMBER(LoopFields, window_due)
+    LL_MEMBER(LoopFields, step_budget)
+    LL_MEMBER(LoopFields, part_ns)
+    {"active", AL_BOOL, offsetof(LoopFields, active), 0, NULL},
+    {NULL},
+};
+
+/* ------------------------------------------------------------ helpers */
+
+/* The pending exception, as an object (normalised), and cleared. */
+static PyObject *
+take_error(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Report the pending error to ls.probe.internal_error(where, exc); never raises. */
+static void
+report_error(LoopFields *ls, PyObject *where)
+{
+    PyObject *exc = take_error();
+    if (exc == NULL)
+        return;
+    if (ls != NULL && ls->probe != Py_None) {
+        PyObject *r = PyObject_CallMethodObjArgs(ls->probe, s_internal_error, where, exc, NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    Py_DECREF(exc);
+}
+
+/* ls.now() as ns; -1 with an error set on failure. */
+static int
+call_clock(PyObject *clock, long long *out)
+{
+    PyObject *r = PyObject_CallNoArgs(clock);
+    if (r == NULL)
+        return -1;
+    long long v = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int
+call_method_discard(PyObject *obj, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *r = PyObject_CallMethodObjArgs(obj, name, a, b, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+call_method_ll2(PyObject *obj, PyObject *name, long long a, long long b)
+{
+    PyObject *pa = PyLong_FromLongLong(a), *pb = PyLong_FromLongLong(b);
+    int rc = -1;
+    if (pa != NULL && pb != NULL)
+        rc = call_method_discard(obj, name, pa, pb);
+    Py_XDECREF(pa);
+    Py_XDECREF(pb);
+    return rc;
+}
+
+/* ------------------------------------------------------------ StepCall */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;
+    PyObject *st;
+    PyObject *task;
+    vectorcallfunc vectorcall;
+} StepCall;
+
+static int step_begin(TaskFields *st, LoopFields *ls);
+static int step_end(TaskFields *st, LoopFields *ls, PyObject *task);
+
+static PyObject *
+stepcall_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    StepCall *self = (StepCall *)op;
+    /* Let go of what it was scheduled with first, so the task can reuse it. */
+    PyObject *callback = self->callback, *st_obj = self->st, *task = self->task;
+    self->callback = Py_NewRef(Py_None);
+    self->st = Py_NewRef(Py_None);
+    self->task = Py_NewRef(Py_None);
+    PyObject *result;
+    if (!PyObject_TypeCheck(st_obj, &TaskFieldsType) ||
+        !PyObject_TypeCheck(((TaskFields *)st_obj)->ls, &LoopFieldsType)) {
+        result = PyObject_Vectorcall(callback, args, nargsf, kwnames);
+        goto done;
+    }
+    TaskFields *st = (TaskFields *)st_obj;
+    LoopFields *ls = (LoopFields *)Py_NewRef(st->ls);
+    if (!ls->active) {
+        Py_DECREF(ls);
+        result = PyObject_Vectorcall(callback, args, nargsf, kwnames);
+        goto done;
+    }
+    if (step_begin(st, ls) < 0)
+        report_error(ls, s_timing_step);
+    result = PyObject_Vectorcall(callback, args, nargsf, kwnames);
+    {
+        PyObject *raised = result == NULL ? take_error() : NULL;
+        if (step_end(st, ls, task) < 0)
+            report_error(ls, s_timing_step);
+        if (raised != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+            PyErr_SetRaisedException(raised);
+#else
+            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(raised)), raised, PyException_GetTraceback(raised));
+#endif
+        }
+    }
+    Py_DECREF(ls);
+done:
+    Py_DECREF(callback);
+    Py_DECREF(st_obj);
+    Py_DECREF(task);
+    return result;
+}
+
+/* TaskState.begin inlined (the same accounting). */
+static int
+step_begin(TaskFields *st, LoopFields *ls)
+{
+    long long t;
+    if (call_clock(ls->now, &t) < 0)
+        return -1;
+    long long ready = st->ready_ns, last = st->last_end_ns;
+    if (!ready || ready > t) {
+        ready = t; /* woken by nothing we saw: the whole gap was waiting */
+    }
+    else {
+        st->ready_ns = 0;
+        if (last)
+            ready = ready > last ? ready : last;
+        else if (ready < st->created_ns)
+            ready = st->created_ns;
+    }
+    long long delay = t - ready;
+    if (last) {
+        int has_jobs = PyObject_IsTrue(st->jobs);
+        if (has_jobs < 0)
+            return -1;
+        if (has_jobs) {
+            PyObject *r = PyObject_CallMethod((PyObject *)st, "_executor_overlap", "LL", last, ready);
+            if (r == NULL)
+                return -1;
+            long long in_pool = PyLong_AsLongLong(r);
+            Py_DECREF(r);
+            if (in_pool == -1 && PyErr_Occurred())
+                return -1;
+            st->exec_ns += in_pool;
+            st->io_ns += ready - last - in_pool;
+        }
+        else {
+            st->io_ns += ready - last;
+        }
+    }
+    else {
+        st->first_ns = t;
+    }
+    st->step_ready = ready;
+    st->sched_ns += delay;
+    if (delay > st->max_sched_ns)
+        st->max_sched_ns = delay;
+    if (PyList_Check(ls->delays)) {
+        PyObject *d = PyLong_FromLongLong(delay);
+        if (d == NULL)
+            return -1;
+        int rc = PyList_Append(ls->delays, d);
+        Py_DECREF(d);
+        if (rc < 0)
+            return -1;
+        if (PyList_GET_SIZE(ls->delays) >= fold_every && call_method_discard((PyObject *)ls, s_fold, NULL, NULL) < 0)
+            return -1;
+    }
+    if (t >= ls->window_due) {
+        PyObject *pt = PyLong_FromLongLong(t);
+        if (pt == NULL)
+            return -1;
+        int rc = call_method_discard(ls->probe, s_snapshot, (PyObject *)ls, pt);
+        Py_DECREF(pt);
+        if (rc < 0)
+            return -1;
+    }
+    /* st.outer = ls.running; ls.running = st */
+    PyObject *old_outer = st->outer;
+    st->outer = ls->running; /* the loop's reference moves to st.outer */
+    ls->running = Py_NewRef((PyObject *)st);
+    Py_DECREF(old_outer);
+    st->start_ns = t;
+    if (ls->cpu != Py_None && call_clock(ls->cpu, &st->cpu_start) < 0)
+        return -1;
+    return 0;
+}
+
+/* TaskState.end inlined when it records neither CPU time nor TaskStep records;
+ * then whether the task finished. */
+static int
+step_end(TaskFields *st, LoopFields *ls, PyObject *task)
+{
+    long long t;
+    if (ls->cpu != Py_None || ls->step_budget > 0) {
+        if (call_clock(ls->now, &t) < 0)
+            return -1;
+        PyObject *pt = PyLong_FromLongLong(t);
+        if (pt == NULL)
+            return -1;
+        int rc = call_method_discard((PyObject *)st, s_end, pt, NULL);
+        Py_DECREF(pt);
+        if (rc < 0)
+            return -1;
+    }
+    else {
+        if (call_clock(ls->now, &t) < 0)
+            return -1;
+        long long elapsed = t - st->start_ns;
+        if (elapsed >= ls->part_ns && call_method_ll2((PyObject *)st, s_long_step_ended, st->start_ns, t) < 0)
+            return -1;
+        long long nested = st->nested_ns;
+        if (nested) {
+            st->run_ns += elapsed - nested;
+            st->sched_ns += nested;
+            st->nested_ns = 0;
+        }
+        else {
+            st->run_ns += elapsed;
+        }
+        st->steps += 1;
+        st->start_ns = 0;
+        st->last_end_ns = t;
+        PyObject *outer = st->outer, *old_running = ls->running;
+        ls->running = Py_NewRef(outer);
+        Py_DECREF(old_running);
+        if (outer != Py_None) { /* an eager first step ran inside the outer task's step */
+            if (PyObject_TypeCheck(outer, &TaskFieldsType))
+                ((TaskFields *)outer)->nested_ns += elapsed;
+            st->outer = Py_NewRef(Py_None);
+            Py_DECREF(outer);
+        }
+    }
+    PyObject *done = PyObject_CallMethodNoArgs(task, s_done);
+    if (done == NULL)
+        return -1;
+    int is_done = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (is_done < 0)
+        return -1;
+    if (is_done && finish_fn != NULL) {
+        PyObject *pt = PyLong_FromLongLong(st->last_end_ns);
+        if (pt == NULL)
+            return -1;
+        PyObject *r = PyObject_CallFunctionObjArgs(finish_fn, (PyObject *)st, task, pt, NULL);
+        Py_DECREF(pt);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+stepcall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *callback = Py_None, *st = Py_None, *task = Py_None;
+    static char *kwlist[] = {"callback", "st", "task", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOO:StepCall", kwlist, &callback, &st, &task))
+        return NULL;
+    StepCall *self = (StepCall *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->callback = Py_NewRef(callback);
+    self->st = Py_NewRef(st);
+    self->task = Py_NewRef(task);
+    self->vectorcall = stepcall_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+stepcall_traverse(StepCall *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->callback);
+    Py_VISIT(self->st);
+    Py_VISIT(self->task);
+    return 0;
+}
+
+static int
+stepcall_clear(StepCall *self)
+{
+    Py_CLEAR(self->callback);
+    Py_CLEAR(self->st);
+    Py_CLEAR(self->task);
+    return 0;
+}
+
+static void
+stepcall_dealloc(StepCall *self)
+{
+    PyObject_GC_UnTrack(self);
+    stepcall_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Attributes it does not have (__self__, __qualname__, ...) are the callback's,
+ * so asyncio's handle reprs and slow-callback warnings name the task. */
+static PyObject *
+stepcall_getattro(PyObject *op, PyObject *name)
+{
+    PyObject *r = PyObject_GenericGetAttr(op, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return r;
+    PyErr_Clear();
+    return PyObject_GetAttr(((StepCall *)op)->callback, name);
+}
+
+static PyObject *
+stepcall_repr(StepCall *self)
+{
+    return PyObject_Repr(self->callback);
+}
+
+static PyMemberDef stepcall_members[] = {
+    {"callback", AL_OBJ, offsetof(StepCall, callback), 0, NULL},
+    {"st", AL_OBJ, offsetof(StepCall, st), 0, NULL},
+    {"task", AL_OBJ, offsetof(StepCall, task), 0, NULL},
+    {NULL},
+};
+
+/* ------------------------------------------------------------ CallSoonHook */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ls;
+    PyObject *original;
+    int private_form; /* _call_soon(callback, args, context) rather than call_soon(callback, *args, context=) */
+    vectorcallfunc vectorcall;
+} CallSoonHook;
+
+/* The task a wake-up callback belongs to (its __self__), borrowed-or-new in *owner; 0 if none. */
+static int
+owner_of(PyObject *callback, PyObject **owner)
+{
+    *owner = NULL;
+    if (PyMethod_Check(callback)) {
+        *owner = Py_NewRef(PyMethod_GET_SELF(callback));
+        return 0;
+    }
+    if (PyCFunction_Check(callback)) {
+        PyObject *self = PyCFunction_GET_SELF(callback);
+        *owner = self != NULL ? Py_NewRef(self) : NULL;
+        return 0;
+    }
+    if (PyFunction_Check(callback))
+        return 0;
+    return get_optional_attr(callback, s_self, owner) < 0 ? -1 : 0;
+}
+
+/* Mark st ready and return the callback to schedule (new reference), or NULL with an error. */
+static PyObject *
+wake_task(CallSoonHook *hook, LoopFields *ls, PyObject *callback, PyObject *owner, PyObject *arg, int one_arg)
+{
+    PyObject *st_obj = NULL;
+    if (get_optional_attr(owner, attr_name, &st_obj) < 0)
+        return NULL;
+    if (st_obj == NULL || st_obj == Py_None) { /* a task inside create_task(): its first step is being scheduled */
+        Py_XDECREF(st_obj);
+        st_obj = PyObject_CallMethodOneArg((PyObject *)ls, s_adopt, owner);
+        if (st_obj == NULL)
+            return NULL;
+    }
+    if ((PyObject *)Py_TYPE(st_obj) != task_state_type) {
+        Py_DECREF(st_obj);
+        return Py_NewRef(callback);
+    }
+    TaskFields *st = (TaskFields *)st_obj;
+    if (!st->ready_ns) {
+        long long t;
+        if (call_clock(ls->now, &t) < 0)
+            goto error;
+        long long origin = ls->origin;
+        st->ready_ns = (0 < origin && origin < t) ? origin : t;
+        if (st->last_end_ns && (ls->running != Py_None || ls->waker != Py_None || one_arg)) {
+            PyObject *r = PyObject_CallFunctionObjArgs(explain_wait_fn, st_obj, one_arg ? arg : Py_None, (PyObject *)ls, NULL);
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+        }
+    }
+    PyObject *scheduled;
+    if (Py_IS_TYPE(callback, &StepCallType)) {
+        scheduled = Py_NewRef(callback);
+    }
+    else {
+        StepCall *call = (StepCall *)st->call;
+        if (Py_IS_TYPE(st->call, &StepCallType) && call->st == Py_None) {
+            Py_INCREF(call);
+        }
+        else { /* first wake-up, or the last one has not run yet */
+            call = (StepCall *)StepCallType.tp_alloc(&StepCallType, 0);
+            if (call == NULL)
+                goto error;
+            call->callback = Py_NewRef(Py_None);
+            call->st = Py_NewRef(Py_None);
+            call->task = Py_NewRef(Py_None);
+            call->vectorcall = stepcall_vectorcall;
+            if (st->call == Py_None)
+                Py_SETREF(st->call, Py_NewRef((PyObject *)call));
+        }
+        Py_SETREF(call->callback, Py_NewRef(callback));
+        Py_SETREF(call->st, Py_NewRef(st_obj));
+        Py_SETREF(call->task, Py_NewRef(owner));
+        scheduled = (PyObject *)call;
+    }
+    Py_DECREF(st_obj);
+    return scheduled;
+error:
+    Py_DECREF(st_obj);
+    return NULL;
+}
+
+/* The callback to schedule in place of ``callback`` (new reference); never NULL
+ * unless memory runs out: a bookkeeping error is reported and the callback kept. */
+static PyObject *
+hooked_callback(CallSoonHook *hook, PyObject *callback, PyObject *arg, int one_arg)
+{
+    LoopFields *ls = (LoopFields *)hook->ls;
+    if (!ls->active)
+        return Py_NewRef(callback);
+    PyObject *owner = NULL, *result = NULL;
+    if (owner_of(callback, &owner) < 0)
+        goto error;
+    if (owner != NULL && PyObject_TypeCheck(owner, (PyTypeObject *)task_type)) {
+        /* a task's wake-up (others: no attribute lookup) */
+        result = wake_task(hook, ls, callback, owner, arg, one_arg);
+    }
+    else if (one_arg && PyObject_TypeCheck(arg, (PyTypeObject *)task_type)) {
+        result = PyObject_CallFunctionObjArgs(done_call_fn, callback, arg, (PyObject *)ls, NULL);
+    }
+    else {
+        result = Py_NewRef(callback);
+    }
+    Py_XDECREF(owner);
+    if (result != NULL)
+        return result;
+error:
+    report_error(ls, s_marking_ready);
+    return Py_NewRef(callback);
+}
+
+static PyObject *
+hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CallSoonHook *hook = (CallSoonHook *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || !PyObject_TypeCheck(hook->ls, &LoopFieldsType))
+        return PyObject_Vectorcall(hook->original, args, nargs, kwnames);
+    PyObject *callback;
+    if (hook->private_form) { /* _call_soon(callback, args, context) */
+        if (nargs != 3 || kwnames != NULL || !PyTuple_Check(args[1]))
+            return PyObject_Vectorcall(hook->original, args, nargs, kwnames);
+        PyObject *cargs = args[1];
+        int one = PyTuple_GET_SIZE(cargs) == 1;
+        callback = hooked_callback(hook, args[0], one ? PyTuple_GET_ITEM(cargs, 0) : Py_None, one);
+    }
+    else { /* call_soon(callback, *args, context=None) */
+        int one = nargs == 2;
+        callback = hooked_callback(hook, args[0], one ? args[1] : Py_None, one);
+    }
+    if (callback == NULL)
+        return NULL;
+    Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8];
+    PyObject **copy = total <= 8 ? small : PyMem_Malloc(total * sizeof(PyObject *));
+    if (copy == NULL) {
+        Py_DECREF(callback);
+        return PyErr_NoMemory();
+    }
+    copy[0] = callback;
+    for (Py_ssize_t i = 1; i < total; i++)
+        copy[i] = args[i];
+    PyObject *r = PyObject_Vectorcall(hook->original, copy, nargs, kwnames);
+    if (copy != small)
+        PyMem_Free(copy);
+    Py_DECREF(callback);
+    return r;
+}
+
+static PyObject *
+hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *ls, *original;
+    int private_form = 0;
+    static char *kwlist[] = {"ls", "original", "private", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|p:CallSoonHook", kwlist, &ls, &original, &private_form))
+        return NULL;
+    CallSoonHook *self = (CallSoonHook *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ls = Py_NewRef(ls);
+    self->original = Py_NewRef(original);
+    self->private_form = private_form;
+    self->vectorcall = hook_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+hook_traverse(CallSoonHook *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ls);
+    Py_VISIT(self->original);
+    return 0;
+}
+
+static int
+hook_clear(CallSoonHook *self)
+{
+    Py_CLEAR(self->ls);
+    Py_CLEAR(self->original);
+    return 0;
+}
+
+static void
+hook_dealloc(CallSoonHook *self)
+{
+    PyObject_GC_UnTrack(self);
+    hook_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef hook_members[] = {
+    {"ls", AL_OBJ, offsetof(CallSoonHook, ls), AL_READONLY, NULL},
+    {"original", AL_OBJ, offsetof(CallSoonHook, original), AL_READONLY, NULL},
+    {NULL},
+};
+
+/* ------------------------------------------------------------ types */
+
+static PyTypeObject TaskFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.TaskFields",
+    .tp_doc = "The per-task counters a step's timing touches (TaskState's base).",
+    .tp_basicsize = sizeof(TaskFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = task_fields_new,
+    .tp_dealloc = (destructor)task_fields_dealloc,
+    .tp_traverse = (traverseproc)task_fields_traverse,
+    .tp_clear = (inquiry)task_fields_clear,
+    .tp_members = task_fields_members,
+};
+
+static PyTypeObject LoopFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.LoopFields",
+    .tp_doc = "The per-loop state a step's timing touches (LoopState's base).",
+    .tp_basicsize = sizeof(LoopFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = loop_fields_new,
+    .tp_dealloc = (destructor)loop_fields_dealloc,
+    .tp_traverse = (traverseproc)loop_fields_traverse,
+    .tp_clear = (inquiry)loop_fields_clear,
+    .tp_members = loop_fields_members,
+};
+
+static PyTypeObject StepCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.StepCall",
+    .tp_doc = "A tracked task's wake-up as the loop runs it, timed.",
+    .tp_basicsize = sizeof(StepCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = stepcall_new,
+    .tp_dealloc = (destructor)stepcall_dealloc,
+    .tp_traverse = (traverseproc)stepcall_traverse,
+    .tp_clear = (inquiry)stepcall_clear,
+    .tp_members = stepcall_members,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(StepCall, vectorcall),
+    .tp_getattro = stepcall_getattro,
+    .tp_repr = (reprfunc)stepcall_repr,
+};
+
+static PyTypeObject CallSoonHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.CallSoonHook",
+    .tp_doc = "A watched loop's call_soon: stamps a task's wake-up ready and schedules its StepCall.",
+    .tp_basicsize = sizeof(CallSoonHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = hook_new,
+    .tp_dealloc = (destructor)hook_dealloc,
+    .tp_traverse = (traverseproc)hook_traverse,
+    .tp_clear = (inquiry)hook_clear,
+    .tp_members = hook_members,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(CallSoonHook, vectorcall),
+};
+
+/* ------------------------------------------------------------ module */
+
+static PyObject *
+configure(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    PyObject *task, *state, *attr, *explain, *done_call, *finish;
+    Py_ssize_t fold = 512;
+    static char *kwlist[] = {"task_type", "task_state_type", "attr", "explain_wait", "done_call", "finish", "fold_every", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!UOOO|n:configure", kwlist, &PyType_Type, &task, &PyType_Type,
+                                     &state, &attr, &explain, &done_call, &finish, &fold))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)state, &TaskFieldsType)) {
+        PyErr_SetString(PyExc_TypeError, "task_state_type must subclass TaskFields");
+        return NULL;
+    }
+    Py_XSETREF(task_type, Py_NewRef(task));
+    Py_XSETREF(task_state_type, Py_NewRef(state));
+    Py_XSETREF(attr_name, Py_NewRef(attr));
+    PyUnicode_InternInPlace(&attr_name);
+    Py_XSETREF(explain_wait_fn, Py_NewRef(explain));
+    Py_XSETREF(done_call_fn, Py_NewRef(done_call));
+    Py_XSETREF(finish_fn, Py_NewRef(finish));
+    fold_every = fold > 0 ? fold : 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef core_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(task_type, task_state_type, attr, explain_wait, done_call, finish, fold_every=512)\n\n"
+     "Name the Python pieces the compiled hot paths call into. Called once by the scheduler probe."},
+    {NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "asynclens._core",
+    .m_doc = "The compiled hot paths of asynclens's scheduler probe (see asynclens/_native.py).",
+    .m_size = -1,
+    .m_methods = core_methods,
+};
+
+#define INTERN(var, text)                                \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) \
+        return NULL;
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    INTERN(s_self, "__self__")
+    INTERN(s_adopt, "adopt")
+    INTERN(s_fold, "fold")
+    INTERN(s_snapshot, "_snapshot")
+    INTERN(s_executor_overlap, "_executor_overlap")
+    INTERN(s_end, "end")
+    INTERN(s_long_step_ended, "long_step_ended")
+    INTERN(s_done, "done")
+    INTERN(s_internal_error, "internal_error")
+    INTERN(s_probe, "probe")
+    INTERN(s_timing_step, "timing a task step")
+    INTERN(s_marking_ready, "marking a task ready")
+    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType};
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        const char *dot = strrchr(types[i]->tp_name, '.');
+        if (PyModule_AddObject(m, dot + 1, Py_NewRef((PyObject *)types[i])) < 0) {
+            Py_DECREF((PyObject *)types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return m;
+}
