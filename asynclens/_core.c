@@ -1,4 +1,4 @@
-/* asynclens._core: the compiled hot paths of the scheduler probe.
+/* asynclens._core: the compiled hot paths of the scheduler and lag probes.
  *
  * Every task step and every wake-up of a watched loop runs through here:
  *
@@ -12,6 +12,8 @@
  * - CallSoonHook: a watched loop's call_soon (or the stdlib loops' private
  *   _call_soon), stamping a task's wake-up ready and scheduling its StepCall
  *   (hooks.py's _make_call_soon / _make_private_call_soon).
+ * - BookFields / SelectHook: the lag monitor's heartbeat around every selector
+ *   wait (asynclens/probes/lag/monitor.py's LoopBook and its select wrapper).
  *
  * The rare paths (a task's first wake-up, explained waits, done callbacks,
  * window snapshots, long steps, CPU-time steps) call back into the Python code,
@@ -48,7 +50,8 @@ static PyObject *finish_fn;        /* stepcall._finish(st, task, t) */
 static Py_ssize_t fold_every = 512;
 
 static PyObject *s_self, *s_adopt, *s_fold, *s_snapshot, *s_executor_overlap, *s_end, *s_long_step_ended,
-    *s_done, *s_internal_error, *s_probe, *s_timing_step, *s_marking_ready;
+    *s_done, *s_internal_error, *s_probe, *s_timing_step, *s_marking_ready, *s_on_error, *s_lag_selector, *s_gap_safe,
+    *s_resume, *s_wake;
 
 static int
 get_optional_attr(PyObject *obj, PyObject *name, PyObject **result)
@@ -816,6 +819,226 @@ static PyTypeObject CallSoonHookType = {
     .tp_vectorcall_offset = offsetof(CallSoonHook, vectorcall),
 };
 
+
+/* ------------------------------------------------------------ BookFields, SelectHook */
+
+/* The lag monitor's heartbeat fields the selector wrapper touches every loop
+ * iteration (LoopBook's base, asynclens/probes/lag/monitor.py). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *parked_at;
+    long long beat;
+    long long threshold_ns;
+    long long select_enter_ns;
+    long long idle_ns;
+    char in_select;
+    char stopped;
+} BookFields;
+
+static PyTypeObject BookFieldsType, SelectHookType;
+
+static PyObject *
+book_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    BookFields *self = (BookFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->parked_at = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+static int
+book_fields_traverse(BookFields *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parked_at);
+    return 0;
+}
+
+static int
+book_fields_clear(BookFields *self)
+{
+    Py_CLEAR(self->parked_at);
+    return 0;
+}
+
+static void
+book_fields_dealloc(BookFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    book_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef book_fields_members[] = {
+    OBJ_MEMBER(BookFields, parked_at)
+    LL_MEMBER(BookFields, beat)
+    LL_MEMBER(BookFields, threshold_ns)
+    LL_MEMBER(BookFields, select_enter_ns)
+    LL_MEMBER(BookFields, idle_ns)
+    {"in_select", AL_BOOL, offsetof(BookFields, in_select), 0, NULL},
+    {"stopped", AL_BOOL, offsetof(BookFields, stopped), 0, NULL},
+    {NULL},
+};
+
+/* A watched loop's selector.select, timed: the heartbeat before and after the
+ * wait (LoopMonitor._wrap_selector's wrapper, the same bookkeeping). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *book;
+    PyObject *original;
+    PyObject *now;
+    vectorcallfunc vectorcall;
+} SelectHook;
+
+/* The book's own error report (LoopMonitor._on_error); never raises. */
+static void
+book_error(PyObject *book)
+{
+    PyObject *exc = take_error();
+    if (exc == NULL)
+        return;
+    PyObject *on_error = NULL;
+    if (get_optional_attr(book, s_on_error, &on_error) > 0 && on_error != Py_None) {
+        PyObject *r = PyObject_CallFunctionObjArgs(on_error, s_lag_selector, exc, NULL);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    Py_XDECREF(on_error);
+    Py_DECREF(exc);
+}
+
+static int
+book_call(PyObject *book, PyObject *name, long long a, int with_b, long long b)
+{
+    if (with_b)
+        return call_method_ll2(book, name, a, b);
+    PyObject *pa = PyLong_FromLongLong(a);
+    if (pa == NULL)
+        return -1;
+    int rc = call_method_discard(book, name, pa, NULL);
+    Py_DECREF(pa);
+    return rc;
+}
+
+static PyObject *
+select_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    SelectHook *self = (SelectHook *)op;
+    if (!PyObject_TypeCheck(self->book, &BookFieldsType))
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    PyObject *book_obj = Py_NewRef(self->book);
+    BookFields *book = (BookFields *)book_obj;
+    long long t;
+    if (call_clock(self->now, &t) < 0) {
+        book_error(book_obj);
+        t = book->beat;
+    }
+    else if (t - book->beat > book->threshold_ns && book_call(book_obj, s_gap_safe, t, 0, 0) < 0) {
+        book_error(book_obj);
+    }
+    book->select_enter_ns = t;
+    book->in_select = 1;
+    PyObject *result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    PyObject *raised = result == NULL ? take_error() : NULL;
+    if (call_clock(self->now, &t) < 0) {
+        book_error(book_obj);
+        t = book->select_enter_ns;
+    }
+    book->idle_ns += t - book->select_enter_ns;
+    if (book->stopped && book_call(book_obj, s_resume, t, 1, book->select_enter_ns) < 0)
+        book_error(book_obj);
+    book->beat = t;
+    book->in_select = 0;
+    if (book->parked_at != Py_None && book_call(book_obj, s_wake, t, 0, 0) < 0)
+        book_error(book_obj);
+    Py_DECREF(book_obj);
+    if (raised != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(raised);
+#else
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(raised)), raised, PyException_GetTraceback(raised));
+#endif
+    }
+    return result;
+}
+
+static PyObject *
+select_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *book, *original, *now;
+    static char *kwlist[] = {"book", "original", "now", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:SelectHook", kwlist, &book, &original, &now))
+        return NULL;
+    SelectHook *self = (SelectHook *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->book = Py_NewRef(book);
+    self->original = Py_NewRef(original);
+    self->now = Py_NewRef(now);
+    self->vectorcall = select_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+select_traverse(SelectHook *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->book);
+    Py_VISIT(self->original);
+    Py_VISIT(self->now);
+    return 0;
+}
+
+static int
+select_clear(SelectHook *self)
+{
+    Py_CLEAR(self->book);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->now);
+    return 0;
+}
+
+static void
+select_dealloc(SelectHook *self)
+{
+    PyObject_GC_UnTrack(self);
+    select_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef select_members[] = {
+    {"book", AL_OBJ, offsetof(SelectHook, book), AL_READONLY, NULL},
+    {"__wrapped__", AL_OBJ, offsetof(SelectHook, original), AL_READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject BookFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.BookFields",
+    .tp_doc = "The lag monitor's heartbeat fields (LoopBook's base).",
+    .tp_basicsize = sizeof(BookFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = book_fields_new,
+    .tp_dealloc = (destructor)book_fields_dealloc,
+    .tp_traverse = (traverseproc)book_fields_traverse,
+    .tp_clear = (inquiry)book_fields_clear,
+    .tp_members = book_fields_members,
+};
+
+static PyTypeObject SelectHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.SelectHook",
+    .tp_doc = "A watched loop's selector.select, with the lag monitor's heartbeat around the wait.",
+    .tp_basicsize = sizeof(SelectHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = select_new,
+    .tp_dealloc = (destructor)select_dealloc,
+    .tp_traverse = (traverseproc)select_traverse,
+    .tp_clear = (inquiry)select_clear,
+    .tp_members = select_members,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(SelectHook, vectorcall),
+};
+
 /* ------------------------------------------------------------ module */
 
 static PyObject *
@@ -852,7 +1075,7 @@ static PyMethodDef core_methods[] = {
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "asynclens._core",
-    .m_doc = "The compiled hot paths of asynclens's scheduler probe (see asynclens/_native.py).",
+    .m_doc = "The compiled hot paths of asynclens's scheduler and lag probes (see asynclens/_native.py).",
     .m_size = -1,
     .m_methods = core_methods,
 };
@@ -876,7 +1099,12 @@ PyInit__core(void)
     INTERN(s_probe, "probe")
     INTERN(s_timing_step, "timing a task step")
     INTERN(s_marking_ready, "marking a task ready")
-    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType};
+    INTERN(s_on_error, "_on_error")
+    INTERN(s_lag_selector, "timing the selector")
+    INTERN(s_gap_safe, "gap_safe")
+    INTERN(s_resume, "resume")
+    INTERN(s_wake, "wake")
+    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType};
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;

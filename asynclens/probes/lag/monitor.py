@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from threading import get_ident
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..._native import core
 from ...records import LagSnapshot
 from ...stats import Histogram
 from .._attrs import remove_instance_attr
@@ -28,13 +29,25 @@ from .._attrs import remove_instance_attr
 __all__ = ["LoopBook", "LoopMonitor"]
 
 
-class LoopBook:
+class PyBookFields:
+    """The heartbeat fields the selector wrapper touches every loop iteration (in C,
+    ``asynclens._core.BookFields``, with the compiled core)."""
+
+    __slots__ = ("beat", "idle_ns", "in_select", "parked_at", "select_enter_ns", "stopped", "threshold_ns")
+
+
+if TYPE_CHECKING:
+    BookFields = PyBookFields
+else:
+    BookFields = core.BookFields if core is not None else PyBookFields
+
+
+class LoopBook(BookFields):
     """The bookkeeping of one loop, free of any real loop or clock."""
 
     __slots__ = (
         "_cpu",
         "_emit",
-        "beat",
         "busy_total",
         "closed_hist",
         "cpu_ws",
@@ -42,23 +55,17 @@ class LoopBook:
         "expected",
         "first_window_start",
         "gaps",
-        "idle_ns",
         "idle_seen",
         "idle_ws",
-        "in_select",
         "interval_ns",
         "loop_id",
         "offcpu_ns",
         "offcpu_ws",
-        "parked_at",
-        "select_enter_ns",
         "skip_lag",
         "skipped",
         "snapshots",
         "stalls",
-        "stopped",
         "thread_id",
-        "threshold_ns",
         "ticks",
         "wall_total",
         "window",
@@ -367,6 +374,9 @@ class LoopMonitor(LoopBook):
 
     def _wrap_selector(self, selector: Any) -> None:
         original = selector.select
+        if core is not None:
+            self._wrapper = selector.select = core.SelectHook(self, original, self._now)
+            return
         now = self._now
         book = self
 
