@@ -26,7 +26,7 @@ the order rotates each round):
 * ``asynclens``: ``asynclens.session()`` with its defaults (lag, handles and
   scheduler probes; no sinks, so spans are only folded into the in-memory summary
   aggregates), ``AsgiMiddleware``, and ``@asynclens.trace`` on both handlers and on
-  the gathered children: 4-5 spans per request;
+  the gathered children: 4-5 spans per request (4.5 on average);
 * ``asynclens-spans``: the same, with ``lag=False, track_handles=False,
   scheduler=False``: spans only;
 * ``otel``: the OpenTelemetry SDK (``TracerProvider``, ``BatchSpanProcessor`` with
@@ -34,7 +34,7 @@ the order rotates each round):
   ``OpenTelemetryMiddleware`` with its defaults (a server span plus ``http
   receive``/``http send`` spans), ``AsyncioInstrumentor`` tracing the gathered
   children (``OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE``), and a
-  ``start_as_current_span`` wrapper on each handler: 7-8 spans per request;
+  ``start_as_current_span`` wrapper on each handler: 6-8 spans per request (7 on average);
 * ``pyinstrument``: the documented FastAPI recipe, a ``Profiler(async_mode="enabled")``
   started and stopped around each request by a middleware (the recipe profiles
   per request, not process-wide), applied to every request rather than only to
@@ -48,12 +48,17 @@ A variant whose packages are missing is skipped with one line. ``bare`` is
 always measured: it is the baseline of every ratio.
 
 Load: HTTP/1.1 keep-alive on 127.0.0.1 from ``--connections`` connections (50),
-for ``--seconds`` per round after a ``--warmup``; one request in flight per
-connection. ``wrk`` is used when it is on PATH (one thread, a Lua script for the
-POST/GET mix that counts status-200 responses; ``apt-get install wrk``), else a
-built-in load generator in a separate process (uvloop, raw protocols, pre-built
-requests, responses parsed with httptools, status 200 checked). With two or more
-CPUs the server is pinned to the first allowed CPU and the load to the second
+one request in flight per connection, the two endpoints in rotation. ``wrk`` is
+used when it is on PATH (``apt-get install wrk``; one thread and a Lua script that
+builds the POST/GET mix and counts status-200 responses), else a built-in load
+generator in a separate process (uvloop, raw protocols, pre-built requests,
+responses parsed with httptools, status 200 checked). Either runs one load per
+round: a ``--warmup`` (1 s), then the measured window of ``--seconds`` (3 s); only
+the responses that arrive inside the window count (wrk's script reads the same
+``CLOCK_MONOTONIC`` through LuaJIT's FFI), and the server's CPU is read at the
+window's two ends, so connection set-up, warm-up and the stop fall outside it and
+the requests in flight at either end cost about what they leave out. With two or
+more CPUs the server is pinned to the first allowed CPU and the load to the second
 (``--no-pin`` turns that off), so every variant gets the same placement.
 
 Measured per round: successful (status 200) responses per second, and the
@@ -126,6 +131,8 @@ CHILD_COROUTINES = ("load_customer", "check_stock", "quote_prices", "list_orders
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_TIMEOUT = 60.0  # seconds for a server to import, build its app and listen
+WRK_LEAD = 0.25  # seconds for wrk to start and connect, before its warm-up counts
+WRK_TAIL = 0.5  # seconds wrk goes on after the measured window (it stops on whole seconds)
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -213,13 +220,19 @@ def build_app(inst: Instrumentation) -> Any:
     @inst.child("db.stock")
     async def check_stock(items: list[LineItem]) -> bool:
         await db_roundtrip()
-        return all(int(item.sku[4:]) % 7 != 0 or item.quantity < 50 for item in items)
+        short = [item.sku for item in items if int(item.sku[4:]) % 7 == 0 and item.quantity >= 50]
+        return not short
 
     @inst.child("pricing.quote")
     async def quote_prices(items: list[LineItem], coupon: str | None) -> dict[str, Any]:
         await db_roundtrip()
-        lines = [
-            {"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price, "amount": round(i.quantity * i.unit_price, 2)}
+        lines: list[dict[str, Any]] = [
+            {
+                "sku": i.sku,
+                "quantity": i.quantity,
+                "unit_price": i.unit_price,
+                "amount": round(i.quantity * i.unit_price, 2),
+            }
             for i in items
         ]
         subtotal = round(sum(line["amount"] for line in lines), 2)
@@ -280,10 +293,10 @@ def _asynclens(probes: bool) -> Instrumentation:
     import asynclens
     from asynclens.integrations.asgi import AsgiMiddleware
 
-    options = {} if probes else dict(NO_PROBES)
+    options: dict[str, Any] = {} if probes else dict(NO_PROBES)
 
     def traced(name: str) -> Decorator:
-        return asynclens.trace(name=name)  # type: ignore[no-any-return]
+        return asynclens.trace(name=name)
 
     @contextlib.contextmanager
     def around() -> Iterator[None]:
@@ -458,7 +471,11 @@ def request_mix() -> list[tuple[str, str, bytes | None]]:
     for k in range(4):
         customer = 101 + k
         items = [
-            {"sku": f"SKU-{(3 * k + j) % 50:03d}", "quantity": 1 + (k + j) % 4, "unit_price": round(4.5 + 3.25 * j + k, 2)}
+            {
+                "sku": f"SKU-{(3 * k + j) % 50:03d}",
+                "quantity": 1 + (k + j) % 4,
+                "unit_price": round(4.5 + 3.25 * j + k, 2),
+            }
             for j in range(3)
         ]
         order = {"customer_id": customer, "items": items, "coupon": "SPRING10" if k % 2 else None}
@@ -559,7 +576,7 @@ async def _drive(port: int, connections: int, seconds: float, warmup: float, ser
     requests = [raw_request(*r) for r in request_mix()]
     conns: list[_Connection] = []
     for n in range(connections):
-        _, conn = await loop.create_connection(lambda n=n: _Connection(tally, requests, n), "127.0.0.1", port)
+        _, conn = await loop.create_connection(functools.partial(_Connection, tally, requests, n), "127.0.0.1", port)
         conns.append(conn)
     await asyncio.sleep(warmup)
     cpu0, t0, ok0, bad0 = process_cpu(server_pid), time.perf_counter(), tally.ok, tally.bad
@@ -594,6 +611,7 @@ def builtin_load(port: int, server_pid: int, connections: int, seconds: float, w
     config = {"port": port, "connections": connections, "seconds": seconds, "warmup": warmup, "server_pid": server_pid}
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--load", json.dumps(config)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=warmup + seconds + 60,
@@ -614,20 +632,34 @@ def _lua_string(data: bytes) -> str:
 
 
 def wrk_script(path: str) -> None:
-    """Write the wrk Lua script: the request mix in rotation, status-200 responses counted."""
+    """Write the wrk Lua script: the request mix in rotation; the status-200 responses that
+    arrive between the two CLOCK_MONOTONIC instants passed as its arguments are counted."""
     formats = []
     for method, target, body in request_mix():
         if body is None:
             formats.append(f'  requests[#requests + 1] = wrk.format("{method}", "{target}")')
         else:
             headers = '{["Content-Type"] = "application/json"}'
-            formats.append(f'  requests[#requests + 1] = wrk.format("{method}", "{target}", {headers}, {_lua_string(body)})')
+            formats.append(
+                f'  requests[#requests + 1] = wrk.format("{method}", "{target}", {headers}, {_lua_string(body)})'
+            )
     script = "\n".join(
         [
             "-- written by benchmarks/asgi_service.py",
+            'local ffi = require("ffi")  -- wrk runs LuaJIT: its FFI reads the same clock as time.monotonic()',
+            "ffi.cdef[[",
+            "typedef struct { long tv_sec; long tv_nsec; } asgi_bench_timespec;",
+            "int clock_gettime(int clk_id, asgi_bench_timespec *tp);",
+            "]]",
+            'local ts = ffi.new("asgi_bench_timespec")',
+            "local function now()",
+            "  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC",
+            "  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9",
+            "end",
             "requests = {}",
-            "ok, bad, counter = 0, 0, 0",
+            "ok, bad, total, counter, start_at, stop_at = 0, 0, 0, 0, 0, 0",
             "init = function(args)  -- after wrk.init: the Host header is known",
+            "  start_at, stop_at = tonumber(args[1]), tonumber(args[2])",
             *formats,
             "end",
             "request = function()",
@@ -635,16 +667,22 @@ def wrk_script(path: str) -> None:
             "  return requests[(counter - 1) % #requests + 1]",
             "end",
             "response = function(status, headers, body)",
-            "  if status == 200 then ok = ok + 1 else bad = bad + 1 end",
+            "  local t = now()",
+            "  if status == 200 then total = total + 1 end",
+            "  if t >= start_at and t < stop_at then",
+            "    if status == 200 then ok = ok + 1 else bad = bad + 1 end",
+            "  end",
             "end",
             "local threads = {}",
             "setup = function(thread) table.insert(threads, thread) end",
             "done = function(summary, latency, requests)",
-            "  local good, other = 0, 0",
-            "  for _, t in ipairs(threads) do good = good + t:get('ok'); other = other + t:get('bad') end",
+            "  local good, other, all = 0, 0, 0",
+            "  for _, t in ipairs(threads) do",
+            "    good = good + t:get('ok'); other = other + t:get('bad'); all = all + t:get('total')",
+            "  end",
             "  local e = summary.errors",
-            "  io.write(string.format('RESULT {\"ok\": %d, \"bad\": %d, \"socket_errors\": %d, \"duration_us\": %d}\\n',",
-            "    good, other, e.connect + e.read + e.write + e.timeout, summary.duration))",
+            '  io.write(string.format(\'RESULT {"ok": %d, "bad": %d, "total": %d, "socket_errors": %d}\\n\',',
+            "    good, other, all, e.connect + e.read + e.write + e.timeout))",
             "end",
             "",
         ]
@@ -653,33 +691,48 @@ def wrk_script(path: str) -> None:
         f.write(script)
 
 
-def _wrk_run(wrk: str, script: str, port: int, connections: int, seconds: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        stdin=subprocess.DEVNULL,
+def _cpu_at(pid: int, when: float, proc: subprocess.Popen[str]) -> tuple[tuple[float, float], float]:
+    """Sleep until the monotonic instant ``when``, then read the server's CPU (and the time)."""
+    time.sleep(max(0.0, when - time.monotonic()))
+    if proc.poll() is not None:
+        said = ((proc.stderr.read() if proc.stderr else "") or "nothing").strip().splitlines()[-1]
+        raise RuntimeError(f"wrk exited {proc.returncode} early: {said}")
+    return process_cpu(pid), time.monotonic()
+
+
+def wrk_load(
+    wrk: str, script: str, port: int, server_pid: int, connections: int, seconds: float, warmup: float
+) -> Window:
+    """One wrk run per round: warm-up, the measured window, a tail; CPU read at the window's ends."""
+    launch = time.monotonic()
+    start_at = launch + WRK_LEAD + warmup
+    stop_at = start_at + seconds
+    duration = math.ceil(stop_at - launch + WRK_TAIL)  # wrk takes whole seconds
+    command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script]
+    command += [f"http://127.0.0.1:{port}/", "--", f"{start_at:.6f}", f"{stop_at:.6f}"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
     )
-    for line in reversed(done.stdout.splitlines()):
+    try:
+        cpu0, t0 = _cpu_at(server_pid, start_at, proc)
+        cpu1, t1 = _cpu_at(server_pid, stop_at, proc)
+        out, err = proc.communicate(timeout=duration + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for line in reversed(out.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
-    said = ((done.stderr or done.stdout).strip().splitlines() or ["nothing"])[-1]
-    raise RuntimeError(f"wrk exited {done.returncode} without a result: {said}")
-
-
-def wrk_load(wrk: str, script: str, port: int, server_pid: int, connections: int, seconds: int, warmup: int) -> Window:
-    warmed = _wrk_run(wrk, script, port, connections, warmup)["ok"] if warmup > 0 else 0
-    if warmup > 0 and warmed == 0:
-        raise RuntimeError("no successful response during the warm-up")
-    cpu0, t0 = process_cpu(server_pid), time.perf_counter()
-    got = _wrk_run(wrk, script, port, connections, seconds)
-    cpu1, t1 = process_cpu(server_pid), time.perf_counter()
+            got = json.loads(line[len("RESULT ") :])
+            break
+    else:
+        said = ((err or out).strip().splitlines() or ["nothing"])[-1]
+        raise RuntimeError(f"wrk exited {proc.returncode} without a result: {said}")
     return Window(
         ok=got["ok"],
         bad=got["bad"] + got["socket_errors"],
-        total=warmed + got["ok"],
-        elapsed=got["duration_us"] / 1e6,
+        total=got["total"],
+        elapsed=stop_at - start_at,
         user=cpu1[0] - cpu0[0],
         system=cpu1[1] - cpu0[1],
         wall=t1 - t0,
@@ -779,7 +832,9 @@ def running_server(variant: str, settings: Settings, tag: str) -> Iterator[Serve
     if settings.server_cpu is not None:
         command += ["--cpu", str(settings.server_cpu)]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env()
+        )
     try:
         _wait_ready(proc, port, log)
         yield Server(proc.pid, port, log)
@@ -797,6 +852,7 @@ class Measurement:
     loop: str
     info: dict[str, Any]
     spans_per_request: float | None  # spans the server recorded over all its successful responses
+    recorded: dict[str, int]  # the variant's own counters at shutdown (spans, dropped, ...)
 
 
 def measure(variant: str, settings: Settings, tag: str) -> Measurement:
@@ -808,15 +864,16 @@ def measure(variant: str, settings: Settings, tag: str) -> Measurement:
                 server.port,
                 server.pid,
                 settings.connections,
-                max(1, round(settings.seconds)),
-                max(1, round(settings.warmup)) if settings.warmup > 0 else 0,
+                settings.seconds,
+                settings.warmup,
             )
         else:
             window = builtin_load(server.port, server.pid, settings.connections, settings.seconds, settings.warmup)
     info_lines = log_lines(server.log, "INFO ")
     loops = log_lines(server.log, "LOOP ")
     recorded = log_lines(server.log, "RECORDED ")  # written at the server's shutdown
-    spans = json.loads(recorded[0])["spans"] if recorded else None
+    counters: dict[str, int] = json.loads(recorded[0]) if recorded else {}
+    spans = counters.get("spans")
     if window.ok <= 0:
         raise RuntimeError(f"no successful response ({window.bad} failed); server said: {_last_line(server.log)}")
     cpu = window.user + window.system
@@ -829,6 +886,7 @@ def measure(variant: str, settings: Settings, tag: str) -> Measurement:
         loop=loops[0] if loops else "?",
         info=json.loads(info_lines[0]) if info_lines else {},
         spans_per_request=spans / window.total if spans is not None and window.total else None,
+        recorded=counters,
     )
 
 
@@ -928,12 +986,13 @@ def _version(dist: str) -> str:
         return "?"
 
 
+def _split(only: str) -> list[str]:
+    return [v.strip() for v in only.split(",") if v.strip()]
+
+
 def choose_variants(only: str | None) -> list[str]:
     """The variants to run (baseline first), printing a line for each one skipped."""
-    wanted = list(VARIANTS) if not only else [v.strip() for v in only.split(",") if v.strip()]
-    unknown = [v for v in wanted if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"--only: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    wanted = _split(only) if only else list(VARIANTS)
     if BASELINE not in wanted:
         print(f"note: {BASELINE} added: it is the baseline of the ratios")
         wanted.insert(0, BASELINE)
@@ -957,17 +1016,18 @@ def run_rounds(names: Sequence[str], settings: Settings, rounds: int) -> dict[st
     for r in range(rounds):
         for name in _rotate(names, r):
             try:
-                got: Measurement | None = measure(name, settings, f"r{r + 1}")
-                print(
-                    f"  round {r + 1}/{rounds} {name}: {got.rps:.0f} req/s, {got.cpu_us:.1f} µs CPU/req,"
-                    f" server busy {got.busy:.0%}" + (f", {got.bad} non-200" if got.bad else ""),
-                    file=sys.stderr,
-                    flush=True,
-                )
-            except Exception as exc:  # keep the other measurements
+                got = measure(name, settings, f"r{r + 1}")
+            except Exception as exc:  # noqa: BLE001 -- one failed round must not lose the others
                 print(f"  round {r + 1}/{rounds} {name}: failed: {exc}", file=sys.stderr, flush=True)
-                got = None
+                runs[name].append(None)
+                continue
             runs[name].append(got)
+            print(
+                f"  round {r + 1}/{rounds} {name}: {got.rps:.0f} req/s, {got.cpu_us:.1f} µs CPU/req,"
+                f" server busy {got.busy:.0%}" + (f", {got.bad} non-200" if got.bad else ""),
+                file=sys.stderr,
+                flush=True,
+            )
     return runs
 
 
@@ -986,6 +1046,12 @@ def print_checks(runs: dict[str, list[Measurement | None]], expected_implementat
     recorded = ", ".join(f"{name} {n:.1f}" for name, n in per_request.items() if not math.isnan(n))
     if recorded:
         print(f"spans recorded per successful response (warm-up included): {recorded}")
+    for name, got in runs.items():
+        lost = {
+            key: sum(m.recorded.get(key, 0) for m in got if m is not None) for key in ("dropped", "internal_errors")
+        }
+        if any(lost.values()):
+            print(f"warning: {name} servers reported " + ", ".join(f"{n} {key}" for key, n in lost.items()))
     implementations = sorted({str(m.info.get("implementation")) for name, m in done if name.startswith("asynclens")})
     if implementations and implementations != [str(expected_implementation)]:
         print(f"asynclens implementation reported by the servers: {', '.join(implementations)}")
@@ -1021,15 +1087,13 @@ def benchmark(args: argparse.Namespace) -> int:
     )
     print(f"python {platform.python_version()} ({platform.python_implementation()}), {len(cpus) or '?'} CPUs")
     if wrk:
-        wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-        load = f"wrk ({wrk_version}, 1 thread)"
-        if args.seconds != round(args.seconds) or (args.warmup and args.warmup != round(args.warmup)):
-            print("note: wrk takes whole seconds; --seconds and --warmup are rounded")
+        said = subprocess.run([wrk, "-v"], check=False, capture_output=True, text=True).stdout.split()
+        load = f"{' '.join(said[:2]) or 'wrk'} (1 thread, Lua script)"
     else:
         load = "built-in load generator (uvloop + httptools, separate process)"
     placement = f"server on CPU {cpus[0]}, load on CPU {cpus[1]}" if pin else "not pinned"
     print(f"load: {load}; {args.connections} keep-alive connections; {placement}")
-    print(f"rounds: {args.rounds} × {args.seconds:g} s after {args.warmup:g} s warm-up, order rotating; variants: {', '.join(names)}")
+    print(f"rounds: {args.rounds} × {args.seconds:g} s after {args.warmup:g} s warm-up, order rotating each round")
     if implementation is not None:
         print(f"asynclens {_version('asyncio-lens')}, implementation: {implementation}")
     with tempfile.TemporaryDirectory(prefix="asgi-bench-") as scratch:
@@ -1039,8 +1103,14 @@ def benchmark(args: argparse.Namespace) -> int:
         runs = run_rounds(names, settings, args.rounds)
     results = summarise(runs, BASELINE)
     print()
-    print(f"asgi service, {args.connections} connections, {args.rounds} rounds × {args.seconds:g} s (medians; ratios vs bare, paired by round)")
+    print(
+        f"asgi service, {args.connections} connections, {args.rounds} rounds × {args.seconds:g} s"
+        f" (medians; ratios vs {BASELINE} of the same round)"
+    )
     print_table(results)
+    print()
+    for name in names:
+        print(f"  {name}: {VARIANTS[name][0]}")
     print()
     print_budgets(results)
     print_checks(runs, implementation)
@@ -1054,13 +1124,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each measurement (1)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent keep-alive connections (50)")
     parser.add_argument("--only", metavar="VARIANT[,VARIANT]", help=f"variants to run ({', '.join(VARIANTS)})")
-    parser.add_argument("--client", choices=["auto", "wrk", "builtin"], default="auto", help="load generator (auto: wrk if on PATH)")
+    parser.add_argument(
+        "--client", choices=["auto", "wrk", "builtin"], default="auto", help="load generator (auto: wrk if on PATH)"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate CPUs")
     parser.add_argument("--serve", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    unknown = [v for v in _split(args.only or "") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--only: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.rounds < 1 or args.seconds <= 0 or args.connections < 1 or args.warmup < 0:
         parser.error("--rounds and --connections must be at least 1, --seconds positive, --warmup not negative")
     return args
