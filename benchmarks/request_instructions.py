@@ -1,14 +1,21 @@
-"""Instructions per echo-like request, counted by valgrind's callgrind.
+"""Instructions per request, counted by valgrind's callgrind.
 
 Times on this shared 2-core machine move by several per cent from run to run;
-instruction counts do not. Each configuration of ``scheduler_overhead.py``'s
-section 2b (a task woken through a future, then the request handler, traced or
-not), plus the pure-Python floor of ``python_floor.py``, runs under callgrind
-twice, with N and 2N requests; the difference divided by N is what one request
-costs, start-up and imports cancelling out. Process-wide: the session's flusher
-thread is counted too.
+instruction counts do not. Two workloads:
 
-    python benchmarks/request_instructions.py [--requests 4000] [--loop asyncio|uvloop]
+* ``task`` (default): a task per request, woken through a future a plain callback
+  resolves, then a handler awaiting a child (both traced in the traced configs):
+  what a connection-per-task server does per request;
+* ``echo``: ``scheduler_overhead.py``'s section 2b, one long-lived task woken through
+  a future per request, then the handler (traced or not).
+
+Each configuration, plus the pure-Python floor of ``python_floor.py``, runs under
+callgrind twice, with N and 2N requests; the difference divided by N is what one
+request costs, start-up and imports cancelling out. Process-wide: the session's
+flusher thread is counted too. Every configuration runs with the compiled core and
+with the pure-Python fallback (``ASYNCLENS_PURE_PYTHON=1``), side by side.
+
+    python benchmarks/request_instructions.py [--requests 4000] [--loop asyncio|uvloop] [--workload task|echo]
 
 Needs ``valgrind`` on the PATH (Debian: ``apt-get install valgrind``). Takes about a
 minute: every run is some 50 times slower under callgrind.
@@ -17,12 +24,16 @@ minute: every run is some 50 times slower under callgrind.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -30,17 +41,72 @@ sys.path.insert(0, HERE)
 import scheduler_overhead  # noqa: E402
 
 
-def _child(config: str, requests: int, loop_name: str) -> None:
-    """The measured run: ``requests`` echo-like requests in one configuration."""
-    scheduler_overhead._per_request(scheduler_overhead._loops()[loop_name], config, requests)
+#: The added-instructions budgets of a request with every probe on (issue 18), by loop.
+BUDGET = {"asyncio": 0.25, "uvloop": 0.5}
 
 
-def _instructions(config: str, requests: int, loop_name: str) -> int:
+def _task_requests(factory: Callable[[], asyncio.AbstractEventLoop], config: str, n: int) -> None:
+    """``n`` task-per-request requests in one configuration (see the module docstring)."""
+    import asynclens
+
+    options, wrap = scheduler_overhead._REQUEST_CONFIGS[config]
+
+    async def child(data: bytes) -> bytes:
+        return data
+
+    async def handler(data: bytes) -> bytes:
+        return await traced_child(data)
+
+    traced_child: Callable[[bytes], Any] = child
+    traced_handler: Callable[[bytes], Any] = handler
+    probes: Any = contextlib.nullcontext()
+    if wrap == "trace":
+        traced_child = asynclens.trace(name="child")(child)
+        traced_handler = asynclens.trace(name="handler")(handler)
+    elif wrap == "floor":
+        import python_floor
+
+        traced_child, traced_handler = python_floor.span(child), python_floor.span(handler)
+        probes = python_floor.setup()
+    loop = factory()
+    try:
+        session = asynclens.session(buffer_limit=4 * n, **options) if options is not None else None
+        with session if session is not None else contextlib.nullcontext():
+
+            async def request(lp: asyncio.AbstractEventLoop) -> bytes:
+                fut = lp.create_future()
+                lp.call_soon(fut.set_result, b"x")
+                return await traced_handler(await fut)  # type: ignore[no-any-return]
+
+            async def main() -> None:
+                lp = asyncio.get_running_loop()
+                async with probes:  # the tasks are made inside: the floor's factory makes them
+                    for _ in range(n):
+                        await lp.create_task(request(lp))
+                if session is not None:
+                    session.flush()
+
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def _child(config: str, requests: int, loop_name: str, workload: str) -> None:
+    """The measured run: ``requests`` requests in one configuration."""
+    factory = scheduler_overhead._loops()[loop_name]
+    if workload == "task":
+        _task_requests(factory, config, requests)
+    else:
+        scheduler_overhead._per_request(factory, config, requests)
+
+
+def _instructions(config: str, requests: int, loop_name: str, workload: str, pure: bool) -> int:
     command = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, os.path.abspath(__file__), "--child", config, str(requests), loop_name,
+        sys.executable, os.path.abspath(__file__), "--child", config, str(requests), loop_name, workload,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, "ASYNCLENS_PURE_PYTHON": "1" if pure else ""}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"callgrind run of {config!r} failed: {done.stderr.strip()[-500:]}")
@@ -51,28 +117,52 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "REQUESTS", "LOOP"), help=argparse.SUPPRESS)
+    parser.add_argument("--workload", choices=["task", "echo"], default="task")
+    parser.add_argument("--child", nargs=4, metavar=("CONFIG", "REQUESTS", "LOOP", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        config, requests, loop_name = args.child
-        _child(config, int(requests), loop_name)
+        config, requests, loop_name, workload = args.child
+        _child(config, int(requests), loop_name, workload)
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("request_instructions.py: valgrind is not on the PATH (Debian: apt-get install valgrind)")
+    import asynclens
+
+    if asynclens.IMPLEMENTATION != "c":
+        print("request_instructions.py: the compiled core is not built here: both columns are pure Python")
     configs = list(scheduler_overhead._REQUEST_CONFIGS)
     n = args.requests
-    jobs = [(config, count) for config in configs for count in (n, 2 * n)]
+    jobs = [(config, count, pure) for config in configs for count in (n, 2 * n) for pure in (False, True)]
+    jobs = [job for job in jobs if job[0] != "floor" or not job[2]]  # the floor runs no asynclens code
     with ThreadPoolExecutor(2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], args.loop), jobs)))
-    print(f"Python {sys.version.split()[0]}, {args.loop} loop: instructions per echo-like request (callgrind, {n} vs {2 * n})")
-    print(f"{'config':<18} {'instructions':>12} {'added':>9}")
-    base = None
+        counts = dict(
+            zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], args.loop, args.workload, job[2]), jobs))
+        )
+
+    def per(config: str, pure: bool) -> float:
+        return (counts[(config, 2 * n, pure)] - counts[(config, n, pure)]) / n
+
+    print(
+        f"Python {sys.version.split()[0]}, {args.loop} loop, {args.workload} workload: "
+        f"instructions per request (callgrind, {n} vs {2 * n})"
+    )
+    print("| config | compiled core | added | × bare | pure Python | added | × bare |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base = per("bare", False)
     for config in configs:
-        per = (counts[(config, 2 * n)] - counts[(config, n)]) / n
-        base = per if base is None else base
-        print(f"{config:<18} {per:>12,.0f} {per - base:>+9,.0f}")
+        cells = [config]
+        for pure in (False, True):
+            if (config, n, pure) not in counts:
+                cells += ["—", "—", "—"]
+                continue
+            count = per(config, pure)
+            cells += [f"{count:,.0f}", f"{count - base:+,.0f}", f"{(count - base) / base:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+    added = (per("all", False) - base) / base
+    verdict = "met" if added <= BUDGET[args.loop] else "NOT met"
+    print(f"budget: every probe on adds ≤ {BUDGET[args.loop]}× bare on {args.loop}: {added:.2f}× ({verdict})")
     print("(floor: python_floor.py, the least a pure-Python step probe with spans can do;")
-    print(" all: + lag monitor and handle registry, which cost per loop iteration: one per request here)")
+    print(" all: every probe, as a default session: + lag monitor and handle registry, per loop iteration)")
 
 
 if __name__ == "__main__":
