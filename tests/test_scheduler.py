@@ -525,6 +525,39 @@ def test_only_notable_tasks_are_recorded_by_default() -> None:
     assert probe.statistics()["tasks_unrecorded"] >= 1
 
 
+def test_long_healthy_tasks_are_recorded_within_a_budget_a_second_then_only_new_extremes() -> None:
+    """Under load every task lives long: only ``notable_per_second`` of those get a record each
+    second, then only one that lived or waited longer than all recorded; the rest are counted.
+    A failed task is recorded past the budget."""
+    clock = FakeClock()
+
+    async def long(ms: int) -> None:
+        clock.spend_cpu(ms * MS)
+
+    async def bad() -> None:
+        raise KeyError("x")
+
+    async def main() -> None:
+        for i in range(5):
+            await asyncio.create_task(long(2), name=f"first-{i}")  # 2 ms each: the budget of 3 and 2 more
+        await asyncio.create_task(long(5), name="longest")  # longer than all recorded: recorded
+        await asyncio.create_task(long(3), name="shorter")  # past the budget, not an extreme
+        await asyncio.gather(asyncio.create_task(bad(), name="bad"), return_exceptions=True)
+        clock.advance(1_000 * MS)  # a new second, a new budget
+        await asyncio.create_task(long(2), name="next-second")
+
+    probe = SchedulerProbe(notable_per_second=3)
+    with capture(clock=clock, probes=[probe]) as cap:
+        run(asyncio.new_event_loop, main)
+    names = set(tasks_by_name(cap.records))
+    assert {"first-0", "first-1", "first-2", "longest", "bad", "next-second"} <= names
+    assert not names & {"first-3", "first-4", "shorter"}
+    assert probe.tasks_over_budget == 3 and probe.statistics()["tasks_over_budget"] == 3
+    assert "3 long ones past the 3-a-second record budget" in "\n".join(probe.summary_lines())
+    with pytest.raises(ValueError, match="notable_per_second"):
+        SchedulerProbe(notable_per_second=-1)
+
+
 def test_spans_within_one_step_get_their_breakdown_without_a_snapshot(factory: Any) -> None:
     """Spans that start and end inside one step (the pending path): any end order,
     a remote parent's extra kept, the error stack added; one left open across an

@@ -87,6 +87,11 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             were cancelled, outlived their span, lived or waited for the loop
             at least ``notable`` seconds; the others are only counted). Tasks
             still pending at session end are always recorded.
+        notable_per_second: of the tasks that only lived or waited long (under
+            load, every one of them), at most this many records a second, and
+            after that only those that lived or waited longer than every one
+            recorded in that second; the rest are counted. Failed, cancelled and
+            outliving tasks are always recorded.
 
     .. versionadded:: 0.1
     """
@@ -103,16 +108,23 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         gc: bool = True,
         task_records: str = "notable",
         notable: float = 0.001,
+        notable_per_second: int = 100,
     ) -> None:
         if isinstance(record_steps, bool) or not isinstance(record_steps, int) or record_steps < 0:
             raise ValueError(f"SchedulerProbe(record_steps={record_steps!r}): must be an int >= 0")
         if not isinstance(window, (int, float)) or window <= 0:
             raise ValueError(f"SchedulerProbe(window={window!r}): must be a positive number of seconds")
+        if isinstance(notable_per_second, bool) or not isinstance(notable_per_second, int) or notable_per_second < 0:
+            raise ValueError(f"SchedulerProbe(notable_per_second={notable_per_second!r}): must be an int >= 0")
         if task_records not in ("all", "notable", "none"):
             raise ValueError(f"SchedulerProbe(task_records={task_records!r}): expected 'all', 'notable' or 'none'")
         self.task_records = task_records
         self.notable_ns = int(notable * 1e9)
+        self.notable_per_second = notable_per_second
         self.tasks_unrecorded = 0
+        self.tasks_over_budget = 0  # of tasks_unrecorded: notable only for their length, past the budget
+        # this second's budget of long-task records: (ends at, records left, longest life, longest wait)
+        self._budget: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.thread_cpu = bool(thread_cpu)
         self.record_steps = record_steps
         self.window_ns = int(window * 1e9)
@@ -318,18 +330,28 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         mode = self.task_records
         if mode == "notable":
             span = st.span
-            if (
-                state == "done"
-                and t - st.created_ns < self.notable_ns
-                and st.longest_sched_ns() < self.notable_ns
-                and (span is None or not span.end_ns)
-            ):
-                self.tasks_unrecorded += 1
-                return
+            if state == "done" and (span is None or not span.end_ns):
+                life = t - st.created_ns
+                wait = st.longest_sched_ns()
+                if (life < self.notable_ns and wait < self.notable_ns) or not self._within_budget(t, life, wait):
+                    self.tasks_unrecorded += 1
+                    return
         elif mode == "none":
             self.tasks_unrecorded += 1
             return
         self._emit_task(st, state, t)
+
+    def _within_budget(self, t: int, life: int, wait: int) -> bool:
+        """Whether a task notable only for its length gets a record: within this
+        second's budget, or longer-lived or longer-waiting than every one recorded."""
+        until, left, longest_life, longest_wait = self._budget
+        if t >= until:
+            until, left, longest_life, longest_wait = t + 1_000_000_000, self.notable_per_second, 0, 0
+        if left <= 0 and life <= longest_life and wait <= longest_wait:
+            self.tasks_over_budget += 1
+            return False
+        self._budget = (until, left - 1, max(life, longest_life), max(wait, longest_wait))
+        return True
 
     def _emit_task(self, st: TaskState, state: str, t: int, stack: tuple[str, ...] = ()) -> None:
         task = st.task_ref() if st.task_ref is not None else None
@@ -468,6 +490,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             tasks_tracked=self.tasks_tracked,
             tasks_finished=self.tasks_finished,
             tasks_unrecorded=self.tasks_unrecorded,
+            tasks_over_budget=self.tasks_over_budget,
             tasks_not_covered=self.tasks_not_covered,
             steps=sum(ls.steps for ls in list(self._loop_states)),
             outlived_span=self.outlived_count,
@@ -511,8 +534,14 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         if not lines and not self.tasks_tracked:
             return []
         coverage = f"  coverage: {self.tasks_tracked} tasks tracked"
-        if self.tasks_unrecorded:
-            coverage += f", {self.tasks_unrecorded} quick ones counted without a record"
+        quick = self.tasks_unrecorded - self.tasks_over_budget
+        if quick:
+            coverage += f", {quick} quick ones counted without a record"
+        if self.tasks_over_budget:
+            coverage += (
+                f", {self.tasks_over_budget} long ones past the {self.notable_per_second}-a-second"
+                " record budget counted without one"
+            )
         if self.tasks_not_covered:
             coverage += f", {self.tasks_not_covered} not covered (created before the session)"
         lines.append(coverage)
