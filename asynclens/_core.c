@@ -1,4 +1,4 @@
-/* asynclens._core: the compiled hot paths of the scheduler and lag probes.
+/* asynclens._core: the compiled hot paths of spans and of the scheduler and lag probes.
  *
  * Every task step and every wake-up of a watched loop runs through here:
  *
@@ -14,6 +14,8 @@
  *   (hooks.py's _make_call_soon / _make_private_call_soon).
  * - BookFields / SelectHook: the lag monitor's heartbeat around every selector
  *   wait (asynclens/probes/lag/monitor.py's LoopBook and its select wrapper).
+ * - SpanFields: a live span's fields, its start, end and ids (LiveSpan's base,
+ *   asynclens/tracing/spans.py).
  *
  * The rare paths (a task's first wake-up, explained waits, done callbacks,
  * window snapshots, long steps, CPU-time steps) call back into the Python code,
@@ -1039,6 +1041,412 @@ static PyTypeObject SelectHookType = {
     .tp_vectorcall_offset = offsetof(SelectHook, vectorcall),
 };
 
+
+/* ------------------------------------------------------------ SpanFields */
+
+/* A live span's fields, its start (tp_init), its end (_end) and its lazily drawn
+ * ids (LiveSpan's base, asynclens/tracing/spans.py; PySpanFields is the twin).
+ * Drawing an id here needs no lock: no other thread runs while this C code holds
+ * the GIL, and no collection can start (it allocates no container). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;
+    PyObject *trace_id;
+    PyObject *span_id;
+    PyObject *parent_id;
+    PyObject *attrs;
+    PyObject *events;
+    PyObject *error;
+    PyObject *task;
+    PyObject *thread_id;
+    PyObject *session;
+    PyObject *extra;
+    PyObject *breakdown;
+    long long start_ns;
+    long long end_ns;
+} SpanFields;
+
+#define SPAN_OBJECTS(X) \
+    X(name) X(trace_id) X(span_id) X(parent_id) X(attrs) X(events) X(error) X(task) X(thread_id) X(session) X(extra) X(breakdown)
+
+static PyTypeObject SpanFieldsType;
+
+/* Set once by configure_spans() from asynclens/tracing/spans.py. */
+static PyObject *live_span_type;   /* LiveSpan (exact type, as the Python code checks) */
+static PyObject *getrandbits_fn;   /* random.getrandbits */
+static PyObject *thread_ids;       /* spans._thread_ids: one int object per thread */
+static PyObject *loop_of_thread;   /* spans._loop_of_thread, or None when not caching loops */
+static PyObject *current_tasks;    /* asyncio.tasks._current_tasks when caching loops */
+static PyObject *running_task_fn;  /* spans._running_task(ident) */
+static PyObject *get_running_loop_fn, *current_task_fn;
+static PyObject *span_observer = NULL; /* the scheduler probe's span observer, or NULL */
+static PyObject *s_now, *s_span_started, *s_span_ended, *s_buffer, *s_limit, *s_wake_at, *s_set,
+    *s_note_drop, *s_thread_id_attr, *s_trace_id, *s_span_id, *s_wake_event, *s_append;
+
+static PyObject *
+span_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    SpanFields *self = (SpanFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    SPAN_OBJECTS(INIT_NONE)
+    return (PyObject *)self;
+}
+
+static int
+span_fields_traverse(SpanFields *self, visitproc visit, void *arg)
+{
+    SPAN_OBJECTS(VISIT)
+    return 0;
+}
+
+static int
+span_fields_clear(SpanFields *self)
+{
+    SPAN_OBJECTS(CLEAR)
+    return 0;
+}
+
+static void
+span_fields_dealloc(SpanFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    span_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* *slot's id, drawn once (``bits`` random bits, never 0); a new reference. */
+static PyObject *
+draw_id(PyObject **slot, int bits)
+{
+    if (*slot != Py_None)
+        return Py_NewRef(*slot);
+    if (getrandbits_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: spans not configured");
+        return NULL;
+    }
+    PyObject *drawn = PyObject_CallFunction(getrandbits_fn, "i", bits);
+    if (drawn == NULL)
+        return NULL;
+    int zero = PyObject_Not(drawn);
+    if (zero < 0) {
+        Py_DECREF(drawn);
+        return NULL;
+    }
+    if (zero)
+        Py_SETREF(drawn, PyLong_FromLong(1));
+    if (drawn == NULL)
+        return NULL;
+    if (*slot == Py_None) /* the call may have run Python code (a patched getrandbits) */
+        Py_SETREF(*slot, Py_NewRef(drawn));
+    Py_DECREF(drawn);
+    return Py_NewRef(*slot);
+}
+
+static PyObject *
+span_get_trace_id(SpanFields *self, void *closure)
+{
+    return draw_id(&self->trace_id, 128);
+}
+
+static int
+span_set_trace_id(SpanFields *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete trace_id");
+        return -1;
+    }
+    Py_SETREF(self->trace_id, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+span_get_span_id(SpanFields *self, void *closure)
+{
+    return draw_id(&self->span_id, 64);
+}
+
+/* The task running in this thread, or None (spans._running_task's common case in C). */
+static PyObject *
+running_task(void)
+{
+#if PY_VERSION_HEX < 0x030C0000 /* before 3.12 (spans._CACHE_LOOPS): the loop this thread last ran */
+    unsigned long ident = PyThread_get_thread_ident();
+    if (loop_of_thread != NULL && loop_of_thread != Py_None) {
+        PyObject *key = PyLong_FromUnsignedLong(ident);
+        if (key == NULL)
+            return NULL;
+        PyObject *ref = PyDict_GetItemWithError(loop_of_thread, key); /* borrowed */
+        if (ref == NULL && PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (ref != NULL && PyWeakref_Check(ref)) {
+            PyObject *loop = PyWeakref_GetObject(ref); /* borrowed */
+            if (loop != NULL && loop != Py_None) {
+                Py_INCREF(loop);
+                PyObject *tid = PyObject_GetAttr(loop, s_thread_id_attr);
+                int same = tid != NULL ? PyObject_RichCompareBool(tid, key, Py_EQ) : -1;
+                Py_XDECREF(tid);
+                if (same < 0) {
+                    Py_DECREF(loop);
+                    Py_DECREF(key);
+                    return NULL;
+                }
+                if (same) {
+                    PyObject *task = PyDict_GetItemWithError(current_tasks, loop); /* borrowed */
+                    Py_DECREF(loop);
+                    if (task != NULL) {
+                        Py_DECREF(key);
+                        return Py_NewRef(task);
+                    }
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(key);
+                        return NULL;
+                    }
+                }
+                else {
+                    Py_DECREF(loop);
+                }
+            }
+        }
+        PyObject *task = PyObject_CallOneArg(running_task_fn, key);
+        Py_DECREF(key);
+        return task;
+    }
+#endif
+    PyObject *loop = PyObject_CallNoArgs(get_running_loop_fn);
+    if (loop == NULL || loop == Py_None)
+        return loop;
+    PyObject *task = PyObject_CallOneArg(current_task_fn, loop);
+    Py_DECREF(loop);
+    return task;
+}
+
+/* LiveSpan(session, name, parent, attrs) */
+static int
+span_init(SpanFields *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *session, *name, *parent, *attrs;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "LiveSpan() takes positional arguments only");
+        return -1;
+    }
+    if (!PyArg_UnpackTuple(args, "LiveSpan", 4, 4, &session, &name, &parent, &attrs))
+        return -1;
+    if (live_span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: spans not configured");
+        return -1;
+    }
+    Py_SETREF(self->session, Py_NewRef(session));
+    Py_SETREF(self->name, Py_NewRef(name));
+    Py_SETREF(self->span_id, Py_NewRef(Py_None));
+    if (parent == Py_None) {
+        Py_SETREF(self->trace_id, Py_NewRef(Py_None));
+        Py_SETREF(self->parent_id, Py_NewRef(Py_None));
+    }
+    else if ((PyObject *)Py_TYPE(parent) == live_span_type) { /* the parent's ids, made once by its first child */
+        SpanFields *p = (SpanFields *)parent;
+        PyObject *trace = draw_id(&p->trace_id, 128);
+        if (trace == NULL)
+            return -1;
+        Py_SETREF(self->trace_id, trace);
+        PyObject *pid = draw_id(&p->span_id, 64);
+        if (pid == NULL)
+            return -1;
+        Py_SETREF(self->parent_id, pid);
+    }
+    else { /* a remote parent (propagation.SpanContext) */
+        PyObject *trace = PyObject_GetAttr(parent, s_trace_id);
+        if (trace == NULL)
+            return -1;
+        Py_SETREF(self->trace_id, trace);
+        PyObject *pid = PyObject_GetAttr(parent, s_span_id);
+        if (pid == NULL)
+            return -1;
+        Py_SETREF(self->parent_id, pid);
+    }
+    Py_SETREF(self->attrs, Py_NewRef(attrs));
+    Py_SETREF(self->events, Py_NewRef(Py_None));
+    Py_SETREF(self->error, Py_NewRef(Py_None));
+    self->end_ns = 0;
+    Py_SETREF(self->extra, Py_NewRef(Py_None));
+    Py_SETREF(self->breakdown, Py_NewRef(Py_None));
+    PyObject *task = running_task();
+    if (task == NULL)
+        return -1;
+    Py_SETREF(self->task, task);
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL)
+        return -1;
+    PyObject *tid = PyDict_SetDefault(thread_ids, ident, ident); /* borrowed: one int object per thread */
+    Py_DECREF(ident);
+    if (tid == NULL)
+        return -1;
+    Py_SETREF(self->thread_id, Py_NewRef(tid));
+    PyObject *now = PyObject_CallMethodNoArgs(session, s_now);
+    if (now == NULL)
+        return -1;
+    self->start_ns = PyLong_AsLongLong(now);
+    Py_DECREF(now);
+    if (self->start_ns == -1 && PyErr_Occurred())
+        return -1;
+    if (span_observer != NULL) {
+        PyObject *r = PyObject_CallMethodOneArg(span_observer, s_span_started, (PyObject *)self);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* live._end(): the end time, the observer, and the session's buffer (Session.emit inlined). */
+static PyObject *
+span_end(SpanFields *self, PyObject *unused)
+{
+    PyObject *session = Py_NewRef(self->session);
+    PyObject *result = NULL, *buffer = NULL, *limit = NULL, *wake_at = NULL;
+    PyObject *now = PyObject_CallMethodNoArgs(session, s_now);
+    if (now == NULL)
+        goto done;
+    self->end_ns = PyLong_AsLongLong(now);
+    Py_DECREF(now);
+    if (self->end_ns == -1 && PyErr_Occurred())
+        goto done;
+    if (span_observer != NULL) {
+        PyObject *r = PyObject_CallMethodOneArg(span_observer, s_span_ended, (PyObject *)self);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    if ((buffer = PyObject_GetAttr(session, s_buffer)) == NULL || (limit = PyObject_GetAttr(session, s_limit)) == NULL)
+        goto done;
+    Py_ssize_t size = PyObject_Length(buffer);
+    if (size < 0)
+        goto done;
+    Py_ssize_t cap = PyLong_AsSsize_t(limit);
+    if (cap == -1 && PyErr_Occurred())
+        goto done;
+    if (size < cap) {
+        PyObject *r = PyObject_CallMethodOneArg(buffer, s_append, (PyObject *)self);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        if ((wake_at = PyObject_GetAttr(session, s_wake_at)) == NULL)
+            goto done;
+        Py_ssize_t at = PyLong_AsSsize_t(wake_at);
+        if (at == -1 && PyErr_Occurred())
+            goto done;
+        if (size == at) {
+            PyObject *event = PyObject_GetAttr(session, s_wake_event);
+            if (event == NULL)
+                goto done;
+            r = PyObject_CallMethodNoArgs(event, s_set);
+            Py_DECREF(event);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethodNoArgs(session, s_note_drop);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(buffer);
+    Py_XDECREF(limit);
+    Py_XDECREF(wake_at);
+    Py_DECREF(session);
+    return result;
+}
+
+static PyMemberDef span_fields_members[] = {
+    OBJ_MEMBER(SpanFields, name)
+    {"_trace_id", AL_OBJ, offsetof(SpanFields, trace_id), 0, NULL},
+    {"_span_id", AL_OBJ, offsetof(SpanFields, span_id), 0, NULL},
+    OBJ_MEMBER(SpanFields, parent_id)
+    OBJ_MEMBER(SpanFields, attrs)
+    OBJ_MEMBER(SpanFields, events)
+    OBJ_MEMBER(SpanFields, error)
+    OBJ_MEMBER(SpanFields, task)
+    OBJ_MEMBER(SpanFields, thread_id)
+    OBJ_MEMBER(SpanFields, session)
+    OBJ_MEMBER(SpanFields, extra)
+    OBJ_MEMBER(SpanFields, breakdown)
+    LL_MEMBER(SpanFields, start_ns)
+    LL_MEMBER(SpanFields, end_ns)
+    {NULL},
+};
+
+static PyGetSetDef span_fields_getset[] = {
+    {"trace_id", (getter)span_get_trace_id, (setter)span_set_trace_id,
+     "The 128-bit trace id. A root span makes it when first asked (by a child, by\n"
+     "``inject()``, or when the session freezes the span).", NULL},
+    {"span_id", (getter)span_get_span_id, NULL,
+     "The 64-bit span id, made when first asked (by a child, ``inject()``, a probe\n"
+     "attributing something to the span, or when the session freezes it).", NULL},
+    {NULL},
+};
+
+static PyMethodDef span_fields_methods[] = {
+    {"_end", (PyCFunction)span_end, METH_NOARGS, "End the span now and hand it to its session."},
+    {NULL},
+};
+
+static PyTypeObject SpanFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.SpanFields",
+    .tp_doc = "A live span's fields, start, end and ids (LiveSpan's base).",
+    .tp_basicsize = sizeof(SpanFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = span_fields_new,
+    .tp_init = (initproc)span_init,
+    .tp_dealloc = (destructor)span_fields_dealloc,
+    .tp_traverse = (traverseproc)span_fields_traverse,
+    .tp_clear = (inquiry)span_fields_clear,
+    .tp_members = span_fields_members,
+    .tp_getset = span_fields_getset,
+    .tp_methods = span_fields_methods,
+};
+
+static PyObject *
+configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    PyObject *live, *bits, *ids, *loops, *tasks, *running, *get_loop, *current;
+    static char *kwlist[] = {"live_span_type", "getrandbits", "thread_ids", "loop_of_thread", "current_tasks",
+                             "running_task", "get_running_loop", "current_task", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOOO:configure_spans", kwlist, &PyType_Type, &live, &bits,
+                                     &PyDict_Type, &ids, &loops, &tasks, &running, &get_loop, &current))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)live, &SpanFieldsType)) {
+        PyErr_SetString(PyExc_TypeError, "live_span_type must subclass SpanFields");
+        return NULL;
+    }
+    if (loops != Py_None && (!PyDict_Check(loops) || !PyDict_Check(tasks))) {
+        PyErr_SetString(PyExc_TypeError, "loop_of_thread and current_tasks must be dicts (or loop_of_thread None)");
+        return NULL;
+    }
+    Py_XSETREF(live_span_type, Py_NewRef(live));
+    Py_XSETREF(getrandbits_fn, Py_NewRef(bits));
+    Py_XSETREF(thread_ids, Py_NewRef(ids));
+    Py_XSETREF(loop_of_thread, Py_NewRef(loops));
+    Py_XSETREF(current_tasks, Py_NewRef(tasks));
+    Py_XSETREF(running_task_fn, Py_NewRef(running));
+    Py_XSETREF(get_running_loop_fn, Py_NewRef(get_loop));
+    Py_XSETREF(current_task_fn, Py_NewRef(current));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_span_observer(PyObject *module, PyObject *observer)
+{
+    Py_XSETREF(span_observer, observer == Py_None ? NULL : Py_NewRef(observer));
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------ module */
 
 static PyObject *
@@ -1066,6 +1474,11 @@ configure(PyObject *module, PyObject *args, PyObject *kwds)
 }
 
 static PyMethodDef core_methods[] = {
+    {"configure_spans", (PyCFunction)(void (*)(void))configure_spans, METH_VARARGS | METH_KEYWORDS,
+     "configure_spans(live_span_type, getrandbits, thread_ids, loop_of_thread, current_tasks, running_task,\n"
+     "                get_running_loop, current_task)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
+    {"set_span_observer", (PyCFunction)set_span_observer, METH_O,
+     "set_span_observer(observer)\n\nThe object told of every span start and end (None: nobody)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(task_type, task_state_type, attr, explain_wait, done_call, finish, fold_every=512)\n\n"
      "Name the Python pieces the compiled hot paths call into. Called once by the scheduler probe."},
@@ -1104,7 +1517,20 @@ PyInit__core(void)
     INTERN(s_gap_safe, "gap_safe")
     INTERN(s_resume, "resume")
     INTERN(s_wake, "wake")
-    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType};
+    INTERN(s_now, "now")
+    INTERN(s_span_started, "span_started")
+    INTERN(s_span_ended, "span_ended")
+    INTERN(s_buffer, "_buffer")
+    INTERN(s_limit, "_limit")
+    INTERN(s_wake_at, "_wake_at")
+    INTERN(s_wake_event, "_wake")
+    INTERN(s_set, "set")
+    INTERN(s_append, "append")
+    INTERN(s_note_drop, "_note_drop")
+    INTERN(s_thread_id_attr, "_thread_id")
+    INTERN(s_trace_id, "trace_id")
+    INTERN(s_span_id, "span_id")
+    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType};
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;

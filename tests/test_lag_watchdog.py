@@ -323,7 +323,7 @@ def test_span_in_frames_skips_a_span_still_being_constructed() -> None:
     def blocked_in(first: Any, second: Any = None) -> Any:
         return sys._getframe()
 
-    half_built = object.__new__(LiveSpan)  # no slot set yet
+    half_built = LiveSpan.__new__(LiveSpan)  # not initialised yet
     assert _span_in_frames([blocked_in(half_built)]) is None
     with asynclens.session(lag=False, track_handles=False, scheduler=False):
         with asynclens.span("running") as running:

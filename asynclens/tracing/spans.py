@@ -21,10 +21,11 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from random import getrandbits
 from threading import get_ident
 from types import FunctionType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import wrapt
 
+from .._native import core
 from .._state import context as _context
 from .._state.context import current_span as _span_var
 
@@ -86,6 +87,8 @@ def set_span_observer(observer: Any) -> None:
     ``span_ended(live)`` run on the span's own thread; they must never raise."""
     global _observer
     _observer = observer
+    if core is not None:
+        core.set_span_observer(observer)
 
 
 _thread_ids: dict[int, int] = {}
@@ -94,12 +97,9 @@ _thread_ids: dict[int, int] = {}
 _new_id_lock = threading.RLock()
 
 
-class LiveSpan:
-    """The live handle of a span that is running; ``span()`` yields it.
-
-    ``set`` and ``event`` are the only methods user code needs; after the span has
-    ended they do nothing (a span's record is frozen once handed to the session).
-    """
+class PySpanFields:
+    """A live span's fields, its start, its end and its lazily drawn ids (with the
+    compiled core, ``asynclens._core.SpanFields``, the same in C)."""
 
     __slots__ = (
         "name",
@@ -175,6 +175,37 @@ class LiveSpan:
         span_id = self._span_id
         return span_id if span_id is not None else _make_id(self, "_span_id", 64)
 
+    def _end(self) -> None:
+        session = self.session
+        self.end_ns = session.now()
+        if _observer is not None:
+            _observer.span_ended(self)
+        buffer = session._buffer  # Session.emit, inlined: this runs for every span
+        size = len(buffer)
+        if size < session._limit:
+            buffer.append(self)
+            if size == session._wake_at:
+                session._wake.set()
+        else:
+            session._note_drop()
+
+
+
+if TYPE_CHECKING:
+    SpanFields = PySpanFields
+else:
+    SpanFields = core.SpanFields if core is not None else PySpanFields
+
+
+class LiveSpan(SpanFields):
+    """The live handle of a span that is running; ``span()`` yields it.
+
+    ``set`` and ``event`` are the only methods user code needs; after the span has
+    ended they do nothing (a span's record is frozen once handed to the session).
+    """
+
+    __slots__ = ()
+
     @property
     def status(self) -> str:
         """``"ok"``, ``"error"`` or ``"cancelled"`` (so far)."""
@@ -214,26 +245,12 @@ class LiveSpan:
         else:  # cancellation and every other BaseException end the span as exited
             self.error = ("cancelled", type(exc).__qualname__, "")
 
-    def _end(self) -> None:
-        session = self.session
-        self.end_ns = session.now()
-        if _observer is not None:
-            _observer.span_ended(self)
-        buffer = session._buffer  # Session.emit, inlined: this runs for every span
-        size = len(buffer)
-        if size < session._limit:
-            buffer.append(self)
-            if size == session._wake_at:
-                session._wake.set()
-        else:
-            session._note_drop()
-
     def __repr__(self) -> str:
         state = "ended" if self.end_ns else "running"
         return f"<LiveSpan {self.name!r} {self.span_id:016x} {state}>"
 
 
-def _make_id(live: LiveSpan, slot: str, bits: int) -> int:
+def _make_id(live: PySpanFields, slot: str, bits: int) -> int:
     """Draw ``live``'s id for ``slot`` once: the span's thread, the flusher and the
     watchdog may ask at once, and a gc callback may ask again on this very thread while
     the id is being drawn (hence a re-entrant lock, and the check after drawing)."""
@@ -246,6 +263,19 @@ def _make_id(live: LiveSpan, slot: str, bits: int) -> int:
                 setattr(live, slot, drawn)
                 made = drawn
         return made  # type: ignore[no-any-return]
+
+
+if core is not None:
+    core.configure_spans(
+        LiveSpan,
+        getrandbits,
+        _thread_ids,
+        _loop_of_thread if _CACHE_LOOPS else None,
+        asyncio.tasks._current_tasks if _CACHE_LOOPS else {},  # type: ignore[attr-defined]
+        _running_task,
+        _get_running_loop,
+        _current_task,
+    )
 
 
 def _safe_str(exc: BaseException) -> str:
