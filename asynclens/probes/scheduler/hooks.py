@@ -17,6 +17,7 @@ from .steps import ATTR, FOLD_EVERY, LoopState, StepCall, TaskState
 __all__ = ["Timed", "make_call_soon"]
 
 _Task = asyncio.Task
+_MARKING_READY = "marking a task ready"  # the C hook's name for the same failure
 
 if core is not None:
     core.configure(_Task, TaskState, ATTR, explain_wait, done_call, finish_task, FOLD_EVERY)
@@ -36,21 +37,24 @@ def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[...
     def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
         arg = args[0] if len(args) == 1 else None  # the future, for a wake-up or a done callback
         owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-            st = getattr(owner, ATTR, None)
-            if st is None:  # a task inside create_task(): its first step is being scheduled
-                st = ls.adopt(owner)
-            if type(st) is TaskState:
-                if not st.ready_ns:
-                    t = now()
-                    origin = ls.origin
-                    st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
-                        explain_wait(st, arg, ls)
-                if type(callback) is not StepCall:
-                    callback = st.step_call(callback, owner)
-        elif isinstance(arg, _Task) and ls.active:
-            callback = done_call(callback, arg, ls)
+        try:
+            if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
+                st = getattr(owner, ATTR, None)
+                if st is None:  # a task inside create_task(): its first step is being scheduled
+                    st = ls.adopt(owner)
+                if type(st) is TaskState:
+                    if not st.ready_ns:
+                        t = now()
+                        origin = ls.origin
+                        st.ready_ns = origin if 0 < origin < t else t
+                        if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
+                            explain_wait(st, arg, ls)
+                    if type(callback) is not StepCall:
+                        callback = st.step_call(callback, owner)
+            elif isinstance(arg, _Task) and ls.active:
+                callback = done_call(callback, arg, ls)
+        except Exception as exc:  # the wake-up is scheduled as it came: never lost
+            ls.probe.internal_error(_MARKING_READY, exc)
         if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
             return original(callback, arg, context=context)
         return original(callback, *args, context=context)
@@ -73,21 +77,24 @@ def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Call
 
     def _call_soon(callback: Any, args: Any, context: Any) -> Any:
         owner = getattr(callback, "__self__", None)
-        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-            st = getattr(owner, ATTR, None)
-            if st is None:  # a task inside create_task(): its first step is being scheduled
-                st = ls.adopt(owner)
-            if type(st) is TaskState:
-                if not st.ready_ns:
-                    t = now()
-                    origin = ls.origin
-                    st.ready_ns = origin if 0 < origin < t else t
-                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
-                        explain_wait(st, args[0] if len(args) == 1 else None, ls)
-                if type(callback) is not StepCall:
-                    callback = st.step_call(callback, owner)
-        elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
-            callback = done_call(callback, args[0], ls)
+        try:
+            if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
+                st = getattr(owner, ATTR, None)
+                if st is None:  # a task inside create_task(): its first step is being scheduled
+                    st = ls.adopt(owner)
+                if type(st) is TaskState:
+                    if not st.ready_ns:
+                        t = now()
+                        origin = ls.origin
+                        st.ready_ns = origin if 0 < origin < t else t
+                        if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
+                            explain_wait(st, args[0] if len(args) == 1 else None, ls)
+                    if type(callback) is not StepCall:
+                        callback = st.step_call(callback, owner)
+            elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
+                callback = done_call(callback, args[0], ls)
+        except Exception as exc:  # the wake-up is scheduled as it came: never lost
+            ls.probe.internal_error(_MARKING_READY, exc)
         return original(callback, args, context)
 
     return _call_soon
