@@ -73,6 +73,10 @@ typedef struct {
     PyObject *outer;
     PyObject *jobs;
     PyObject *call;
+    PyObject *held;
+    PyObject *offcpu;
+    PyObject *x;
+    PyObject *span;
     long long created_ns;
     long long ready_ns;
     long long start_ns;
@@ -87,6 +91,8 @@ typedef struct {
     long long nested_ns;
     long long step_ready;
     long long first_ns;
+    long long max_sched_earlier;
+    long long blocked_ns;
 } TaskFields;
 
 /* ------------------------------------------------------------ LoopFields */
@@ -108,7 +114,7 @@ typedef struct {
 
 static PyTypeObject TaskFieldsType, LoopFieldsType, StepCallType, CallSoonHookType;
 
-#define TASK_OBJECTS(X) X(ls) X(outer) X(jobs) X(call)
+#define TASK_OBJECTS(X) X(ls) X(outer) X(jobs) X(call) X(held) X(offcpu) X(x) X(span)
 #define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker)
 
 static PyObject *
@@ -167,6 +173,8 @@ static PyMemberDef task_fields_members[] = {
     LL_MEMBER(TaskFields, nested_ns)
     LL_MEMBER(TaskFields, step_ready)
     LL_MEMBER(TaskFields, first_ns)
+    LL_MEMBER(TaskFields, max_sched_earlier)
+    LL_MEMBER(TaskFields, blocked_ns)
     {NULL},
 };
 
@@ -1070,6 +1078,11 @@ typedef struct {
     X(name) X(trace_id) X(span_id) X(parent_id) X(attrs) X(events) X(error) X(task) X(thread_id) X(session) X(extra) X(breakdown)
 
 static PyTypeObject SpanFieldsType;
+static int native_breakdown;
+static PyObject *no_held;          /* steps.NO_HELD */
+static PyObject *task_state_of_fn; /* steps.task_state_of */
+static void breakdown_started(PyObject *probe, SpanFields *live);
+static void breakdown_ended(PyObject *probe, SpanFields *live);
 
 /* Set once by configure_spans() from asynclens/tracing/spans.py. */
 static PyObject *live_span_type;   /* LiveSpan (exact type, as the Python code checks) */
@@ -1292,6 +1305,10 @@ span_init(SpanFields *self, PyObject *args, PyObject *kwds)
     if (self->start_ns == -1 && PyErr_Occurred())
         return -1;
     if (span_observer != NULL) {
+        if (native_breakdown) {
+            breakdown_started(span_observer, self);
+            return 0;
+        }
         PyObject *r = PyObject_CallMethodOneArg(span_observer, s_span_started, (PyObject *)self);
         if (r == NULL)
             return -1;
@@ -1313,7 +1330,10 @@ span_end(SpanFields *self, PyObject *unused)
     Py_DECREF(now);
     if (self->end_ns == -1 && PyErr_Occurred())
         goto done;
-    if (span_observer != NULL) {
+    if (span_observer != NULL && native_breakdown) {
+        breakdown_ended(span_observer, self);
+    }
+    else if (span_observer != NULL) {
         PyObject *r = PyObject_CallMethodOneArg(span_observer, s_span_ended, (PyObject *)self);
         if (r == NULL)
             goto done;
@@ -1441,9 +1461,288 @@ configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-set_span_observer(PyObject *module, PyObject *observer)
+set_span_observer(PyObject *module, PyObject *args)
 {
+    PyObject *observer;
+    int native = 0;
+    if (!PyArg_ParseTuple(args, "O|p:set_span_observer", &observer, &native))
+        return NULL;
+    if (native && (no_held == NULL || task_state_type == NULL)) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: the span breakdown is not configured");
+        return NULL;
+    }
     Py_XSETREF(span_observer, observer == Py_None ? NULL : Py_NewRef(observer));
+    native_breakdown = span_observer != NULL && native;
+    Py_RETURN_NONE;
+}
+
+
+/* ------------------------------------------------------------ span breakdown */
+
+/* The scheduler probe's span observer (asynclens/probes/scheduler/breakdown.py's
+ * SpanBreakdown.span_started/span_ended, the same arithmetic): a span holds its
+ * task's running totals at its start, and the difference at its end. */
+
+/* native_breakdown (declared above): the observer is a SpanBreakdown, so run the C twin */
+static Py_ssize_t tally_fold_every = 256;
+static PyObject *s_blocked_at, *s_link_outliving, *s_add_error_stack, *s_by_name, *s_name_tally, *s_recent,
+    *s_starting_breakdown, *s_ending_breakdown, *s_error_status;
+
+static void
+breakdown_error(PyObject *probe, SpanFields *live, PyObject *where)
+{
+    Py_SETREF(live->breakdown, Py_NewRef(Py_None));
+    PyObject *exc = take_error();
+    if (exc == NULL)
+        return;
+    PyObject *r = PyObject_CallMethodObjArgs(probe, s_internal_error, where, exc, NULL);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_DECREF(exc);
+}
+
+/* st.blocked_ns, or st.blocked_at(t) while the watchdog samples its step; -1 with an error. */
+static int
+blocked_at(TaskFields *st, long long t, long long *out)
+{
+    if (st->offcpu == Py_None) {
+        *out = st->blocked_ns;
+        return 0;
+    }
+    PyObject *r = PyObject_CallMethod((PyObject *)st, "blocked_at", "L", t);
+    if (r == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static void
+breakdown_started(PyObject *probe, SpanFields *live)
+{
+    PyObject *task = live->task;
+    if (task == Py_None)
+        return;
+    PyObject *st_obj = NULL;
+    if (get_optional_attr(task, attr_name, &st_obj) < 0)
+        goto error;
+    if (st_obj == NULL || (PyObject *)Py_TYPE(st_obj) != task_state_type) {
+        Py_XDECREF(st_obj);
+        st_obj = PyObject_CallOneArg(task_state_of_fn, task);
+        if (st_obj == NULL)
+            goto error;
+        if ((PyObject *)Py_TYPE(st_obj) != task_state_type) {
+            Py_DECREF(st_obj);
+            return;
+        }
+    }
+    TaskFields *st = (TaskFields *)st_obj;
+    if (!st->start_ns || !PyObject_TypeCheck(st->ls, &LoopFieldsType) || ((LoopFields *)st->ls)->running != st_obj) {
+        Py_DECREF(st_obj);
+        return;
+    }
+    /* the task's running totals at the span's start (inside the running step), and its longest
+     * ready->run wait so far, which restarts from 0 for the span */
+    long long nested = st->nested_ns, longest = st->max_sched_ns, blocked;
+    if (longest) {
+        if (longest > st->max_sched_earlier)
+            st->max_sched_earlier = longest;
+        st->max_sched_ns = 0;
+    }
+    PyObject *held = Py_NewRef(st->held); /* likewise the longest wait another task explained */
+    if (held != no_held)
+        Py_SETREF(st->held, Py_NewRef(no_held));
+    if (blocked_at(st, live->start_ns, &blocked) < 0) {
+        Py_DECREF(held);
+        Py_DECREF(st_obj);
+        goto error;
+    }
+    PyObject *at_start = Py_BuildValue("(OLLLLLLLOO)", st_obj, st->run_ns + live->start_ns - st->start_ns - nested,
+                                       st->sched_ns + nested, st->io_ns, st->exec_ns, st->steps, longest, blocked,
+                                       st->x, held);
+    Py_DECREF(held);
+    if (at_start == NULL) {
+        Py_DECREF(st_obj);
+        goto error;
+    }
+    Py_SETREF(live->breakdown, at_start);
+    PyObject *creator = st->span;
+    if (creator != Py_None && PyObject_TypeCheck(creator, &SpanFieldsType) && ((SpanFields *)creator)->end_ns) {
+        PyObject *r = PyObject_CallMethodObjArgs(probe, s_link_outliving, (PyObject *)live, creator, NULL);
+        if (r == NULL) {
+            Py_DECREF(st_obj);
+            goto error;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(st_obj);
+    return;
+error:
+    breakdown_error(probe, live, s_starting_breakdown);
+}
+
+static int
+tuple_ll(PyObject *tuple, Py_ssize_t i, long long *out)
+{
+    *out = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i));
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+tally(PyObject *probe, PyObject *name, PyObject *breakdown)
+{
+    PyObject *by_name = PyObject_GetAttr(probe, s_by_name);
+    if (by_name == NULL)
+        return -1;
+    PyObject *found = PyDict_Check(by_name) ? PyDict_GetItemWithError(by_name, name) : NULL; /* borrowed */
+    Py_XINCREF(found);
+    Py_DECREF(by_name);
+    if (found == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        found = PyObject_CallMethodOneArg(probe, s_name_tally, name);
+        if (found == NULL)
+            return -1;
+    }
+    int rc = 0;
+    if (found != Py_None) {
+        PyObject *recent = PyObject_GetAttr(found, s_recent);
+        rc = recent == NULL ? -1 : PyList_Append(recent, breakdown);
+        if (rc == 0 && PyList_GET_SIZE(recent) >= tally_fold_every)
+            rc = call_method_discard(found, s_fold, NULL, NULL);
+        Py_XDECREF(recent);
+    }
+    Py_DECREF(found);
+    return rc;
+}
+
+static void
+breakdown_ended(PyObject *probe, SpanFields *live)
+{
+    PyObject *at_start = live->breakdown;
+    if (at_start == Py_None)
+        return;
+    Py_INCREF(at_start);
+    PyObject *st_obj = NULL;
+    if (!PyTuple_Check(at_start) || PyTuple_GET_SIZE(at_start) != 10 ||
+        (PyObject *)Py_TYPE(PyTuple_GET_ITEM(at_start, 0)) != task_state_type) {
+        PyErr_SetString(PyExc_TypeError, "a span's breakdown at start is not the probe's");
+        goto error;
+    }
+    st_obj = Py_NewRef(PyTuple_GET_ITEM(at_start, 0));
+    TaskFields *st = (TaskFields *)st_obj;
+    if (PyObject_TypeCheck(st->ls, &LoopFieldsType) && ((LoopFields *)st->ls)->running == st_obj && st->start_ns) {
+        long long run0, sched0, io0, ex0, steps0, longest0, blocked0, blocked;
+        if (tuple_ll(at_start, 1, &run0) < 0 || tuple_ll(at_start, 2, &sched0) < 0 || tuple_ll(at_start, 3, &io0) < 0 ||
+            tuple_ll(at_start, 4, &ex0) < 0 || tuple_ll(at_start, 5, &steps0) < 0 ||
+            tuple_ll(at_start, 6, &longest0) < 0 || tuple_ll(at_start, 7, &blocked0) < 0)
+            goto error;
+        PyObject *x0 = PyTuple_GET_ITEM(at_start, 8), *held0 = PyTuple_GET_ITEM(at_start, 9);
+        long long nested = st->nested_ns, end = live->end_ns;
+        long long run = st->run_ns + end - st->start_ns - nested - run0;
+        long long own[5], cp[5];
+        own[2] = st->sched_ns + nested - sched0;
+        own[3] = st->io_ns - io0;
+        own[4] = st->exec_ns - ex0;
+        if (blocked_at(st, end, &blocked) < 0)
+            goto error;
+        blocked -= blocked0;
+        long long longest = st->max_sched_ns;
+        if (longest0 > longest) /* what an enclosing span had seen before this one */
+            st->max_sched_ns = longest0;
+        if (blocked < 0) /* a span begun inside a sampled step: at most its run */
+            blocked = 0;
+        if (blocked > run)
+            blocked = run;
+        own[0] = run - blocked;
+        own[1] = blocked;
+        for (int i = 0; i < 5; i++)
+            cp[i] = own[i];
+        PyObject *held_by = Py_None, *x = st->x;
+        int explained = x != x0; /* some waits were explained by other tasks: the critical path differs */
+        if (explained) {
+            if (!PyTuple_Check(x) || !PyTuple_Check(x0) || PyTuple_GET_SIZE(x) != 5 || PyTuple_GET_SIZE(x0) != 5) {
+                PyErr_SetString(PyExc_TypeError, "a task's critical-path adjustment is not a 5-tuple");
+                goto error;
+            }
+            for (int i = 0; i < 5; i++) {
+                long long later, earlier;
+                if (tuple_ll(x, i, &later) < 0 || tuple_ll(x0, i, &earlier) < 0)
+                    goto error;
+                cp[i] = own[i] + later - earlier;
+            }
+            if (PyTuple_Check(st->held) && PyTuple_GET_SIZE(st->held) == 2)
+                held_by = PyTuple_GET_ITEM(st->held, 1);
+        }
+        Py_INCREF(held_by);
+        if (PyTuple_Check(held0) && PyTuple_GET_SIZE(held0) == 2 && PyTuple_Check(st->held) &&
+            PyTuple_GET_SIZE(st->held) == 2) {
+            int longer = PyObject_RichCompareBool(PyTuple_GET_ITEM(held0, 0), PyTuple_GET_ITEM(st->held, 0), Py_GT);
+            if (longer < 0) {
+                Py_DECREF(held_by);
+                goto error;
+            }
+            if (longer)
+                Py_SETREF(st->held, Py_NewRef(held0));
+        }
+        PyObject *own_tuple = explained ? Py_BuildValue("(LLLLL)", own[0], own[1], own[2], own[3], own[4])
+                                        : Py_NewRef(Py_None);
+        if (own_tuple == NULL) {
+            Py_DECREF(held_by);
+            goto error;
+        }
+        PyObject *breakdown = Py_BuildValue("(LLLLLLLNN)", cp[0], cp[2], cp[3], cp[4], st->steps - steps0 + 1,
+                                            longest, cp[1], own_tuple, held_by); /* N: steals both */
+        if (breakdown == NULL)
+            goto error;
+        Py_SETREF(live->breakdown, breakdown);
+        if (tally(probe, live->name, breakdown) < 0)
+            goto error;
+    }
+    else { /* ended in another task or thread than it started in: no breakdown */
+        Py_SETREF(live->breakdown, Py_NewRef(Py_None));
+    }
+    PyObject *error = live->error;
+    if (PyTuple_Check(error) && PyTuple_GET_SIZE(error) > 0) {
+        int failed = PyObject_RichCompareBool(PyTuple_GET_ITEM(error, 0), s_error_status, Py_EQ);
+        if (failed < 0)
+            goto error;
+        if (failed) {
+            PyObject *r = PyObject_CallMethodObjArgs(probe, s_add_error_stack, (PyObject *)live, st_obj, NULL);
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+        }
+    }
+    Py_DECREF(st_obj);
+    Py_DECREF(at_start);
+    return;
+error:
+    Py_XDECREF(st_obj);
+    Py_DECREF(at_start);
+    breakdown_error(probe, live, s_ending_breakdown);
+}
+
+static PyObject *
+configure_breakdown(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    PyObject *state, *attr, *held, *state_of;
+    Py_ssize_t fold = 256;
+    static char *kwlist[] = {"task_state_type", "attr", "no_held", "task_state_of", "fold_every", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!UOO|n:configure_breakdown", kwlist, &PyType_Type, &state, &attr,
+                                     &held, &state_of, &fold))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)state, &TaskFieldsType)) {
+        PyErr_SetString(PyExc_TypeError, "task_state_type must subclass TaskFields");
+        return NULL;
+    }
+    Py_XSETREF(task_state_type, Py_NewRef(state));
+    Py_XSETREF(attr_name, Py_NewRef(attr));
+    PyUnicode_InternInPlace(&attr_name);
+    Py_XSETREF(no_held, Py_NewRef(held));
+    Py_XSETREF(task_state_of_fn, Py_NewRef(state_of));
+    tally_fold_every = fold > 0 ? fold : 1;
     Py_RETURN_NONE;
 }
 
@@ -1477,8 +1776,11 @@ static PyMethodDef core_methods[] = {
     {"configure_spans", (PyCFunction)(void (*)(void))configure_spans, METH_VARARGS | METH_KEYWORDS,
      "configure_spans(live_span_type, getrandbits, thread_ids, loop_of_thread, current_tasks, running_task,\n"
      "                get_running_loop, current_task)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
-    {"set_span_observer", (PyCFunction)set_span_observer, METH_O,
-     "set_span_observer(observer)\n\nThe object told of every span start and end (None: nobody)."},
+    {"set_span_observer", (PyCFunction)set_span_observer, METH_VARARGS,
+     "set_span_observer(observer, native=False)\n\nThe object told of every span start and end (None: nobody);\n"
+     "native: it is the scheduler probe's SpanBreakdown, whose compiled twin runs instead."},
+    {"configure_breakdown", (PyCFunction)(void (*)(void))configure_breakdown, METH_VARARGS | METH_KEYWORDS,
+     "configure_breakdown(task_state_type, attr, no_held, task_state_of, fold_every=256)\n\nName the pieces the span breakdown uses."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(task_type, task_state_type, attr, explain_wait, done_call, finish, fold_every=512)\n\n"
      "Name the Python pieces the compiled hot paths call into. Called once by the scheduler probe."},
@@ -1530,6 +1832,15 @@ PyInit__core(void)
     INTERN(s_thread_id_attr, "_thread_id")
     INTERN(s_trace_id, "trace_id")
     INTERN(s_span_id, "span_id")
+    INTERN(s_blocked_at, "blocked_at")
+    INTERN(s_link_outliving, "link_outliving")
+    INTERN(s_add_error_stack, "add_error_stack")
+    INTERN(s_by_name, "by_name")
+    INTERN(s_name_tally, "_name_tally")
+    INTERN(s_recent, "recent")
+    INTERN(s_starting_breakdown, "starting a span breakdown")
+    INTERN(s_ending_breakdown, "ending a span breakdown")
+    INTERN(s_error_status, "error")
     PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType};
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)

@@ -82,13 +82,15 @@ def _running_task(ident: int) -> Any:
 _observer: Any = None
 
 
-def set_span_observer(observer: Any) -> None:
+def set_span_observer(observer: Any, native: bool = False) -> None:
     """Install (or with ``None`` remove) the object whose ``span_started(live)`` and
-    ``span_ended(live)`` run on the span's own thread; they must never raise."""
+    ``span_ended(live)`` run on the span's own thread; they must never raise.
+    ``native``: the observer is the scheduler probe's ``SpanBreakdown`` as it is, so the
+    compiled core runs its twin of those two methods instead of calling them."""
     global _observer
     _observer = observer
     if core is not None:
-        core.set_span_observer(observer)
+        core.set_span_observer(observer, native)
 
 
 _thread_ids: dict[int, int] = {}

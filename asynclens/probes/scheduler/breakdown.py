@@ -11,6 +11,7 @@ from collections.abc import Callable
 from random import getrandbits
 from typing import Any
 
+from ..._native import core
 from .asyncstack import running_chain
 from .lineage import creation_chain_of_state
 from .steps import ATTR, NO_HELD, TaskState, task_state_of
@@ -20,6 +21,9 @@ __all__ = ["SpanBreakdown"]
 
 _MAX_NAMES = 1000
 
+if core is not None:
+    core.configure_breakdown(TaskState, ATTR, NO_HELD, task_state_of, TALLY_FOLD_EVERY)
+
 
 class SpanBreakdown:
     """The span observer half of the scheduler probe (a mixin: the probe supplies
@@ -27,6 +31,17 @@ class SpanBreakdown:
 
     by_name: dict[str, NameTally]
     internal_error: Callable[[str, BaseException], None]
+
+    def native_breakdown(self) -> bool:
+        """Whether the compiled core may run its twin of :meth:`span_started` and
+        :meth:`span_ended` (they are this class's own, not overridden)."""
+        cls = type(self)
+        return (
+            core is not None
+            and cls.span_started is SpanBreakdown.span_started
+            and cls.span_ended is SpanBreakdown.span_ended
+            and not {"span_started", "span_ended"} & set(getattr(self, "__dict__", ()))
+        )
 
     def span_started(self, live: Any) -> None:
         task = live.task
@@ -65,14 +80,19 @@ class SpanBreakdown:
                 held,
             )
             creator = st.span
-            if creator is not None and creator.end_ns and live.parent_id == creator.span_id:
-                # a task that outlived its request: link to the request, do not parent
-                live.parent_id = None
-                live.trace_id = getrandbits(128) or 1
-                live.extra = {"links": (creator.span_id,)}
+            if creator is not None and creator.end_ns:
+                self.link_outliving(live, creator)
         except Exception as exc:
             live.breakdown = None
             self.internal_error("starting a span breakdown", exc)
+
+    def link_outliving(self, live: Any, creator: Any) -> None:
+        """``live`` starts in a task that outlived its creating span ``creator`` (ended):
+        when ``creator`` is its parent, link to the request instead of parenting."""
+        if live.parent_id == creator.span_id:
+            live.parent_id = None
+            live.trace_id = getrandbits(128) or 1
+            live.extra = {"links": (creator.span_id,)}
 
     def span_ended(self, live: Any) -> None:
         at_start = live.breakdown
@@ -124,12 +144,16 @@ class SpanBreakdown:
                 live.breakdown = None
             error = live.error
             if error is not None and error[0] == "error":
-                extra = live.extra
-                stack = self._error_stack(st)
-                live.extra = {**extra, "error_stack": stack} if extra else {"error_stack": stack}
+                self.add_error_stack(live, st)
         except Exception as exc:
             live.breakdown = None
             self.internal_error("ending a span breakdown", exc)
+
+    def add_error_stack(self, live: Any, st: TaskState) -> None:
+        """``live`` failed inside ``st``'s task: its stack, and the task's creation chain."""
+        extra = live.extra
+        stack = self._error_stack(st)
+        live.extra = {**extra, "error_stack": stack} if extra else {"error_stack": stack}
 
     def _name_tally(self, name: str) -> NameTally | None:
         if len(self.by_name) >= _MAX_NAMES:

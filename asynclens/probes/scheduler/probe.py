@@ -167,7 +167,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             subscribe(self._patch_class, probe=self.name)
         for patch in self._patches:
             patch.install()
-        tracing.set_span_observer(self)
+        tracing.set_span_observer(self, native=self.native_breakdown())
         _executor.set_job_observer(self)
         if self._gc is not None:
             self._gc.start()

@@ -14,11 +14,11 @@ from ..._native import core
 
 __all__ = ["FOLD_EVERY", "LoopFields", "StepCall", "TaskFields", "finish_task", "state_of_done"]
 
-#: The fields of a task's state that every step touches (in C with the compiled core).
+#: The fields of a task's state that every step and span touches (in C with the compiled core).
 TASK_FIELDS = (
-    "ls", "outer", "jobs", "call",
+    "ls", "outer", "jobs", "call", "held", "offcpu", "x", "span",
     "created_ns", "ready_ns", "start_ns", "last_end_ns", "run_ns", "sched_ns", "io_ns", "exec_ns",
-    "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns",
+    "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns", "max_sched_earlier", "blocked_ns",
 )  # fmt: skip
 #: The fields of a loop's state that every step and wake-up touches.
 LOOP_FIELDS = (

@@ -226,19 +226,13 @@ class TaskState(TaskFields):
 
     __slots__ = (
         "__weakref__",
-        "blocked_ns",
         "cpu_ns",
         "done",
-        "held",
-        "max_sched_earlier",
         "name",
-        "offcpu",
         "parent",
         "parent_task_id",
         "site",
-        "span",
         "task_ref",
-        "x",
     )
 
     def __init__(self, ls: LoopState, created_ns: int) -> None:
