@@ -65,6 +65,29 @@ get_optional_attr(PyObject *obj, PyObject *name, PyObject **result)
 #endif
 }
 
+/* Each type's object fields, as an X-macro list, give its GC methods: traverse, clear
+ * and dealloc (the fields start as None, see the tp_new functions). */
+#define INIT_NONE(f) self->f = Py_NewRef(Py_None);
+#define VISIT(f) Py_VISIT(self->f);
+#define CLEAR(f) Py_CLEAR(self->f);
+#define GC_METHODS(prefix, Type, OBJECTS)                        \
+    static int prefix##_traverse(Type *self, visitproc visit, void *arg) \
+    {                                                            \
+        OBJECTS(VISIT)                                           \
+        return 0;                                                \
+    }                                                            \
+    static int prefix##_clear(Type *self)                        \
+    {                                                            \
+        OBJECTS(CLEAR)                                           \
+        return 0;                                                \
+    }                                                            \
+    static void prefix##_dealloc(Type *self)                     \
+    {                                                            \
+        PyObject_GC_UnTrack(self);                               \
+        prefix##_clear(self);                                    \
+        Py_TYPE(self)->tp_free((PyObject *)self);                \
+    }
+
 /* ------------------------------------------------------------ TaskFields */
 
 typedef struct {
@@ -123,34 +146,11 @@ task_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     TaskFields *self = (TaskFields *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-#define INIT_NONE(f) self->f = Py_NewRef(Py_None);
     TASK_OBJECTS(INIT_NONE)
     return (PyObject *)self;
 }
 
-static int
-task_fields_traverse(TaskFields *self, visitproc visit, void *arg)
-{
-#define VISIT(f) Py_VISIT(self->f);
-    TASK_OBJECTS(VISIT)
-    return 0;
-}
-
-static int
-task_fields_clear(TaskFields *self)
-{
-#define CLEAR(f) Py_CLEAR(self->f);
-    TASK_OBJECTS(CLEAR)
-    return 0;
-}
-
-static void
-task_fields_dealloc(TaskFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    task_fields_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_METHODS(task_fields, TaskFields, TASK_OBJECTS)
 
 #define LL_MEMBER(type, f) {#f, AL_LL, offsetof(type, f), 0, NULL},
 #define OBJ_MEMBER(type, f) {#f, AL_OBJ, offsetof(type, f), 0, NULL},
@@ -188,27 +188,7 @@ loop_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-loop_fields_traverse(LoopFields *self, visitproc visit, void *arg)
-{
-    LOOP_OBJECTS(VISIT)
-    return 0;
-}
-
-static int
-loop_fields_clear(LoopFields *self)
-{
-    LOOP_OBJECTS(CLEAR)
-    return 0;
-}
-
-static void
-loop_fields_dealloc(LoopFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    loop_fields_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_METHODS(loop_fields, LoopFields, LOOP_OBJECTS)
 
 static PyMemberDef loop_fields_members[] = {
     LOOP_OBJECTS(LOOP_OBJ_MEMBER)
@@ -239,6 +219,17 @@ take_error(void)
     Py_XDECREF(type);
     Py_XDECREF(tb);
     return value;
+#endif
+}
+
+/* Raise ``raised`` again (taken by take_error), stealing the reference. */
+static void
+restore_error(PyObject *raised)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(raised);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(raised)), raised, PyException_GetTraceback(raised));
 #endif
 }
 
@@ -337,13 +328,8 @@ stepcall_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         PyObject *raised = result == NULL ? take_error() : NULL;
         if (step_end(st, ls, task) < 0)
             report_error(ls, s_timing_step);
-        if (raised != NULL) {
-#if PY_VERSION_HEX >= 0x030C0000
-            PyErr_SetRaisedException(raised);
-#else
-            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(raised)), raised, PyException_GetTraceback(raised));
-#endif
-        }
+        if (raised != NULL)
+            restore_error(raised);
     }
     Py_DECREF(ls);
 done:
@@ -511,31 +497,8 @@ stepcall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-stepcall_traverse(StepCall *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->callback);
-    Py_VISIT(self->st);
-    Py_VISIT(self->task);
-    return 0;
-}
-
-static int
-stepcall_clear(StepCall *self)
-{
-    Py_CLEAR(self->callback);
-    Py_CLEAR(self->st);
-    Py_CLEAR(self->task);
-    return 0;
-}
-
-static void
-stepcall_dealloc(StepCall *self)
-{
-    PyObject_GC_UnTrack(self);
-    stepcall_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+#define STEPCALL_OBJECTS(X) X(callback) X(st) X(task)
+GC_METHODS(stepcall, StepCall, STEPCALL_OBJECTS)
 
 /* Attributes it does not have (__self__, __qualname__, ...) are the callback's,
  * so asyncio's handle reprs and slow-callback warnings name the task. */
@@ -739,29 +702,8 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-hook_traverse(CallSoonHook *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->ls);
-    Py_VISIT(self->original);
-    return 0;
-}
-
-static int
-hook_clear(CallSoonHook *self)
-{
-    Py_CLEAR(self->ls);
-    Py_CLEAR(self->original);
-    return 0;
-}
-
-static void
-hook_dealloc(CallSoonHook *self)
-{
-    PyObject_GC_UnTrack(self);
-    hook_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+#define HOOK_OBJECTS(X) X(ls) X(original)
+GC_METHODS(hook, CallSoonHook, HOOK_OBJECTS)
 
 static PyMemberDef hook_members[] = {
     {"ls", AL_OBJ, offsetof(CallSoonHook, ls), AL_READONLY, NULL},
@@ -857,27 +799,8 @@ book_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-book_fields_traverse(BookFields *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->parked_at);
-    return 0;
-}
-
-static int
-book_fields_clear(BookFields *self)
-{
-    Py_CLEAR(self->parked_at);
-    return 0;
-}
-
-static void
-book_fields_dealloc(BookFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    book_fields_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+#define BOOK_OBJECTS(X) X(parked_at)
+GC_METHODS(book_fields, BookFields, BOOK_OBJECTS)
 
 static PyMemberDef book_fields_members[] = {
     OBJ_MEMBER(BookFields, parked_at)
@@ -962,13 +885,8 @@ select_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *
     if (book->parked_at != Py_None && book_call(book_obj, s_wake, t, 0, 0) < 0)
         book_error(book_obj);
     Py_DECREF(book_obj);
-    if (raised != NULL) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(raised);
-#else
-        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(raised)), raised, PyException_GetTraceback(raised));
-#endif
-    }
+    if (raised != NULL)
+        restore_error(raised);
     return result;
 }
 
@@ -989,31 +907,8 @@ select_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-select_traverse(SelectHook *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->book);
-    Py_VISIT(self->original);
-    Py_VISIT(self->now);
-    return 0;
-}
-
-static int
-select_clear(SelectHook *self)
-{
-    Py_CLEAR(self->book);
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->now);
-    return 0;
-}
-
-static void
-select_dealloc(SelectHook *self)
-{
-    PyObject_GC_UnTrack(self);
-    select_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+#define SELECT_OBJECTS(X) X(book) X(original) X(now)
+GC_METHODS(select, SelectHook, SELECT_OBJECTS)
 
 static PyMemberDef select_members[] = {
     {"book", AL_OBJ, offsetof(SelectHook, book), AL_READONLY, NULL},
@@ -1106,27 +1001,7 @@ span_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-span_fields_traverse(SpanFields *self, visitproc visit, void *arg)
-{
-    SPAN_OBJECTS(VISIT)
-    return 0;
-}
-
-static int
-span_fields_clear(SpanFields *self)
-{
-    SPAN_OBJECTS(CLEAR)
-    return 0;
-}
-
-static void
-span_fields_dealloc(SpanFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    span_fields_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_METHODS(span_fields, SpanFields, SPAN_OBJECTS)
 
 /* *slot's id, drawn once (``bits`` random bits, never 0); a new reference. */
 static PyObject *

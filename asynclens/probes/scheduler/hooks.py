@@ -31,33 +31,39 @@ def make_call_soon(ls: LoopState, original: Callable[..., Any], private: bool) -
     return _make_private_call_soon(ls, original) if private else _make_call_soon(ls, original)
 
 
+def _to_schedule(ls: LoopState, callback: Any, arg: Any, one_arg: bool) -> Any:
+    """What to schedule for ``callback`` (``arg``: its one argument, when ``one_arg``): a
+    task's wake-up stamped ready and timed, a finished task's done callback, else itself."""
+    try:
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
+            st = getattr(owner, ATTR, None)
+            if st is None:  # a task inside create_task(): its first step is being scheduled
+                st = ls.adopt(owner)
+            if type(st) is TaskState:
+                if not st.ready_ns:
+                    t = ls.now()
+                    origin = ls.origin
+                    st.ready_ns = origin if 0 < origin < t else t
+                    if st.last_end_ns and (ls.running is not None or ls.waker is not None or one_arg):
+                        explain_wait(st, arg, ls)
+                if type(callback) is not StepCall:
+                    callback = st.step_call(callback, owner)
+        elif one_arg and isinstance(arg, _Task) and ls.active:
+            callback = done_call(callback, arg, ls)
+    except Exception as exc:  # the wake-up is scheduled as it came: never lost
+        ls.probe.internal_error(_MARKING_READY, exc)
+    return callback
+
+
 def _make_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    now = ls.now
+    """``call_soon(callback, *args, context=None)`` of other loops (uvloop)."""
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
-        arg = args[0] if len(args) == 1 else None  # the future, for a wake-up or a done callback
-        owner = getattr(callback, "__self__", None)
-        try:
-            if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-                st = getattr(owner, ATTR, None)
-                if st is None:  # a task inside create_task(): its first step is being scheduled
-                    st = ls.adopt(owner)
-                if type(st) is TaskState:
-                    if not st.ready_ns:
-                        t = now()
-                        origin = ls.origin
-                        st.ready_ns = origin if 0 < origin < t else t
-                        if st.last_end_ns and (ls.running is not None or ls.waker is not None or isinstance(arg, _Task)):
-                            explain_wait(st, arg, ls)
-                    if type(callback) is not StepCall:
-                        callback = st.step_call(callback, owner)
-            elif isinstance(arg, _Task) and ls.active:
-                callback = done_call(callback, arg, ls)
-        except Exception as exc:  # the wake-up is scheduled as it came: never lost
-            ls.probe.internal_error(_MARKING_READY, exc)
         if len(args) == 1:  # a task's wake-up (the future): a plain call, no argument dict
-            return original(callback, arg, context=context)
-        return original(callback, *args, context=context)
+            arg = args[0]
+            return original(_to_schedule(ls, callback, arg, True), arg, context=context)
+        return original(_to_schedule(ls, callback, None, False), *args, context=context)
 
     return call_soon
 
@@ -72,30 +78,11 @@ def _is_stdlib_call_soon(cls: type) -> bool:
 
 
 def _make_private_call_soon(ls: LoopState, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_call_soon`` of stdlib loops: the same as :func:`_make_call_soon`."""
-    now = ls.now
+    """``_call_soon(callback, args, context)`` of the stdlib loops, which ``call_soon`` ends in."""
 
     def _call_soon(callback: Any, args: Any, context: Any) -> Any:
-        owner = getattr(callback, "__self__", None)
-        try:
-            if isinstance(owner, _Task) and ls.active:  # a task's wake-up (others: no attribute lookup)
-                st = getattr(owner, ATTR, None)
-                if st is None:  # a task inside create_task(): its first step is being scheduled
-                    st = ls.adopt(owner)
-                if type(st) is TaskState:
-                    if not st.ready_ns:
-                        t = now()
-                        origin = ls.origin
-                        st.ready_ns = origin if 0 < origin < t else t
-                        if st.last_end_ns and (ls.running is not None or ls.waker is not None or len(args) == 1):
-                            explain_wait(st, args[0] if len(args) == 1 else None, ls)
-                    if type(callback) is not StepCall:
-                        callback = st.step_call(callback, owner)
-            elif len(args) == 1 and isinstance(args[0], _Task) and ls.active:
-                callback = done_call(callback, args[0], ls)
-        except Exception as exc:  # the wake-up is scheduled as it came: never lost
-            ls.probe.internal_error(_MARKING_READY, exc)
-        return original(callback, args, context)
+        one_arg = len(args) == 1
+        return original(_to_schedule(ls, callback, args[0] if one_arg else None, one_arg), args, context)
 
     return _call_soon
 
