@@ -40,7 +40,6 @@ sys.path.insert(0, HERE)
 
 import scheduler_overhead  # noqa: E402
 
-
 #: The added-instructions budgets of a request with every probe on (issue 18), by loop.
 BUDGET = {"asyncio": 0.25, "uvloop": 0.5}
 
