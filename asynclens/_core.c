@@ -48,11 +48,11 @@ static PyObject *task_state_type;  /* steps.TaskState (exact type, as the Python
 static PyObject *attr_name;        /* "_asynclens_sched" */
 static PyObject *explain_wait_fn;  /* critical.explain_wait(st, arg, ls) */
 static PyObject *done_call_fn;     /* critical.done_call(callback, task, ls) */
-static PyObject *finish_fn;        /* stepcall._finish(st, task, t) */
+static PyObject *finish_fn;        /* stepcall.finish_task(st, task, t) */
 static Py_ssize_t fold_every = 512;
 
-static PyObject *s_self, *s_adopt, *s_fold, *s_snapshot, *s_executor_overlap, *s_end, *s_long_step_ended,
-    *s_done, *s_internal_error, *s_probe, *s_timing_step, *s_marking_ready, *s_on_error, *s_lag_selector, *s_gap_safe,
+static PyObject *s_self, *s_adopt, *s_fold, *s_snapshot, *s_end, *s_long_step_ended,
+    *s_done, *s_internal_error, *s_timing_step, *s_marking_ready, *s_on_error, *s_lag_selector, *s_gap_safe,
     *s_resume, *s_wake;
 
 static int
@@ -1360,7 +1360,7 @@ set_span_observer(PyObject *module, PyObject *args)
 
 /* native_breakdown (declared above): the observer is a SpanBreakdown, so run the C twin */
 static Py_ssize_t tally_fold_every = 256;
-static PyObject *s_blocked_at, *s_link_outliving, *s_add_error_stack, *s_by_name, *s_name_tally, *s_recent,
+static PyObject *s_link_outliving, *s_add_error_stack, *s_by_name, *s_name_tally, *s_recent,
     *s_starting_breakdown, *s_ending_breakdown, *s_error_status;
 
 static void
@@ -1681,12 +1681,10 @@ PyInit__core(void)
     INTERN(s_adopt, "adopt")
     INTERN(s_fold, "fold")
     INTERN(s_snapshot, "_snapshot")
-    INTERN(s_executor_overlap, "_executor_overlap")
     INTERN(s_end, "end")
     INTERN(s_long_step_ended, "long_step_ended")
     INTERN(s_done, "done")
     INTERN(s_internal_error, "internal_error")
-    INTERN(s_probe, "probe")
     INTERN(s_timing_step, "timing a task step")
     INTERN(s_marking_ready, "marking a task ready")
     INTERN(s_on_error, "_on_error")
@@ -1707,7 +1705,6 @@ PyInit__core(void)
     INTERN(s_thread_id_attr, "_thread_id")
     INTERN(s_trace_id, "trace_id")
     INTERN(s_span_id, "span_id")
-    INTERN(s_blocked_at, "blocked_at")
     INTERN(s_link_outliving, "link_outliving")
     INTERN(s_add_error_stack, "add_error_stack")
     INTERN(s_by_name, "by_name")
