@@ -989,7 +989,7 @@ static PyObject *running_task_fn;  /* spans._running_task(ident) */
 static PyObject *get_running_loop_fn, *current_task_fn;
 static PyObject *span_observer = NULL; /* the scheduler probe's span observer, or NULL */
 static PyObject *s_now, *s_span_started, *s_span_ended, *s_buffer, *s_limit, *s_wake_at, *s_set,
-    *s_note_drop, *s_thread_id_attr, *s_trace_id, *s_span_id, *s_wake_event, *s_append;
+    *s_note_drop, *s_thread_id_attr, *s_trace_id, *s_span_id, *s_wake_event, *s_append, *s_get_name;
 
 static PyObject *
 span_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -1213,6 +1213,16 @@ span_end(SpanFields *self, PyObject *unused)
         if (r == NULL)
             goto done;
         Py_DECREF(r);
+    }
+    /* An ended span keeps its task's name, not the task: a buffered span would otherwise keep
+       the finished task, its coroutine and its context alive until the flusher's next turn. */
+    if (self->task != Py_None) {
+        PyObject *name = PyObject_CallMethodNoArgs(self->task, s_get_name);
+        if (name == NULL) {
+            PyErr_Clear();
+            name = Py_NewRef(Py_None);
+        }
+        Py_SETREF(self->task, name);
     }
     if ((buffer = PyObject_GetAttr(session, s_buffer)) == NULL || (limit = PyObject_GetAttr(session, s_limit)) == NULL)
         goto done;
@@ -1701,6 +1711,7 @@ PyInit__core(void)
     INTERN(s_wake_event, "_wake")
     INTERN(s_set, "set")
     INTERN(s_append, "append")
+    INTERN(s_get_name, "get_name")
     INTERN(s_note_drop, "_note_drop")
     INTERN(s_thread_id_attr, "_thread_id")
     INTERN(s_trace_id, "trace_id")

@@ -485,7 +485,7 @@ class Session:
             error[2],
             MappingProxyType(live.attrs) if live.attrs else _EMPTY,
             tuple(SpanEvent(n, t, MappingProxyType(a)) for n, t, a in events) if events else (),
-            task.get_name() if task is not None else None,
+            task if task is None or type(task) is str else task.get_name(),  # ended spans hold the name
             live.thread_id,
             *extra_values,
         )

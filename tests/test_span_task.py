@@ -141,3 +141,26 @@ def test_a_loop_now_running_in_another_thread_is_not_this_threads() -> None:
             assert seen == [True]
         finally:
             loop.close()
+
+
+def test_an_ended_span_keeps_its_tasks_name_and_lets_the_task_go() -> None:
+    import gc
+    import weakref
+
+    async def work() -> Any:
+        with asynclens.span("buffered") as sp:
+            await asyncio.sleep(0)
+        return sp
+
+    with asynclens.session(**NO_PROBES):
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(work(), name="req-9")
+            live = loop.run_until_complete(task)
+        finally:
+            loop.close()
+        gone = weakref.ref(task)
+        del task
+        gc.collect()
+        assert live.task == "req-9"  # still in the session's buffer: the name, not the task
+        assert gone() is None

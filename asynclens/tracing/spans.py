@@ -182,6 +182,12 @@ class PySpanFields:
         self.end_ns = session.now()
         if _observer is not None:
             _observer.span_ended(self)
+        task = self.task
+        if task is not None:  # an ended span keeps the name only: the task may go (see _core.c)
+            try:
+                self.task = task.get_name()
+            except Exception:
+                self.task = None
         buffer = session._buffer  # Session.emit, inlined: this runs for every span
         size = len(buffer)
         if size < session._limit:
