@@ -50,8 +50,12 @@ static PyObject *explain_wait_fn;  /* critical.explain_wait(st, arg, ls) */
 static PyObject *done_call_fn;     /* critical.done_call(callback, task, ls) */
 static PyObject *finish_fn;        /* stepcall.finish_task(st, task, t) */
 static Py_ssize_t fold_every = 512;
+static PyObject *no_held;          /* steps.NO_HELD */
+static PyObject *get_running_loop_fn, *current_task_fn; /* asyncio's, set by configure_spans() */
 
-static PyObject *s_self, *s_adopt, *s_fold, *s_snapshot, *s_end, *s_long_step_ended,
+static PyObject *s_cancelled, *s_exception, *s_emit_task, *s_done_state, *s_finishing_task;
+static PyObject *s_self, *s_get_coro, *s_task_factory, *s_eager_start, *s_coro, *s_source_traceback, *s_tracking_task,
+    *s_recording_lineage, *s_fold, *s_snapshot, *s_end, *s_long_step_ended,
     *s_done, *s_internal_error, *s_timing_step, *s_marking_ready, *s_on_error, *s_lag_selector, *s_gap_safe,
     *s_resume, *s_wake;
 
@@ -100,6 +104,11 @@ typedef struct {
     PyObject *offcpu;
     PyObject *x;
     PyObject *span;
+    PyObject *task_ref;
+    PyObject *parent;
+    PyObject *parent_task_id;
+    PyObject *site;
+    PyObject *name;
     long long created_ns;
     long long ready_ns;
     long long start_ns;
@@ -116,6 +125,8 @@ typedef struct {
     long long first_ns;
     long long max_sched_earlier;
     long long blocked_ns;
+    long long cpu_ns;
+    char done;
 } TaskFields;
 
 /* ------------------------------------------------------------ LoopFields */
@@ -128,17 +139,23 @@ typedef struct {
     PyObject *probe;
     PyObject *running;
     PyObject *waker;
+    PyObject *creating;
+    PyObject *creating_coro;
+    PyObject *book;
     long long origin;
     long long window_due;
     long long step_budget;
     long long part_ns;
+    long long tasks;
+    long long window_tasks;
     char active;
 } LoopFields;
 
 static PyTypeObject TaskFieldsType, LoopFieldsType, StepCallType, CallSoonHookType;
 
-#define TASK_OBJECTS(X) X(ls) X(outer) X(jobs) X(call) X(held) X(offcpu) X(x) X(span)
-#define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker)
+#define TASK_OBJECTS(X) \
+    X(ls) X(outer) X(jobs) X(call) X(held) X(offcpu) X(x) X(span) X(task_ref) X(parent) X(parent_task_id) X(site) X(name)
+#define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker) X(creating) X(creating_coro) X(book)
 
 static PyObject *
 task_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -175,6 +192,8 @@ static PyMemberDef task_fields_members[] = {
     LL_MEMBER(TaskFields, first_ns)
     LL_MEMBER(TaskFields, max_sched_earlier)
     LL_MEMBER(TaskFields, blocked_ns)
+    LL_MEMBER(TaskFields, cpu_ns)
+    {"done", AL_BOOL, offsetof(TaskFields, done), 0, NULL},
     {NULL},
 };
 
@@ -196,6 +215,8 @@ static PyMemberDef loop_fields_members[] = {
     LL_MEMBER(LoopFields, window_due)
     LL_MEMBER(LoopFields, step_budget)
     LL_MEMBER(LoopFields, part_ns)
+    LL_MEMBER(LoopFields, tasks)
+    LL_MEMBER(LoopFields, window_tasks)
     {"active", AL_BOOL, offsetof(LoopFields, active), 0, NULL},
     {NULL},
 };
@@ -298,6 +319,7 @@ typedef struct {
 
 static int step_begin(TaskFields *st, LoopFields *ls);
 static int step_end(TaskFields *st, LoopFields *ls, PyObject *task);
+static int finished_unrecorded(LoopFields *ls, TaskFields *st, PyObject *task, long long t);
 
 static PyObject *
 stepcall_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -467,7 +489,12 @@ step_end(TaskFields *st, LoopFields *ls, PyObject *task)
     Py_DECREF(done);
     if (is_done < 0)
         return -1;
-    if (is_done && finish_fn != NULL) {
+    if (!is_done)
+        return 0;
+    int counted = finished_unrecorded(ls, st, task, st->last_end_ns);
+    if (counted < 0)
+        return -1;
+    if (!counted && finish_fn != NULL) {
         PyObject *pt = PyLong_FromLongLong(st->last_end_ns);
         if (pt == NULL)
             return -1;
@@ -554,6 +581,41 @@ owner_of(PyObject *callback, PyObject **owner)
     return get_optional_attr(callback, s_self, owner) < 0 ? -1 : 0;
 }
 
+/* Bind ``st`` to ``task`` (steps.TaskState.bind): a weak reference to the task, and the
+ * state under attr_name on it. */
+static int
+bind_task(TaskFields *st, PyObject *task)
+{
+    PyObject *ref = PyWeakref_NewRef(task, NULL);
+    if (ref == NULL)
+        return -1;
+    Py_SETREF(st->task_ref, ref);
+    return PyObject_SetAttr(task, attr_name, (PyObject *)st);
+}
+
+/* LoopState.adopt: the state of ``task`` (new reference) if create_task() is making it now
+ * (its first step is being scheduled from Task.__init__), bound to it; else None. */
+static PyObject *
+adopt_task(LoopFields *ls, PyObject *task)
+{
+    PyObject *creating = ls->creating;
+    if ((PyObject *)Py_TYPE(creating) != task_state_type || ((TaskFields *)creating)->task_ref != Py_None)
+        Py_RETURN_NONE;
+    PyObject *coro = PyObject_CallMethodNoArgs(task, s_get_coro);
+    if (coro == NULL)
+        return NULL;
+    int same = coro == ls->creating_coro;
+    Py_DECREF(coro);
+    if (!same)
+        Py_RETURN_NONE;
+    Py_INCREF(creating); /* bind_task may run Python code (a task's __setattr__) that replaces ls->creating */
+    if (bind_task((TaskFields *)creating, task) < 0) {
+        Py_DECREF(creating);
+        return NULL;
+    }
+    return creating;
+}
+
 /* Mark st ready and return the callback to schedule (new reference), or NULL with an error. */
 static PyObject *
 wake_task(CallSoonHook *hook, LoopFields *ls, PyObject *callback, PyObject *owner, PyObject *arg, int one_arg)
@@ -563,7 +625,7 @@ wake_task(CallSoonHook *hook, LoopFields *ls, PyObject *callback, PyObject *owne
         return NULL;
     if (st_obj == NULL || st_obj == Py_None) { /* a task inside create_task(): its first step is being scheduled */
         Py_XDECREF(st_obj);
-        st_obj = PyObject_CallMethodOneArg((PyObject *)ls, s_adopt, owner);
+        st_obj = adopt_task(ls, owner);
         if (st_obj == NULL)
             return NULL;
     }
@@ -711,6 +773,339 @@ static PyMemberDef hook_members[] = {
     {NULL},
 };
 
+/* ------------------------------------------------------------ TaskMaker */
+
+/* The scheduler probe's create_task patch (probe.py's SchedulerProbe._create_task, the
+ * common case): a new task gets its TaskState, its lineage (the span current at its
+ * creation, its parent task, the line that created it: a code object and a line number,
+ * nothing formatted) and is bound to it. Everything else (a loop not yet watched, an
+ * eager first step, the probe stopped) goes to the Python method, ``slow``. */
+
+static PyObject *span_var;       /* _state.context.current_span */
+static PyObject *internal_code;  /* probe._INTERNAL_CODE: code object -> hidden (asyncio's or ours) */
+static PyObject *handle_run;     /* asyncio.events.Handle._run.__code__ */
+static PyObject *hidden_dirs;    /* (asyncio's directory, asynclens's), prefixes of hidden files */
+static PyObject *drop_own_frames_fn; /* probe._drop_own_frames(source_traceback) */
+static PyObject *no_x;           /* steps.NO_X */
+static int eager_tasks;          /* 3.12+: eager_start and eager task factories */
+#define SITE_DEPTH 8
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *probe;
+    PyObject *slow;
+    PyObject *now;
+    long long tracked;
+    /* finished tasks (probe.task_finished with task_records="notable", the common case) */
+    int notable_mode;
+    long long notable_ns, per_second;
+    long long finished, unrecorded, over_budget;
+    long long budget_until, budget_left, budget_life, budget_wait; /* this second's budget, as probe._budget */
+    vectorcallfunc vectorcall;
+} TaskMaker;
+
+static PyTypeObject TaskMakerType;
+
+/* A new TaskState of ``ls`` created at ``t``, as TaskState.__init__ makes it. */
+static PyObject *
+new_task_state(PyObject *ls, long long t)
+{
+    PyTypeObject *type = (PyTypeObject *)task_state_type;
+    TaskFields *st = (TaskFields *)type->tp_alloc(type, 0);
+    if (st == NULL)
+        return NULL;
+    TaskFields *self = st;
+    TASK_OBJECTS(INIT_NONE)
+    Py_SETREF(st->ls, Py_NewRef(ls));
+    Py_SETREF(st->x, Py_NewRef(no_x));
+    Py_SETREF(st->held, Py_NewRef(no_held));
+    st->created_ns = st->ready_ns = t;
+    return (PyObject *)st;
+}
+
+/* Whether code object ``code`` is asyncio's or asynclens's; -1 on error. */
+static int
+is_hidden(PyObject *code)
+{
+    PyObject *known = PyDict_GetItemWithError(internal_code, code); /* borrowed */
+    if (known != NULL)
+        return PyObject_IsTrue(known);
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *filename = PyObject_GetAttrString(code, "co_filename");
+    if (filename == NULL)
+        return -1;
+    int hidden = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hidden_dirs) && !hidden; i++) {
+        Py_ssize_t at = PyUnicode_Tailmatch(filename, PyTuple_GET_ITEM(hidden_dirs, i), 0, PY_SSIZE_T_MAX, -1);
+        if (at < 0) {
+            Py_DECREF(filename);
+            return -1;
+        }
+        hidden = (int)at;
+    }
+    Py_DECREF(filename);
+    if (PyDict_SetItem(internal_code, code, hidden ? Py_True : Py_False) < 0)
+        return -1;
+    return hidden;
+}
+
+/* st.site: (code, line) of the innermost frame that is neither asyncio's nor ours,
+ * within SITE_DEPTH frames, unless a loop callback (Handle._run) comes first. */
+static int
+find_site(TaskFields *st)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    int rc = 0;
+    for (int depth = 0; frame != NULL && depth < SITE_DEPTH; depth++) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        if ((PyObject *)code == handle_run) {
+            Py_DECREF(code);
+            break;
+        }
+        int hidden = is_hidden((PyObject *)code);
+        if (hidden < 0) {
+            Py_DECREF(code);
+            rc = -1;
+            break;
+        }
+        if (!hidden) {
+            PyObject *site = Py_BuildValue("(Ni)", (PyObject *)code, PyFrame_GetLineNumber(frame));
+            if (site == NULL) {
+                rc = -1;
+                break;
+            }
+            Py_SETREF(st->site, site);
+            break;
+        }
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    return rc;
+}
+
+/* probe._lineage: the span current at creation, the parent task, the creating line. */
+static int
+record_lineage(TaskFields *st, PyObject *loop)
+{
+    PyObject *span;
+    if (PyContextVar_Get(span_var, Py_None, &span) < 0)
+        return -1;
+    Py_SETREF(st->span, span);
+    PyObject *running = PyObject_CallNoArgs(get_running_loop_fn);
+    if (running == NULL)
+        return -1;
+    int here = running == loop;
+    Py_DECREF(running);
+    if (here) {
+        PyObject *parent = PyObject_CallOneArg(current_task_fn, loop);
+        if (parent == NULL)
+            return -1;
+        if (parent != Py_None) {
+            PyObject *id = PyLong_FromVoidPtr(parent), *parent_state = NULL;
+            if (id == NULL || get_optional_attr(parent, attr_name, &parent_state) < 0) {
+                Py_XDECREF(id);
+                Py_DECREF(parent);
+                return -1;
+            }
+            Py_SETREF(st->parent_task_id, id);
+            if (parent_state != NULL && (PyObject *)Py_TYPE(parent_state) == task_state_type) {
+                PyObject *ref = PyWeakref_NewRef(parent_state, NULL);
+                if (ref == NULL) {
+                    Py_DECREF(parent_state);
+                    Py_DECREF(parent);
+                    return -1;
+                }
+                Py_SETREF(st->parent, ref);
+            }
+            Py_XDECREF(parent_state);
+        }
+        Py_DECREF(parent);
+    }
+    return find_site(st);
+}
+
+/* Whether this create_task() call may run the task's first step eagerly (3.12+), which
+ * only the Python method times; -1 on error. */
+static int
+may_start_eagerly(PyObject *loop, PyObject *kwargs)
+{
+    if (!eager_tasks)
+        return 0;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyObject *eager = PyDict_GetItemWithError(kwargs, s_eager_start); /* borrowed */
+        if (eager == NULL && PyErr_Occurred())
+            return -1;
+        int truthy = eager != NULL ? PyObject_IsTrue(eager) : 0;
+        if (truthy != 0)
+            return truthy;
+    }
+    PyObject *factory = NULL;
+    if (get_optional_attr(loop, s_task_factory, &factory) < 0)
+        return -1;
+    int set = factory != NULL && factory != Py_None;
+    Py_XDECREF(factory);
+    return set;
+}
+
+/* After create_task() returned ``task``: bind it (when the call_soon hook did not), trim
+ * asynclens's frames from a debug-mode creation traceback, count it. */
+static void
+task_made(TaskMaker *self, LoopFields *ls, TaskFields *st, PyObject *task)
+{
+    if (st->task_ref == Py_None && bind_task(st, task) < 0) { /* a task type without __dict__/weakrefs */
+        PyErr_Clear();
+        return;
+    }
+    PyObject *tb = NULL;
+    if (get_optional_attr(task, s_source_traceback, &tb) < 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (tb != NULL) {
+        int debug = PyObject_IsTrue(tb);
+        PyObject *r = debug > 0 ? PyObject_CallOneArg(drop_own_frames_fn, tb) : NULL;
+        Py_XDECREF(r);
+        Py_DECREF(tb);
+        if (debug < 0 || (debug > 0 && r == NULL)) {
+            PyErr_Clear();
+            return;
+        }
+    }
+    self->tracked++;
+    ls->tasks++;
+    ls->window_tasks++;
+}
+
+/* maker(wrapped, instance, args, kwargs): the patch's wrapper (wrapt's convention). */
+static PyObject *
+maker_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    TaskMaker *self = (TaskMaker *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 4 || kwnames != NULL || !PyTuple_Check(args[2]) || !PyDict_Check(args[3]) || args[1] == Py_None)
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    PyObject *wrapped = args[0], *loop = args[1], *cargs = args[2], *kwargs = args[3];
+    PyObject *ls_obj = NULL;
+    if (get_optional_attr(loop, attr_name, &ls_obj) < 0)
+        PyErr_Clear();
+    if (ls_obj == NULL || !PyObject_TypeCheck(ls_obj, &LoopFieldsType) || ((LoopFields *)ls_obj)->probe != self->probe
+        || !((LoopFields *)ls_obj)->active) {
+        Py_XDECREF(ls_obj);
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    LoopFields *ls = (LoopFields *)ls_obj;
+    int eager = may_start_eagerly(loop, kwargs);
+    if (eager != 0) {
+        if (eager < 0)
+            PyErr_Clear();
+        Py_DECREF(ls_obj);
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    long long t;
+    PyObject *st_obj = call_clock(self->now, &t) < 0 ? NULL : new_task_state(ls_obj, t);
+    if (st_obj == NULL) {
+        report_error(ls, s_tracking_task);
+        Py_DECREF(ls_obj);
+        return PyObject_Call(wrapped, cargs, kwargs);
+    }
+    TaskFields *st = (TaskFields *)st_obj;
+    if (record_lineage(st, loop) < 0)
+        report_error(ls, s_recording_lineage);
+    PyObject *coro = PyTuple_GET_SIZE(cargs) ? PyTuple_GET_ITEM(cargs, 0) : PyDict_GetItemWithError(kwargs, s_coro);
+    if (coro == NULL) {
+        PyErr_Clear(); /* create_task() itself says what is missing */
+        coro = Py_None;
+    }
+    /* Task.__init__ schedules the first step through call_soon, where the hook adopts the task */
+    PyObject *outer = ls->creating, *outer_coro = ls->creating_coro; /* their references move here */
+    ls->creating = Py_NewRef(st_obj);
+    ls->creating_coro = Py_NewRef(coro);
+    PyObject *task = PyObject_Call(wrapped, cargs, kwargs);
+    Py_SETREF(ls->creating, outer);
+    Py_SETREF(ls->creating_coro, outer_coro);
+    if (task != NULL)
+        task_made(self, ls, st, task);
+    Py_DECREF(st_obj);
+    Py_DECREF(ls_obj);
+    return task;
+}
+
+static PyObject *
+maker_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *probe, *slow, *now;
+    int notable_mode = 0;
+    long long notable_ns = 0, per_second = 0;
+    static char *kwlist[] = {"probe", "slow", "now", "notable_mode", "notable_ns", "per_second", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|pLL:TaskMaker", kwlist, &probe, &slow, &now, &notable_mode,
+                                     &notable_ns, &per_second))
+        return NULL;
+    if (span_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: task creation is not configured");
+        return NULL;
+    }
+    TaskMaker *self = (TaskMaker *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->probe = Py_NewRef(probe);
+    self->slow = Py_NewRef(slow);
+    self->now = Py_NewRef(now);
+    self->notable_mode = notable_mode;
+    self->notable_ns = notable_ns;
+    self->per_second = per_second;
+    self->vectorcall = maker_vectorcall;
+    return (PyObject *)self;
+}
+
+#define MAKER_OBJECTS(X) X(probe) X(slow) X(now)
+GC_METHODS(maker, TaskMaker, MAKER_OBJECTS)
+
+static PyMemberDef maker_members[] = {
+    {"probe", AL_OBJ, offsetof(TaskMaker, probe), AL_READONLY, NULL},
+    {"slow", AL_OBJ, offsetof(TaskMaker, slow), AL_READONLY, NULL},
+    LL_MEMBER(TaskMaker, tracked)
+    LL_MEMBER(TaskMaker, finished)
+    LL_MEMBER(TaskMaker, unrecorded)
+    LL_MEMBER(TaskMaker, over_budget)
+    {NULL},
+};
+
+static PyObject *
+configure_tasks(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    PyObject *var, *internal, *run, *dirs, *drop, *x, *held;
+    int eager = 0;
+    static char *kwlist[] = {"span_var", "internal_code", "handle_run", "hidden_dirs", "drop_own_frames",
+                             "no_x", "no_held", "eager", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!OOOp:configure_tasks", kwlist, &PyContextVar_Type, &var,
+                                     &PyDict_Type, &internal, &run, &PyTuple_Type, &dirs, &drop, &x, &held, &eager))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dirs); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(dirs, i))) {
+            PyErr_SetString(PyExc_TypeError, "hidden_dirs must be a tuple of str");
+            return NULL;
+        }
+    }
+    if (get_running_loop_fn == NULL || task_state_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: configure spans and steps before task creation");
+        return NULL;
+    }
+    Py_XSETREF(span_var, Py_NewRef(var));
+    Py_XSETREF(internal_code, Py_NewRef(internal));
+    Py_XSETREF(handle_run, Py_NewRef(run));
+    Py_XSETREF(hidden_dirs, Py_NewRef(dirs));
+    Py_XSETREF(drop_own_frames_fn, Py_NewRef(drop));
+    Py_XSETREF(no_x, Py_NewRef(x));
+    Py_XSETREF(no_held, Py_NewRef(held));
+    eager_tasks = eager;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------ types */
 
 static PyTypeObject TaskFieldsType = {
@@ -754,6 +1149,21 @@ static PyTypeObject StepCallType = {
     .tp_vectorcall_offset = offsetof(StepCall, vectorcall),
     .tp_getattro = stepcall_getattro,
     .tp_repr = (reprfunc)stepcall_repr,
+};
+
+static PyTypeObject TaskMakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.TaskMaker",
+    .tp_doc = "TaskMaker(probe, slow, now): the scheduler probe's create_task wrapper, wrapper(wrapped, instance, args, kwargs).",
+    .tp_basicsize = sizeof(TaskMaker),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = maker_new,
+    .tp_dealloc = (destructor)maker_dealloc,
+    .tp_traverse = (traverseproc)maker_traverse,
+    .tp_clear = (inquiry)maker_clear,
+    .tp_members = maker_members,
+    .tp_vectorcall_offset = offsetof(TaskMaker, vectorcall),
+    .tp_call = PyVectorcall_Call,
 };
 
 static PyTypeObject CallSoonHookType = {
@@ -969,12 +1379,72 @@ typedef struct {
     long long end_ns;
 } SpanFields;
 
+/* probe.task_finished for a task that finished "done" with task_records="notable": counted
+ * when it is neither long-lived nor long-waiting, or past this second's budget of such
+ * records (probe._within_budget), else handed to probe._emit_task. 1 when handled here,
+ * 0 for the Python code (another mode or state, a span that ended), -1 on error. */
+static PyTypeObject SpanFieldsType;
+static int
+finished_unrecorded(LoopFields *ls, TaskFields *st, PyObject *task, long long t)
+{
+    TaskMaker *book = (TaskMaker *)ls->book;
+    if (!Py_IS_TYPE(ls->book, &TaskMakerType) || !book->notable_mode)
+        return 0;
+    PyObject *span = st->span;
+    if (span != Py_None && (!PyObject_TypeCheck(span, &SpanFieldsType) || ((SpanFields *)span)->end_ns))
+        return 0;
+    PyObject *cancelled = PyObject_CallMethodNoArgs(task, s_cancelled);
+    if (cancelled == NULL)
+        return -1;
+    int is_cancelled = PyObject_IsTrue(cancelled);
+    Py_DECREF(cancelled);
+    if (is_cancelled)
+        return is_cancelled < 0 ? -1 : 0;
+    PyObject *error = NULL;
+    if (get_optional_attr(task, s_exception, &error) < 0)
+        return -1;
+    int failed = error != NULL && error != Py_None;
+    Py_XDECREF(error);
+    if (failed)
+        return 0;
+    st->done = 1;
+    book->finished++;
+    long long life = t - st->created_ns;
+    long long wait = st->max_sched_ns > st->max_sched_earlier ? st->max_sched_ns : st->max_sched_earlier;
+    if (life < book->notable_ns && wait < book->notable_ns) {
+        book->unrecorded++;
+        return 1;
+    }
+    if (t >= book->budget_until) {
+        book->budget_until = t + 1000000000LL;
+        book->budget_left = book->per_second;
+        book->budget_life = book->budget_wait = 0;
+    }
+    if (book->budget_left <= 0 && life <= book->budget_life && wait <= book->budget_wait) {
+        book->unrecorded++;
+        book->over_budget++;
+        return 1;
+    }
+    book->budget_left--;
+    if (life > book->budget_life)
+        book->budget_life = life;
+    if (wait > book->budget_wait)
+        book->budget_wait = wait;
+    PyObject *pt = PyLong_FromLongLong(t);
+    if (pt == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodObjArgs(book->probe, s_emit_task, (PyObject *)st, s_done_state, pt, NULL);
+    Py_DECREF(pt);
+    if (r == NULL)
+        report_error(ls, s_finishing_task);
+    Py_XDECREF(r);
+    return 1;
+}
+
 #define SPAN_OBJECTS(X) \
     X(name) X(trace_id) X(span_id) X(parent_id) X(attrs) X(events) X(error) X(task) X(thread_id) X(session) X(extra) X(breakdown)
 
-static PyTypeObject SpanFieldsType;
 static int native_breakdown;
-static PyObject *no_held;          /* steps.NO_HELD */
 static PyObject *task_state_of_fn; /* steps.task_state_of */
 static void breakdown_started(PyObject *probe, SpanFields *live);
 static void breakdown_ended(PyObject *probe, SpanFields *live);
@@ -986,7 +1456,6 @@ static PyObject *thread_ids;       /* spans._thread_ids: one int object per thre
 static PyObject *loop_of_thread;   /* spans._loop_of_thread, or None when not caching loops */
 static PyObject *current_tasks;    /* asyncio.tasks._current_tasks when caching loops */
 static PyObject *running_task_fn;  /* spans._running_task(ident) */
-static PyObject *get_running_loop_fn, *current_task_fn;
 static PyObject *span_observer = NULL; /* the scheduler probe's span observer, or NULL */
 static PyObject *s_now, *s_span_started, *s_span_ended, *s_buffer, *s_limit, *s_wake_at, *s_set,
     *s_note_drop, *s_thread_id_attr, *s_trace_id, *s_span_id, *s_wake_event, *s_append, *s_get_name;
@@ -1666,6 +2135,9 @@ static PyMethodDef core_methods[] = {
      "native: it is the scheduler probe's SpanBreakdown, whose compiled twin runs instead."},
     {"configure_breakdown", (PyCFunction)(void (*)(void))configure_breakdown, METH_VARARGS | METH_KEYWORDS,
      "configure_breakdown(task_state_type, attr, no_held, task_state_of, fold_every=256)\n\nName the pieces the span breakdown uses."},
+    {"configure_tasks", (PyCFunction)(void (*)(void))configure_tasks, METH_VARARGS | METH_KEYWORDS,
+     "configure_tasks(span_var, internal_code, handle_run, hidden_dirs, drop_own_frames, no_x, no_held, eager)\n\n"
+     "Name the pieces task creation (TaskMaker) uses."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(task_type, task_state_type, attr, explain_wait, done_call, finish, fold_every=512)\n\n"
      "Name the Python pieces the compiled hot paths call into. Called once by the scheduler probe."},
@@ -1688,7 +2160,18 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     INTERN(s_self, "__self__")
-    INTERN(s_adopt, "adopt")
+    INTERN(s_get_coro, "get_coro")
+    INTERN(s_cancelled, "cancelled")
+    INTERN(s_exception, "_exception")
+    INTERN(s_emit_task, "_emit_task")
+    INTERN(s_done_state, "done")
+    INTERN(s_finishing_task, "finishing a task")
+    INTERN(s_task_factory, "_task_factory")
+    INTERN(s_eager_start, "eager_start")
+    INTERN(s_coro, "coro")
+    INTERN(s_source_traceback, "_source_traceback")
+    INTERN(s_tracking_task, "tracking a task")
+    INTERN(s_recording_lineage, "recording task lineage")
     INTERN(s_fold, "fold")
     INTERN(s_snapshot, "_snapshot")
     INTERN(s_end, "end")
@@ -1724,7 +2207,7 @@ PyInit__core(void)
     INTERN(s_starting_breakdown, "starting a span breakdown")
     INTERN(s_ending_breakdown, "ending a span breakdown")
     INTERN(s_error_status, "error")
-    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType};
+    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType, &TaskMakerType};
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;

@@ -7,7 +7,12 @@ instruction counts do not. Two workloads:
   resolves, then a handler awaiting a child (both traced in the traced configs):
   what a connection-per-task server does per request;
 * ``echo``: ``scheduler_overhead.py``'s section 2b, one long-lived task woken through
-  a future per request, then the handler (traced or not).
+  a future per request, then the handler (traced or not);
+* ``asgi``: ``asgi_service.py``'s FastAPI service driven in process through ASGI, without
+  HTTP, on the chosen loop: 50 connections, each running its requests one after another in
+  a task per request (as uvicorn does), the two endpoints in rotation. Its configurations
+  are ``asgi_service.py``'s asynclens variants (``bare``, ``asynclens``, ``asynclens-spans``):
+  the realistic service's per-request cost, free of the load generator and of timing noise.
 
 Each configuration, plus the pure-Python floor of ``python_floor.py``, runs under
 callgrind twice, with N and 2N requests; the difference divided by N is what one
@@ -38,6 +43,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import asgi_service  # noqa: E402
 import scheduler_overhead  # noqa: E402
 
 #: The added-instructions budgets of a request with every probe on (issue 18), by loop.
@@ -90,10 +96,66 @@ def _task_requests(factory: Callable[[], asyncio.AbstractEventLoop], config: str
         loop.close()
 
 
+#: The ``asgi`` workload's configurations: ``asgi_service.py``'s variants.
+ASGI_CONFIGS = ("bare", "asynclens", "asynclens-spans")
+ASGI_CONNECTIONS = 50
+
+
+def _asgi_requests(factory: Callable[[], asyncio.AbstractEventLoop], variant: str, n: int) -> None:
+    """``n`` requests to the ``asgi_service.py`` app through ASGI (see the module docstring)."""
+    inst = asgi_service.INSTRUMENTATIONS[variant]()
+    app = asgi_service.build_app(inst)
+    mix = asgi_service.request_mix()
+    scopes = []
+    for method, target, body in mix:
+        path, _, query = target.partition("?")
+        headers = [(b"host", b"127.0.0.1")]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+            "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        scopes.append((scope, body or b""))
+
+    async def one(scope: dict[str, Any], body: bytes) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app({**scope, "state": {}}, receive, send)
+        if status != [200]:
+            raise SystemExit(f"asgi workload: {scope['method']} {scope['path']} answered {status}")
+
+    async def connection(k: int, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        for j in range(count):
+            await loop.create_task(one(*scopes[(k + j) % len(scopes)]))
+
+    async def main() -> None:
+        per, extra = divmod(n, ASGI_CONNECTIONS)
+        await asyncio.gather(*(connection(k, per + (k < extra)) for k in range(ASGI_CONNECTIONS)))
+
+    loop = factory()
+    try:
+        with inst.around():
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def _child(config: str, requests: int, loop_name: str, workload: str) -> None:
     """The measured run: ``requests`` requests in one configuration."""
     factory = scheduler_overhead._loops()[loop_name]
-    if workload == "task":
+    if workload == "asgi":
+        _asgi_requests(factory, config, requests)
+    elif workload == "task":
         _task_requests(factory, config, requests)
     else:
         scheduler_overhead._per_request(factory, config, requests)
@@ -116,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    parser.add_argument("--workload", choices=["task", "echo"], default="task")
+    parser.add_argument("--workload", choices=["task", "echo", "asgi"], default="task")
     parser.add_argument("--child", nargs=4, metavar=("CONFIG", "REQUESTS", "LOOP", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -129,16 +191,19 @@ def main(argv: list[str] | None = None) -> None:
 
     if asynclens.IMPLEMENTATION != "c":
         print("request_instructions.py: the compiled core is not built here: both columns are pure Python")
-    configs = list(scheduler_overhead._REQUEST_CONFIGS)
+    configs = list(ASGI_CONFIGS if args.workload == "asgi" else scheduler_overhead._REQUEST_CONFIGS)
     n = args.requests
     jobs = [(config, count, pure) for config in configs for count in (n, 2 * n) for pure in (False, True)]
-    jobs = [job for job in jobs if job[0] != "floor" or not job[2]]  # the floor runs no asynclens code
+    # the floor and bare run no asynclens code: once is enough
+    jobs = [job for job in jobs if job[0] not in ("floor", "bare") or not job[2]]
     with ThreadPoolExecutor(2) as pool:
         counts = dict(
             zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], args.loop, args.workload, job[2]), jobs))
         )
 
     def per(config: str, pure: bool) -> float:
+        if (config, n, pure) not in counts:
+            pure = False
         return (counts[(config, 2 * n, pure)] - counts[(config, n, pure)]) / n
 
     print(
@@ -151,12 +216,15 @@ def main(argv: list[str] | None = None) -> None:
     for config in configs:
         cells = [config]
         for pure in (False, True):
-            if (config, n, pure) not in counts:
-                cells += ["—", "—", "—"]
-                continue
             count = per(config, pure)
             cells += [f"{count:,.0f}", f"{count - base:+,.0f}", f"{(count - base) / base:.2f}"]
         print("| " + " | ".join(cells) + " |")
+    if args.workload == "asgi":
+        for config, budget, label in asgi_service.BUDGETS:
+            ratio = per(config, False) / base
+            verdict = "met" if ratio <= budget else "NOT met"
+            print(f"budget ({label}): ≤ {budget}× bare's instructions per request: {ratio:.2f}× ({verdict})")
+        return
     added = (per("all", False) - base) / base
     verdict = "met" if added <= BUDGET[args.loop] else "NOT met"
     print(f"budget: every probe on adds ≤ {BUDGET[args.loop]}× bare on {args.loop}: {added:.2f}× ({verdict})")

@@ -270,6 +270,8 @@ def new_loop():
 
 if probe_kind == "cpu-and-steps":  # the thread CPU clock and TaskStep records: TaskState.end every step
     probe = SchedulerProbe(task_records="all", gc=False, thread_cpu=True, record_steps=10_000)
+elif probe_kind == "notable":  # the default records: quick tasks only counted, long ones within a budget
+    probe = SchedulerProbe(gc=False, notable=0.01, notable_per_second=1)
 else:
     probe = SchedulerProbe(task_records="all", gc=False)
 
@@ -357,13 +359,16 @@ def uvloop_param() -> Any:
     return pytest.param("uvloop", id="uvloop", marks=param.marks)
 
 
-@pytest.mark.parametrize("probe_kind", ["default", "cpu-and-steps"])
+@pytest.mark.parametrize("probe_kind", ["all-tasks", "cpu-and-steps", "notable"])
 @pytest.mark.parametrize("loop_kind", ["asyncio", "custom", uvloop_param()])
 def test_both_implementations_record_the_same(tmp_path: Path, loop_kind: str, probe_kind: str) -> None:
     """The same fake-clock program, run once on each implementation, gives identical records:
-    spans with their breakdown (CPU, starved, I/O, executor, critical path), task records,
-    task steps, executor jobs, the loop's snapshot and the probe's statistics. ``custom`` is a
-    stdlib loop with its own ``call_soon`` (the public hook; stdlib loops get the private one)."""
+    spans with their breakdown (CPU, starved, I/O, executor, critical path), task records
+    (with where and by whom each task was created), task steps, executor jobs, the loop's
+    snapshot and the probe's statistics. ``custom`` is a stdlib loop with its own ``call_soon``
+    (the public hook; stdlib loops get the private one). ``notable`` records only the tasks
+    that failed, were cancelled or were long, one of the long ones a second: the others are
+    counted, in C when the compiled core runs."""
     reason = core_import_error()
     if reason is not None:
         pytest.skip(reason)
@@ -385,6 +390,13 @@ def test_both_implementations_record_the_same(tmp_path: Path, loop_kind: str, pr
     # not trivially equal: the program ran, and the probe measured what it should
     assert c["results"] == {"handler": 5, "gather": [1, 4, 2], "failures": ["KeyError", "CancelledError"],
                             "executor": "pooled"}  # fmt: skip
+    if probe_kind == "notable":
+        stats, recorded = c["stats"], {r["name"]: r["state"] for r in c["records"] if r["kind"] == "task"}
+        assert recorded["fails"] == "error" and recorded["forever"] == "cancelled"
+        assert stats["tasks_unrecorded"] > stats["tasks_over_budget"] > 0 and "done" in recorded.values()
+        assert stats["tasks_finished"] == stats["tasks_tracked"] - len(
+            [r for r in c["records"] if r["kind"] == "task" and r["state"] == "pending"])
+        return
     spans = {r["name"]: r for r in c["records"] if r["kind"] == "span"}
     tasks = {r["name"]: r for r in c["records"] if r["kind"] == "task"}
     expected_spans = {"handler", "db.query", "victim", "parent", "child-1", "child-2", "child-4", "fails", "forever",

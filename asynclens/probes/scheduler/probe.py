@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..._durations import format_ns
+from ..._native import core
 from ..._paths import PACKAGE_DIR
 from ..._state.context import current_span as _span_var
 from ...records import SchedSnapshot, TaskRecord, fast_constructor
@@ -46,7 +47,7 @@ from .breakdown import SpanBreakdown
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
 from .lineage import async_stack, creation_chain
-from .steps import ATTR, LoopState, TaskState, state_of_done, task_state_of
+from .steps import ATTR, NO_HELD, NO_X, LoopState, TaskState, state_of_done, task_state_of
 from .tally import NameTally, breakdown_line, hist_line
 
 __all__ = ["SchedulerProbe", "SchedulerStatistics", "async_stack", "creation_chain"]
@@ -121,8 +122,8 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         self.task_records = task_records
         self.notable_ns = int(notable * 1e9)
         self.notable_per_second = notable_per_second
-        self.tasks_unrecorded = 0
-        self.tasks_over_budget = 0  # of tasks_unrecorded: notable only for their length, past the budget
+        self._tasks_unrecorded = 0
+        self._tasks_over_budget = 0  # of _tasks_unrecorded: notable only for their length, past the budget
         # this second's budget of long-task records: (ends at, records left, longest life, longest wait)
         self._budget: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.thread_cpu = bool(thread_cpu)
@@ -139,8 +140,9 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         self._gc: GcWatcher | None = GcWatcher(lambda: self.now(), lambda r: self._emit(r)) if gc else None
         self._lock = threading.Lock()
         # counters
-        self.tasks_tracked = 0
-        self.tasks_finished = 0
+        self._tasks_tracked = 0  # by _create_task; the compiled TaskMaker counts its own
+        self._maker: Any = None
+        self._tasks_finished = 0
         self.tasks_not_covered = 0
         self.outlived: list[tuple[str, str, int]] = []  # (task, span, ns after span end), first few
         self.outlived_count = 0
@@ -161,7 +163,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         self.now = session.now
         self._emit = session.emit
         self.active = True
-        self._patches = [Patch(asyncio.BaseEventLoop, "create_task", self._create_task)]
+        self._patches = [Patch(asyncio.BaseEventLoop, "create_task", self._task_maker())]
         subscribe = getattr(session, "on_loop_class", None)
         if subscribe is not None:  # uvloop.Loop now or as soon as it is imported: before asyncio.run's main task
             subscribe(self._patch_class, probe=self.name)
@@ -185,6 +187,12 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         for patch in reversed(self._patches):
             patch.remove()
         self._patches = []
+        maker, self._maker = self._maker, None
+        if maker is not None:  # a later start may have another clock
+            self._tasks_tracked += maker.tracked
+            self._tasks_finished += maker.finished
+            self._tasks_unrecorded += maker.unrecorded
+            self._tasks_over_budget += maker.over_budget
         if tracing._observer is self:
             tracing.set_span_observer(None)
         if _executor.job_observer is self:
@@ -213,6 +221,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         self._patch_class(type(loop))
         ls = LoopState(self, loop, self.now, self.session.clock.cpu_ns if self.thread_cpu else None)
         ls.step_budget = self.record_steps
+        ls.book = self._maker  # the compiled core counts the quiet finished tasks there
         ls.window_ns = self.window_ns
         ls.thread_cpu = own_busy_ns  # runnable time, like the watchdog's readings of the thread
         try:
@@ -237,7 +246,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         if not self.active or any(isinstance(p.owner, type) and issubclass(cls, p.owner) for p in self._patches):
             return
         if "create_task" in getattr(cls, "__dict__", {}) or hasattr(cls, "create_task"):
-            patch = Patch(cls, "create_task", self._create_task)
+            patch = Patch(cls, "create_task", self._task_maker())
             try:
                 patch.install()
             except Exception as exc:
@@ -248,6 +257,42 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             self._patches.append(patch)
 
     # ---------------------------------------------------------- task steps
+
+    # The counters of tasks: the Python methods' and, with the compiled core, TaskMaker's.
+    @property
+    def tasks_tracked(self) -> int:
+        """Tasks made while the probe ran and tracked from their creation."""
+        return self._tasks_tracked + (self._maker.tracked if self._maker is not None else 0)
+
+    @property
+    def tasks_finished(self) -> int:
+        return self._tasks_finished + (self._maker.finished if self._maker is not None else 0)
+
+    @property
+    def tasks_unrecorded(self) -> int:
+        """Finished tasks only counted: quick ones, and those past the per-second budget."""
+        return self._tasks_unrecorded + (self._maker.unrecorded if self._maker is not None else 0)
+
+    @property
+    def tasks_over_budget(self) -> int:
+        """Of :attr:`tasks_unrecorded`: notable only for their length, past the budget."""
+        return self._tasks_over_budget + (self._maker.over_budget if self._maker is not None else 0)
+
+    def _task_maker(self) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:
+        """The ``create_task`` patch's wrapper: the compiled ``TaskMaker`` (the common case in
+        C, the rest through :meth:`_create_task`) or :meth:`_create_task` itself."""
+        if core is None:
+            return self._create_task
+        if self._maker is None:
+            core.configure_tasks(
+                _span_var, _INTERNAL_CODE, _HANDLE_RUN, (_ASYNCIO_DIR, PACKAGE_DIR), _drop_own_frames, NO_X, NO_HELD,
+                _EAGER_TASKS,
+            )  # fmt: skip
+            notable = self.task_records == "notable"
+            self._maker = core.TaskMaker(
+                self, self._create_task, self.now, notable, self.notable_ns, self.notable_per_second
+            )
+        return self._maker  # type: ignore[no-any-return]
 
     def _create_task(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -288,7 +333,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
                 st.bind(task)
             if task._source_traceback:  # debug mode (-X dev): "created at" names the program's line
                 _drop_own_frames(task._source_traceback)
-            self.tasks_tracked += 1
+            self._tasks_tracked += 1
             ls.tasks += 1
             ls.window_tasks += 1
             if st.steps and task.done():  # finished within its eager first step
@@ -326,7 +371,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
 
     def task_finished(self, st: TaskState, state: str, t: int) -> None:
         """Called by the step machinery when a task finishes ``"done"``, ``"cancelled"`` or in ``"error"``."""
-        self.tasks_finished += 1
+        self._tasks_finished += 1
         mode = self.task_records
         if mode == "notable":
             span = st.span
@@ -334,10 +379,10 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
                 life = t - st.created_ns
                 wait = st.longest_sched_ns()
                 if (life < self.notable_ns and wait < self.notable_ns) or not self._within_budget(t, life, wait):
-                    self.tasks_unrecorded += 1
+                    self._tasks_unrecorded += 1
                     return
         elif mode == "none":
-            self.tasks_unrecorded += 1
+            self._tasks_unrecorded += 1
             return
         self._emit_task(st, state, t)
 
@@ -348,7 +393,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         if t >= until:
             until, left, longest_life, longest_wait = t + 1_000_000_000, self.notable_per_second, 0, 0
         if left <= 0 and life <= longest_life and wait <= longest_wait:
-            self.tasks_over_budget += 1
+            self._tasks_over_budget += 1
             return False
         self._budget = (until, left - 1, max(life, longest_life), max(wait, longest_wait))
         return True

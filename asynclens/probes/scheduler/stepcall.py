@@ -16,13 +16,15 @@ __all__ = ["FOLD_EVERY", "LoopFields", "StepCall", "TaskFields", "finish_task", 
 
 #: The fields of a task's state that every step and span touches (in C with the compiled core).
 TASK_FIELDS = (
-    "ls", "outer", "jobs", "call", "held", "offcpu", "x", "span",
+    "ls", "outer", "jobs", "call", "held", "offcpu", "x", "span", "task_ref", "parent", "parent_task_id", "site", "name",
     "created_ns", "ready_ns", "start_ns", "last_end_ns", "run_ns", "sched_ns", "io_ns", "exec_ns",
     "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns", "max_sched_earlier", "blocked_ns",
+    "cpu_ns", "done",
 )  # fmt: skip
 #: The fields of a loop's state that every step and wake-up touches.
 LOOP_FIELDS = (
-    "now", "cpu", "delays", "probe", "running", "waker", "origin", "window_due", "step_budget", "part_ns", "active",
+    "now", "cpu", "delays", "probe", "running", "waker", "creating", "creating_coro", "book",
+    "origin", "window_due", "step_budget", "part_ns", "tasks", "window_tasks", "active",
 )  # fmt: skip
 
 #: Ready->run delays collected per loop before they are folded into its histogram.

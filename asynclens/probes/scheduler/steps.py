@@ -36,7 +36,7 @@ from ...stats import Histogram
 from .._attrs import remove_instance_attr
 from .stepcall import FOLD_EVERY, LoopFields, StepCall, TaskFields, state_of_done
 
-__all__ = ["ATTR", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of"]
+__all__ = ["ATTR", "NO_HELD", "NO_X", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of"]
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
@@ -61,19 +61,15 @@ class LoopState(LoopFields):
         "_installed",
         "_ready_hist",
         "_window_ns",
-        "creating",
-        "creating_coro",
         "emit",
         "loop_id",
         "parts",
         "parts_dropped",
         "steps_before",
-        "tasks",
         "thread_cpu",
         "timer_lateness",
         "unexplained",
         "window_start",
-        "window_tasks",
     )
 
     def __init__(self, probe: Any, loop: Any, now: Callable[[], int], cpu: Callable[[], int] | None) -> None:
@@ -98,6 +94,7 @@ class LoopState(LoopFields):
         self._installed: dict[str, Any] = {}
         self.creating: TaskState | None = None  # the task create_task() is making, until it returns
         self.creating_coro: Any = None
+        self.book: Any = None  # the compiled TaskMaker that counts this loop's quiet finished tasks
         self.waker: TaskState | None = None  # the finished task whose done callback runs now
         self.unexplained = 0  # waits on a task that had run before the wait began
         # Steps and timer callbacks that ran at least part_ns: (start, end, TaskState or None,
@@ -224,16 +221,7 @@ def take_all(items: list[Any]) -> list[Any]:
 class TaskState(TaskFields):
     """Running totals of one task's timeline (ns on the session clock)."""
 
-    __slots__ = (
-        "__weakref__",
-        "cpu_ns",
-        "done",
-        "name",
-        "parent",
-        "parent_task_id",
-        "site",
-        "task_ref",
-    )
+    __slots__ = ("__weakref__",)
 
     def __init__(self, ls: LoopState, created_ns: int) -> None:
         self.ls = ls
