@@ -124,6 +124,9 @@ SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools")
 #: (variant, CPU-per-request ratio limit, label)
 BUDGETS = (("asynclens", 1.05, "asynclens default"), ("asynclens-spans", 1.02, "asynclens spans only"))
 NO_PROBES = {"lag": False, "track_handles": False, "scheduler": False}
+#: Further asynclens.session() options of the asynclens variants (request_instructions.py scales
+#: the time-based ones to callgrind's slowdown).
+SESSION_OPTIONS: dict[str, Any] = {}
 #: the gathered children, by coroutine name (what AsyncioInstrumentor matches)
 CHILD_COROUTINES = ("load_customer", "check_stock", "quote_prices", "list_orders")
 #: fixed glibc malloc thresholds in the server, as in echo_service.py (see MALLOC_ENV there):
@@ -293,7 +296,7 @@ def _asynclens(probes: bool) -> Instrumentation:
     import asynclens
     from asynclens.integrations.asgi import AsgiMiddleware
 
-    options: dict[str, Any] = {} if probes else dict(NO_PROBES)
+    options: dict[str, Any] = dict(SESSION_OPTIONS) if probes else {**SESSION_OPTIONS, **NO_PROBES}
 
     def traced(name: str) -> Decorator:
         return asynclens.trace(name=name)

@@ -13,6 +13,12 @@ instruction counts do not. Two workloads:
   a task per request (as uvicorn does), the two endpoints in rotation. Its configurations
   are ``asgi_service.py``'s asynclens variants (``bare``, ``asynclens``, ``asynclens-spans``):
   the realistic service's per-request cost, free of the load generator and of timing noise.
+  Under callgrind the program runs some ``SLOWDOWN`` times slower while the session's
+  background threads keep real time, so their time-driven work (the lag monitor's ticks,
+  the watchdog, which would take every step of the slowed loop for a stall, and the
+  flusher's batches) would count many times over per request: the session's intervals and
+  stall threshold are scaled by the same factor, so they do per request what they do at
+  full speed.
 
 Each configuration, plus the pure-Python floor of ``python_floor.py``, runs under
 callgrind twice, with N and 2N requests; the difference divided by N is what one
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import shutil
@@ -99,10 +106,17 @@ def _task_requests(factory: Callable[[], asyncio.AbstractEventLoop], config: str
 #: The ``asgi`` workload's configurations: ``asgi_service.py``'s variants.
 ASGI_CONFIGS = ("bare", "asynclens", "asynclens-spans")
 ASGI_CONNECTIONS = 50
+#: How much slower a Python program runs under callgrind (measured here: 50-80x).
+SLOWDOWN = 50
 
 
 def _asgi_requests(factory: Callable[[], asyncio.AbstractEventLoop], variant: str, n: int) -> None:
     """``n`` requests to the ``asgi_service.py`` app through ASGI (see the module docstring)."""
+    from asynclens.session import Session
+
+    defaults = inspect.signature(Session.__init__).parameters
+    timed = ("lag_interval", "stall_threshold", "flush_interval")
+    asgi_service.SESSION_OPTIONS.update({name: SLOWDOWN * defaults[name].default for name in timed})
     inst = asgi_service.INSTRUMENTATIONS[variant]()
     app = asgi_service.build_app(inst)
     mix = asgi_service.request_mix()

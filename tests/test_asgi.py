@@ -193,3 +193,35 @@ def test_route_of_reads_starlette_style_routes() -> None:
 def test_middleware_rejects_a_non_app() -> None:
     with pytest.raises(TypeError, match="ASGI application"):
         AsgiMiddleware("app")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_each_request_gets_its_own_connections_attributes() -> None:
+    """The connection attributes are built once per kind of connection and copied: requests on
+    different servers, schemes and versions (a list for ``server``, as some servers send) keep
+    their own, and a span's attributes changing later never leak into the next request's."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = AsgiMiddleware(app)
+    scopes = [
+        {"type": "http", "method": "GET", "path": "/items/1", "headers": [], "scheme": "https",
+         "http_version": "2", "server": ["10.0.0.1", 443]},
+        {"type": "http", "method": "GET", "path": "/items/2", "headers": [], "scheme": "http",
+         "http_version": "1.1", "server": ("127.0.0.1", 8000)},
+        {"type": "http", "method": "GET", "path": "/other", "headers": [], "scheme": "https",
+         "http_version": "2", "server": ["10.0.0.1", 443]},
+    ]  # fmt: skip
+    with capture() as cap:
+        for scope in scopes:
+            await middleware(scope, None, send)
+    assert [sent_message["type"] for sent_message in sent].count("http.response.body") == 3
+    first, second, third = cap.spans
+    assert (first.attrs["url.scheme"], first.attrs["server.address"], first.attrs["server.port"]) == ("https", "10.0.0.1", 443)
+    assert (second.attrs["url.scheme"], second.attrs["network.protocol.version"]) == ("http", "1.1")
+    assert (first.attrs["http.route"], second.attrs["http.route"]) == ("/items/{id}", "/items/{id}")
+    assert "http.route" not in third.attrs and third.attrs["http.response.status_code"] == 503
+    assert third.attrs["url.path"] == "/other" and third.attrs["server.address"] == "10.0.0.1"
+    assert cap.session.statistics().internal_errors == 0
