@@ -46,14 +46,12 @@
 static PyObject *task_type;        /* asyncio.Task */
 static PyObject *task_state_type;  /* steps.TaskState (exact type, as the Python hooks check) */
 static PyObject *attr_name;        /* "_asynclens_sched" */
-static PyObject *explain_wait_fn;  /* critical.explain_wait(st, arg, ls) */
-static PyObject *done_call_fn;     /* critical.done_call(callback, task, ls) */
 static PyObject *finish_fn;        /* stepcall.finish_task(st, task, t) */
 static Py_ssize_t fold_every = 512;
 static PyObject *no_held;          /* steps.NO_HELD */
 static PyObject *get_running_loop_fn, *current_task_fn; /* asyncio's, set by configure_spans() */
 
-static PyObject *s_cancelled, *s_exception, *s_emit_task, *s_done_state, *s_finishing_task;
+static PyObject *s_describe, *s_explaining_wait, *s_cancelled, *s_exception, *s_emit_task, *s_done_state, *s_finishing_task;
 static PyObject *s_self, *s_get_coro, *s_task_factory, *s_eager_start, *s_coro, *s_source_traceback, *s_tracking_task,
     *s_recording_lineage, *s_fold, *s_snapshot, *s_end, *s_long_step_ended,
     *s_done, *s_internal_error, *s_timing_step, *s_marking_ready, *s_on_error, *s_lag_selector, *s_gap_safe,
@@ -148,6 +146,7 @@ typedef struct {
     long long part_ns;
     long long tasks;
     long long window_tasks;
+    long long unexplained;
     char active;
 } LoopFields;
 
@@ -217,6 +216,7 @@ static PyMemberDef loop_fields_members[] = {
     LL_MEMBER(LoopFields, part_ns)
     LL_MEMBER(LoopFields, tasks)
     LL_MEMBER(LoopFields, window_tasks)
+    LL_MEMBER(LoopFields, unexplained)
     {"active", AL_BOOL, offsetof(LoopFields, active), 0, NULL},
     {NULL},
 };
@@ -554,6 +554,225 @@ static PyMemberDef stepcall_members[] = {
 
 /* ------------------------------------------------------------ CallSoonHook */
 
+/* ------------------------------------------------------------ critical path */
+
+/* A task's wait that another task's work ended is explained by that task's own
+ * critical-path time over the wait (critical.py's explain_wait and _explain, steps.py's
+ * critical_at, totals_at and blocked_at, the same arithmetic; DoneCall and done_call). */
+
+/* The five ints of a critical-path tuple (st.x); -1 with an error set if it is not one. */
+static int
+read_five(PyObject *tuple, long long out[5])
+{
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != 5) {
+        PyErr_SetString(PyExc_TypeError, "a critical-path adjustment must be a 5-tuple");
+        return -1;
+    }
+    for (int i = 0; i < 5; i++) {
+        out[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i));
+        if (out[i] == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+/* TaskState.blocked_at: off-CPU time inside steps up to t; -1 with an error set. */
+static int
+blocked_at(TaskFields *st, long long t, long long *out)
+{
+    PyObject *off = st->offcpu;
+    long long start = st->start_ns;
+    *out = st->blocked_ns;
+    if (off == Py_None || !start || t <= start)
+        return 0;
+    if (!PyTuple_Check(off) || PyTuple_GET_SIZE(off) != 2) {
+        PyErr_SetString(PyExc_TypeError, "TaskState.offcpu must be a 2-tuple or None");
+        return -1;
+    }
+    PyObject *share = PyTuple_GET_ITEM(off, 1);
+    long long since = PyLong_AsLongLong(PyTuple_GET_ITEM(off, 0));
+    if (since == -1 && PyErr_Occurred())
+        return -1;
+    if (since != start || share == Py_None)
+        return 0;
+    double fraction = PyFloat_AsDouble(share);
+    if (fraction == -1.0 && PyErr_Occurred())
+        return -1;
+    if (fraction != 0.0)
+        *out += (long long)((double)(t - start) * fraction);
+    return 0;
+}
+
+/* TaskState.critical_at: (cpu, blocked, sched, io, executor) along the task's critical path up to t. */
+static int
+critical_at(TaskFields *st, long long t, long long out[5])
+{
+    long long run = st->run_ns, sched = st->sched_ns, blocked, x[5];
+    if (st->start_ns) {
+        run += t - st->start_ns - st->nested_ns;
+        sched += st->nested_ns;
+    }
+    if (st->done && !st->start_ns && t > st->last_end_ns)
+        sched += t - st->last_end_ns;
+    if (blocked_at(st, t, &blocked) < 0 || read_five(st->x, x) < 0)
+        return -1;
+    out[0] = run - blocked + x[0];
+    out[1] = blocked + x[1];
+    out[2] = sched + x[2];
+    out[3] = st->io_ns + x[3];
+    out[4] = st->exec_ns + x[4];
+    return 0;
+}
+
+/* critical._explain: st's wait, from its last step (or the waker's creation) to ready. */
+static int
+explain(TaskFields *st, TaskFields *waker, LoopFields *ls, long long ready)
+{
+    long long begin = st->last_end_ns > waker->created_ns ? st->last_end_ns : waker->created_ns;
+    if (ready <= begin)
+        return 0;
+    if (waker->first_ns && waker->first_ns < begin) { /* the waker ran before the wait began */
+        ls->unexplained++;
+        return 0;
+    }
+    long long c[5], x[5];
+    if (critical_at(waker, ready, c) < 0 || read_five(st->x, x) < 0)
+        return -1;
+    c[2] -= begin - waker->created_ns; /* before begin the waker was only waiting to start */
+    PyObject *nx = Py_BuildValue("(LLLLL)", x[0] + c[0], x[1] + c[1], x[2] + c[2], x[3] + c[3] - (ready - begin),
+                                 x[4] + c[4]);
+    if (nx == NULL)
+        return -1;
+    Py_SETREF(st->x, nx);
+    long long longest = 0;
+    if (PyTuple_Check(st->held) && PyTuple_GET_SIZE(st->held) == 2) {
+        longest = PyLong_AsLongLong(PyTuple_GET_ITEM(st->held, 0));
+        if (longest == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (ready - begin <= longest)
+        return 0;
+    PyObject *who = PyObject_CallMethodNoArgs((PyObject *)waker, s_describe);
+    if (who == NULL)
+        return -1;
+    PyObject *held = Py_BuildValue("(LN)", ready - begin, who);
+    if (held == NULL)
+        return -1;
+    Py_SETREF(st->held, held);
+    return 0;
+}
+
+/* critical.explain_wait: st was just marked ready; explain its wait by its waker's time. */
+static void
+explain_wait(TaskFields *st, PyObject *arg, LoopFields *ls)
+{
+    PyObject *waker = NULL;
+    if (arg != Py_None && PyObject_TypeCheck(arg, (PyTypeObject *)task_type)) {
+        if (get_optional_attr(arg, attr_name, &waker) < 0)
+            goto error;
+        if (waker != NULL && (PyObject *)Py_TYPE(waker) != task_state_type)
+            Py_CLEAR(waker);
+    }
+    if (waker == NULL)
+        waker = Py_NewRef(ls->waker != Py_None ? ls->waker : ls->running);
+    int jobs = PyObject_IsTrue(st->jobs);
+    if (jobs < 0) {
+        Py_DECREF(waker);
+        goto error;
+    }
+    if (waker != (PyObject *)st && !jobs && PyObject_TypeCheck(waker, &TaskFieldsType)
+        && explain(st, (TaskFields *)waker, ls, st->ready_ns) < 0) {
+        Py_DECREF(waker);
+        goto error;
+    }
+    Py_DECREF(waker);
+    return;
+error:
+    report_error(ls, s_explaining_wait);
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;
+    PyObject *st;
+    PyObject *ls;
+    vectorcallfunc vectorcall;
+} DoneCall;
+
+static PyTypeObject DoneCallType;
+
+/* A finished task's done callback: while it runs, wake-ups are explained by the task's time. */
+static PyObject *
+donecall_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    DoneCall *self = (DoneCall *)op;
+    LoopFields *ls = (LoopFields *)self->ls;
+    PyObject *outer = ls->waker; /* its reference moves here */
+    ls->waker = Py_NewRef(self->st);
+    PyObject *r = PyObject_Vectorcall(self->callback, args, nargsf, kwnames);
+    Py_SETREF(ls->waker, outer);
+    return r;
+}
+
+static PyObject *
+donecall_getattro(PyObject *op, PyObject *name)
+{
+    PyObject *r = PyObject_GenericGetAttr(op, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return r;
+    PyErr_Clear();
+    return PyObject_GetAttr(((DoneCall *)op)->callback, name);
+}
+
+static PyObject *
+donecall_repr(DoneCall *self)
+{
+    return PyObject_Repr(self->callback);
+}
+
+#define DONECALL_OBJECTS(X) X(callback) X(st) X(ls)
+GC_METHODS(donecall, DoneCall, DONECALL_OBJECTS)
+
+static PyMemberDef donecall_members[] = {
+    {"callback", AL_OBJ, offsetof(DoneCall, callback), AL_READONLY, NULL},
+    {"st", AL_OBJ, offsetof(DoneCall, st), AL_READONLY, NULL},
+    {"ls", AL_OBJ, offsetof(DoneCall, ls), AL_READONLY, NULL},
+    {NULL},
+};
+
+/* critical.done_call: ``callback`` as a DoneCall when ``task`` is a tracked task that finished. */
+static PyObject *
+done_call(PyObject *callback, PyObject *task, LoopFields *ls)
+{
+    if (Py_IS_TYPE(callback, &DoneCallType))
+        return Py_NewRef(callback);
+    PyObject *st = NULL;
+    if (get_optional_attr(task, attr_name, &st) < 0)
+        return NULL;
+    if (st == NULL || (PyObject *)Py_TYPE(st) != task_state_type) {
+        Py_XDECREF(st);
+        return Py_NewRef(callback);
+    }
+    PyObject *done = PyObject_CallMethodNoArgs(task, s_done);
+    int is_done = done != NULL ? PyObject_IsTrue(done) : -1;
+    Py_XDECREF(done);
+    if (is_done <= 0) {
+        Py_DECREF(st);
+        return is_done < 0 ? NULL : Py_NewRef(callback);
+    }
+    DoneCall *call = (DoneCall *)DoneCallType.tp_alloc(&DoneCallType, 0);
+    if (call == NULL) {
+        Py_DECREF(st);
+        return NULL;
+    }
+    call->callback = Py_NewRef(callback);
+    call->st = st;
+    call->ls = Py_NewRef((PyObject *)ls);
+    call->vectorcall = donecall_vectorcall;
+    return (PyObject *)call;
+}
+
+
 typedef struct {
     PyObject_HEAD
     PyObject *ls;
@@ -640,12 +859,8 @@ wake_task(CallSoonHook *hook, LoopFields *ls, PyObject *callback, PyObject *owne
             goto error;
         long long origin = ls->origin;
         st->ready_ns = (0 < origin && origin < t) ? origin : t;
-        if (st->last_end_ns && (ls->running != Py_None || ls->waker != Py_None || one_arg)) {
-            PyObject *r = PyObject_CallFunctionObjArgs(explain_wait_fn, st_obj, one_arg ? arg : Py_None, (PyObject *)ls, NULL);
-            if (r == NULL)
-                goto error;
-            Py_DECREF(r);
-        }
+        if (st->last_end_ns && (ls->running != Py_None || ls->waker != Py_None || one_arg))
+            explain_wait(st, one_arg ? arg : Py_None, ls);
     }
     PyObject *scheduled;
     if (Py_IS_TYPE(callback, &StepCallType)) {
@@ -695,7 +910,7 @@ hooked_callback(CallSoonHook *hook, PyObject *callback, PyObject *arg, int one_a
         result = wake_task(hook, ls, callback, owner, arg, one_arg);
     }
     else if (one_arg && PyObject_TypeCheck(arg, (PyTypeObject *)task_type)) {
-        result = PyObject_CallFunctionObjArgs(done_call_fn, callback, arg, (PyObject *)ls, NULL);
+        result = done_call(callback, arg, ls);
     }
     else {
         result = Py_NewRef(callback);
@@ -1163,6 +1378,22 @@ static PyTypeObject TaskMakerType = {
     .tp_clear = (inquiry)maker_clear,
     .tp_members = maker_members,
     .tp_vectorcall_offset = offsetof(TaskMaker, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+static PyTypeObject DoneCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asynclens._core.DoneCall",
+    .tp_doc = "A finished task's done callback: while it runs, wake-ups are explained by the task's time.",
+    .tp_basicsize = sizeof(DoneCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_dealloc = (destructor)donecall_dealloc,
+    .tp_traverse = (traverseproc)donecall_traverse,
+    .tp_clear = (inquiry)donecall_clear,
+    .tp_members = donecall_members,
+    .tp_getattro = donecall_getattro,
+    .tp_repr = (reprfunc)donecall_repr,
+    .tp_vectorcall_offset = offsetof(DoneCall, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
 
@@ -1856,22 +2087,6 @@ breakdown_error(PyObject *probe, SpanFields *live, PyObject *where)
     Py_DECREF(exc);
 }
 
-/* st.blocked_ns, or st.blocked_at(t) while the watchdog samples its step; -1 with an error. */
-static int
-blocked_at(TaskFields *st, long long t, long long *out)
-{
-    if (st->offcpu == Py_None) {
-        *out = st->blocked_ns;
-        return 0;
-    }
-    PyObject *r = PyObject_CallMethod((PyObject *)st, "blocked_at", "L", t);
-    if (r == NULL)
-        return -1;
-    *out = PyLong_AsLongLong(r);
-    Py_DECREF(r);
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
-}
-
 static void
 breakdown_started(PyObject *probe, SpanFields *live)
 {
@@ -2105,11 +2320,11 @@ configure_breakdown(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *task, *state, *attr, *explain, *done_call, *finish;
+    PyObject *task, *state, *attr, *finish;
     Py_ssize_t fold = 512;
-    static char *kwlist[] = {"task_type", "task_state_type", "attr", "explain_wait", "done_call", "finish", "fold_every", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!UOOO|n:configure", kwlist, &PyType_Type, &task, &PyType_Type,
-                                     &state, &attr, &explain, &done_call, &finish, &fold))
+    static char *kwlist[] = {"task_type", "task_state_type", "attr", "finish", "fold_every", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!UO|n:configure", kwlist, &PyType_Type, &task, &PyType_Type,
+                                     &state, &attr, &finish, &fold))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)state, &TaskFieldsType)) {
         PyErr_SetString(PyExc_TypeError, "task_state_type must subclass TaskFields");
@@ -2119,8 +2334,6 @@ configure(PyObject *module, PyObject *args, PyObject *kwds)
     Py_XSETREF(task_state_type, Py_NewRef(state));
     Py_XSETREF(attr_name, Py_NewRef(attr));
     PyUnicode_InternInPlace(&attr_name);
-    Py_XSETREF(explain_wait_fn, Py_NewRef(explain));
-    Py_XSETREF(done_call_fn, Py_NewRef(done_call));
     Py_XSETREF(finish_fn, Py_NewRef(finish));
     fold_every = fold > 0 ? fold : 1;
     Py_RETURN_NONE;
@@ -2139,7 +2352,7 @@ static PyMethodDef core_methods[] = {
      "configure_tasks(span_var, internal_code, handle_run, hidden_dirs, drop_own_frames, no_x, no_held, eager)\n\n"
      "Name the pieces task creation (TaskMaker) uses."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(task_type, task_state_type, attr, explain_wait, done_call, finish, fold_every=512)\n\n"
+     "configure(task_type, task_state_type, attr, finish, fold_every=512)\n\n"
      "Name the Python pieces the compiled hot paths call into. Called once by the scheduler probe."},
     {NULL},
 };
@@ -2162,6 +2375,8 @@ PyInit__core(void)
     INTERN(s_self, "__self__")
     INTERN(s_get_coro, "get_coro")
     INTERN(s_cancelled, "cancelled")
+    INTERN(s_describe, "describe")
+    INTERN(s_explaining_wait, "explaining a wait")
     INTERN(s_exception, "_exception")
     INTERN(s_emit_task, "_emit_task")
     INTERN(s_done_state, "done")
@@ -2207,7 +2422,7 @@ PyInit__core(void)
     INTERN(s_starting_breakdown, "starting a span breakdown")
     INTERN(s_ending_breakdown, "ending a span breakdown")
     INTERN(s_error_status, "error")
-    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType, &TaskMakerType};
+    PyTypeObject *types[] = {&TaskFieldsType, &LoopFieldsType, &StepCallType, &CallSoonHookType, &BookFieldsType, &SelectHookType, &SpanFieldsType, &TaskMakerType, &DoneCallType};
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;

@@ -20,7 +20,7 @@ _Task = asyncio.Task
 _MARKING_READY = "marking a task ready"  # the C hook's name for the same failure
 
 if core is not None:
-    core.configure(_Task, TaskState, ATTR, explain_wait, done_call, finish_task, FOLD_EVERY)
+    core.configure(_Task, TaskState, ATTR, finish_task, FOLD_EVERY)
 
 
 def make_call_soon(ls: LoopState, original: Callable[..., Any], private: bool) -> Callable[..., Any]:

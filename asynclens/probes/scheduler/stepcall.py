@@ -24,7 +24,7 @@ TASK_FIELDS = (
 #: The fields of a loop's state that every step and wake-up touches.
 LOOP_FIELDS = (
     "now", "cpu", "delays", "probe", "running", "waker", "creating", "creating_coro", "book",
-    "origin", "window_due", "step_budget", "part_ns", "tasks", "window_tasks", "active",
+    "origin", "window_due", "step_budget", "part_ns", "tasks", "window_tasks", "unexplained", "active",
 )  # fmt: skip
 
 #: Ready->run delays collected per loop before they are folded into its histogram.

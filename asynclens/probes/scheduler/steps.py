@@ -68,7 +68,6 @@ class LoopState(LoopFields):
         "steps_before",
         "thread_cpu",
         "timer_lateness",
-        "unexplained",
         "window_start",
     )
 
