@@ -27,6 +27,15 @@
 #include <Python.h>
 #include <stddef.h>
 
+/* An int as a long long: through PyLong_AsLong where that is as wide (before 3.12,
+ * PyLong_AsLongLong goes through _PyLong_AsByteArray for any int past 2**30, as every
+ * nanosecond timestamp is). */
+#if SIZEOF_LONG >= 8
+#define AS_LL(o) ((long long)PyLong_AsLong(o))
+#else
+#define AS_LL(o) PyLong_AsLongLong(o)
+#endif
+
 #if PY_VERSION_HEX >= 0x030C0000
 #define AL_LL Py_T_LONGLONG
 #define AL_OBJ Py_T_OBJECT_EX
@@ -50,6 +59,7 @@ static PyObject *finish_fn;        /* stepcall.finish_task(st, task, t) */
 static Py_ssize_t fold_every = 512;
 static PyObject *no_held;          /* steps.NO_HELD */
 static PyObject *get_running_loop_fn, *current_task_fn; /* asyncio's, set by configure_spans() */
+static PyObject *current_task_of(PyObject *loop);
 
 static PyObject *s_describe, *s_explaining_wait, *s_cancelled, *s_exception, *s_emit_task, *s_done_state, *s_finishing_task;
 static PyObject *s_self, *s_get_coro, *s_task_factory, *s_eager_start, *s_coro, *s_source_traceback, *s_tracking_task,
@@ -277,7 +287,7 @@ call_clock(PyObject *clock, long long *out)
     PyObject *r = PyObject_CallNoArgs(clock);
     if (r == NULL)
         return -1;
-    long long v = PyLong_AsLongLong(r);
+    long long v = AS_LL(r);
     Py_DECREF(r);
     if (v == -1 && PyErr_Occurred())
         return -1;
@@ -388,7 +398,7 @@ step_begin(TaskFields *st, LoopFields *ls)
             PyObject *r = PyObject_CallMethod((PyObject *)st, "_executor_overlap", "LL", last, ready);
             if (r == NULL)
                 return -1;
-            long long in_pool = PyLong_AsLongLong(r);
+            long long in_pool = AS_LL(r);
             Py_DECREF(r);
             if (in_pool == -1 && PyErr_Occurred())
                 return -1;
@@ -569,7 +579,7 @@ read_five(PyObject *tuple, long long out[5])
         return -1;
     }
     for (int i = 0; i < 5; i++) {
-        out[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i));
+        out[i] = AS_LL(PyTuple_GET_ITEM(tuple, i));
         if (out[i] == -1 && PyErr_Occurred())
             return -1;
     }
@@ -590,7 +600,7 @@ blocked_at(TaskFields *st, long long t, long long *out)
         return -1;
     }
     PyObject *share = PyTuple_GET_ITEM(off, 1);
-    long long since = PyLong_AsLongLong(PyTuple_GET_ITEM(off, 0));
+    long long since = AS_LL(PyTuple_GET_ITEM(off, 0));
     if (since == -1 && PyErr_Occurred())
         return -1;
     if (since != start || share == Py_None)
@@ -639,14 +649,22 @@ explain(TaskFields *st, TaskFields *waker, LoopFields *ls, long long ready)
     if (critical_at(waker, ready, c) < 0 || read_five(st->x, x) < 0)
         return -1;
     c[2] -= begin - waker->created_ns; /* before begin the waker was only waiting to start */
-    PyObject *nx = Py_BuildValue("(LLLLL)", x[0] + c[0], x[1] + c[1], x[2] + c[2], x[3] + c[3] - (ready - begin),
-                                 x[4] + c[4]);
+    long long sum[5] = {x[0] + c[0], x[1] + c[1], x[2] + c[2], x[3] + c[3] - (ready - begin), x[4] + c[4]};
+    PyObject *nx = PyTuple_New(5);
     if (nx == NULL)
         return -1;
+    for (int i = 0; i < 5; i++) {
+        PyObject *v = PyLong_FromLongLong(sum[i]);
+        if (v == NULL) {
+            Py_DECREF(nx);
+            return -1;
+        }
+        PyTuple_SET_ITEM(nx, i, v);
+    }
     Py_SETREF(st->x, nx);
     long long longest = 0;
     if (PyTuple_Check(st->held) && PyTuple_GET_SIZE(st->held) == 2) {
-        longest = PyLong_AsLongLong(PyTuple_GET_ITEM(st->held, 0));
+        longest = AS_LL(PyTuple_GET_ITEM(st->held, 0));
         if (longest == -1 && PyErr_Occurred())
             return -1;
     }
@@ -1086,7 +1104,10 @@ find_site(TaskFields *st)
             break;
         }
         if (!hidden) {
-            PyObject *site = Py_BuildValue("(Ni)", (PyObject *)code, PyFrame_GetLineNumber(frame));
+            PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+            PyObject *site = line != NULL ? PyTuple_Pack(2, (PyObject *)code, line) : NULL;
+            Py_DECREF(code);
+            Py_XDECREF(line);
             if (site == NULL) {
                 rc = -1;
                 break;
@@ -1117,7 +1138,7 @@ record_lineage(TaskFields *st, PyObject *loop)
     int here = running == loop;
     Py_DECREF(running);
     if (here) {
-        PyObject *parent = PyObject_CallOneArg(current_task_fn, loop);
+        PyObject *parent = current_task_of(loop);
         if (parent == NULL)
             return -1;
         if (parent != Py_None) {
@@ -1686,7 +1707,6 @@ static PyObject *getrandbits_fn;   /* random.getrandbits */
 static PyObject *thread_ids;       /* spans._thread_ids: one int object per thread */
 static PyObject *loop_of_thread;   /* spans._loop_of_thread, or None when not caching loops */
 static PyObject *current_tasks;    /* asyncio.tasks._current_tasks when caching loops */
-static PyObject *running_task_fn;  /* spans._running_task(ident) */
 static PyObject *span_observer = NULL; /* the scheduler probe's span observer, or NULL */
 static PyObject *s_now, *s_span_started, *s_span_ended, *s_buffer, *s_limit, *s_wake_at, *s_set,
     *s_note_drop, *s_thread_id_attr, *s_trace_id, *s_span_id, *s_wake_event, *s_append, *s_get_name;
@@ -1754,7 +1774,54 @@ span_get_span_id(SpanFields *self, void *closure)
     return draw_id(&self->span_id, 64);
 }
 
-/* The task running in this thread, or None (spans._running_task's common case in C). */
+/* asyncio.current_task(loop): from the registry itself when spans cache loops (before 3.12,
+ * where asyncio.current_task is Python code). */
+static PyObject *
+current_task_of(PyObject *loop)
+{
+    if (loop_of_thread == NULL || loop_of_thread == Py_None)
+        return PyObject_CallOneArg(current_task_fn, loop);
+    PyObject *task = PyDict_GetItemWithError(current_tasks, loop); /* borrowed */
+    if (task != NULL)
+        return Py_NewRef(task);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* spans._running_task past its cache: the running loop's current task, and the loop
+ * remembered for thread ``ident`` when it keeps a _thread_id (uvloop's does not). */
+static PyObject *
+remember_running_loop(PyObject *ident)
+{
+    PyObject *loop = PyObject_CallNoArgs(get_running_loop_fn), *tid = NULL;
+    if (loop == NULL || loop == Py_None)
+        return loop;
+    if (get_optional_attr(loop, s_thread_id_attr, &tid) < 0)
+        goto error;
+    int same = tid != NULL ? PyObject_RichCompareBool(tid, ident, Py_EQ) : 0;
+    Py_XDECREF(tid);
+    if (same < 0)
+        goto error;
+    if (same) {
+        if (PyDict_GET_SIZE(loop_of_thread) >= 4096) /* bounded, whatever the threads come and go */
+            PyDict_Clear(loop_of_thread);
+        PyObject *ref = PyWeakref_NewRef(loop, NULL);
+        if (ref == NULL || PyDict_SetItem(loop_of_thread, ident, ref) < 0) {
+            Py_XDECREF(ref);
+            goto error;
+        }
+        Py_DECREF(ref);
+    }
+    PyObject *task = current_task_of(loop);
+    Py_DECREF(loop);
+    return task;
+error:
+    Py_DECREF(loop);
+    return NULL;
+}
+
+/* The task running in this thread, or None (spans._running_task in C). */
 static PyObject *
 running_task(void)
 {
@@ -1798,7 +1865,7 @@ running_task(void)
                 }
             }
         }
-        PyObject *task = PyObject_CallOneArg(running_task_fn, key);
+        PyObject *task = remember_running_loop(key);
         Py_DECREF(key);
         return task;
     }
@@ -1806,7 +1873,7 @@ running_task(void)
     PyObject *loop = PyObject_CallNoArgs(get_running_loop_fn);
     if (loop == NULL || loop == Py_None)
         return loop;
-    PyObject *task = PyObject_CallOneArg(current_task_fn, loop);
+    PyObject *task = current_task_of(loop);
     Py_DECREF(loop);
     return task;
 }
@@ -1875,7 +1942,7 @@ span_init(SpanFields *self, PyObject *args, PyObject *kwds)
     PyObject *now = PyObject_CallMethodNoArgs(session, s_now);
     if (now == NULL)
         return -1;
-    self->start_ns = PyLong_AsLongLong(now);
+    self->start_ns = AS_LL(now);
     Py_DECREF(now);
     if (self->start_ns == -1 && PyErr_Occurred())
         return -1;
@@ -1901,7 +1968,7 @@ span_end(SpanFields *self, PyObject *unused)
     PyObject *now = PyObject_CallMethodNoArgs(session, s_now);
     if (now == NULL)
         goto done;
-    self->end_ns = PyLong_AsLongLong(now);
+    self->end_ns = AS_LL(now);
     Py_DECREF(now);
     if (self->end_ns == -1 && PyErr_Occurred())
         goto done;
@@ -2020,11 +2087,11 @@ static PyTypeObject SpanFieldsType = {
 static PyObject *
 configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *live, *bits, *ids, *loops, *tasks, *running, *get_loop, *current;
+    PyObject *live, *bits, *ids, *loops, *tasks, *get_loop, *current;
     static char *kwlist[] = {"live_span_type", "getrandbits", "thread_ids", "loop_of_thread", "current_tasks",
-                             "running_task", "get_running_loop", "current_task", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOOO:configure_spans", kwlist, &PyType_Type, &live, &bits,
-                                     &PyDict_Type, &ids, &loops, &tasks, &running, &get_loop, &current))
+                             "get_running_loop", "current_task", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOO:configure_spans", kwlist, &PyType_Type, &live, &bits,
+                                     &PyDict_Type, &ids, &loops, &tasks, &get_loop, &current))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)live, &SpanFieldsType)) {
         PyErr_SetString(PyExc_TypeError, "live_span_type must subclass SpanFields");
@@ -2039,7 +2106,6 @@ configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
     Py_XSETREF(thread_ids, Py_NewRef(ids));
     Py_XSETREF(loop_of_thread, Py_NewRef(loops));
     Py_XSETREF(current_tasks, Py_NewRef(tasks));
-    Py_XSETREF(running_task_fn, Py_NewRef(running));
     Py_XSETREF(get_running_loop_fn, Py_NewRef(get_loop));
     Py_XSETREF(current_task_fn, Py_NewRef(current));
     Py_RETURN_NONE;
@@ -2154,7 +2220,7 @@ error:
 static int
 tuple_ll(PyObject *tuple, Py_ssize_t i, long long *out)
 {
-    *out = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i));
+    *out = AS_LL(PyTuple_GET_ITEM(tuple, i));
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -2341,8 +2407,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwds)
 
 static PyMethodDef core_methods[] = {
     {"configure_spans", (PyCFunction)(void (*)(void))configure_spans, METH_VARARGS | METH_KEYWORDS,
-     "configure_spans(live_span_type, getrandbits, thread_ids, loop_of_thread, current_tasks, running_task,\n"
-     "                get_running_loop, current_task)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
+     "configure_spans(live_span_type, getrandbits, thread_ids, loop_of_thread, current_tasks, get_running_loop,\n"
+     "                current_task)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
     {"set_span_observer", (PyCFunction)set_span_observer, METH_VARARGS,
      "set_span_observer(observer, native=False)\n\nThe object told of every span start and end (None: nobody);\n"
      "native: it is the scheduler probe's SpanBreakdown, whose compiled twin runs instead."},

@@ -280,7 +280,6 @@ if core is not None:
         _thread_ids,
         _loop_of_thread if _CACHE_LOOPS else None,
         asyncio.tasks._current_tasks if _CACHE_LOOPS else {},  # type: ignore[attr-defined]
-        _running_task,
         _get_running_loop,
         _current_task,
     )
