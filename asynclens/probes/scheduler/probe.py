@@ -188,11 +188,9 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             patch.remove()
         self._patches = []
         maker, self._maker = self._maker, None
-        if maker is not None:  # a later start may have another clock
-            self._tasks_tracked += maker.tracked
-            self._tasks_finished += maker.finished
-            self._tasks_unrecorded += maker.unrecorded
-            self._tasks_over_budget += maker.over_budget
+        if maker is not None:  # a later start may have another clock: its counts become ours
+            for field in ("tracked", "finished", "unrecorded", "over_budget"):
+                setattr(self, "_tasks_" + field, getattr(self, "_tasks_" + field) + getattr(maker, field))
         if tracing._observer is self:
             tracing.set_span_observer(None)
         if _executor.job_observer is self:
@@ -258,25 +256,18 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
 
     # ---------------------------------------------------------- task steps
 
-    # The counters of tasks: the Python methods' and, with the compiled core, TaskMaker's.
-    @property
-    def tasks_tracked(self) -> int:
-        """Tasks made while the probe ran and tracked from their creation."""
-        return self._tasks_tracked + (self._maker.tracked if self._maker is not None else 0)
+    # The counters of tasks: the Python methods' plus, with the compiled core, TaskMaker's.
+    def _count(self, field: str) -> int:
+        return int(getattr(self, "_tasks_" + field)) + (getattr(self._maker, field) if self._maker is not None else 0)
 
-    @property
-    def tasks_finished(self) -> int:
-        return self._tasks_finished + (self._maker.finished if self._maker is not None else 0)
-
-    @property
-    def tasks_unrecorded(self) -> int:
-        """Finished tasks only counted: quick ones, and those past the per-second budget."""
-        return self._tasks_unrecorded + (self._maker.unrecorded if self._maker is not None else 0)
-
-    @property
-    def tasks_over_budget(self) -> int:
-        """Of :attr:`tasks_unrecorded`: notable only for their length, past the budget."""
-        return self._tasks_over_budget + (self._maker.over_budget if self._maker is not None else 0)
+    tasks_tracked = property(lambda self: self._count("tracked"), doc="Tasks tracked from their creation.")
+    tasks_finished = property(lambda self: self._count("finished"), doc="Tracked tasks that finished.")
+    tasks_unrecorded = property(
+        lambda self: self._count("unrecorded"), doc="Finished tasks only counted: quick ones, and those past the budget."
+    )
+    tasks_over_budget = property(
+        lambda self: self._count("over_budget"), doc="Of tasks_unrecorded: notable only for their length, past the budget."
+    )
 
     def _task_maker(self) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:
         """The ``create_task`` patch's wrapper: the compiled ``TaskMaker`` (the common case in
