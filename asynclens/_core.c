@@ -26,6 +26,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrame_GetBack, before it moved into Python.h */
+#endif
 
 /* An int as a long long: through PyLong_AsLong where that is as wide (before 3.12,
  * PyLong_AsLongLong goes through _PyLong_AsByteArray for any int past 2**30, as every
@@ -1015,7 +1018,6 @@ static PyMemberDef hook_members[] = {
  * eager first step, the probe stopped) goes to the Python method, ``slow``. */
 
 static PyObject *span_var;       /* _state.context.current_span */
-static PyObject *internal_code;  /* probe._INTERNAL_CODE: code object -> hidden (asyncio's or ours) */
 static PyObject *handle_run;     /* asyncio.events.Handle._run.__code__ */
 static PyObject *hidden_dirs;    /* (asyncio's directory, asynclens's), prefixes of hidden files */
 static PyObject *drop_own_frames_fn; /* probe._drop_own_frames(source_traceback) */
@@ -1056,15 +1058,33 @@ new_task_state(PyObject *ls, long long t)
     return (PyObject *)st;
 }
 
+/* Whether a code object is hidden (asyncio's or ours) is kept in its co_extra slot, the
+ * per-code scratch space CPython offers tools (a dict keyed by code objects would hash
+ * each one, which CPython does not cache, on every lookup). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define REQUEST_CODE_EXTRA PyUnstable_Eval_RequestCodeExtraIndex
+#define GET_CODE_EXTRA PyUnstable_Code_GetExtra
+#define SET_CODE_EXTRA PyUnstable_Code_SetExtra
+#else
+#define REQUEST_CODE_EXTRA _PyEval_RequestCodeExtraIndex
+#define GET_CODE_EXTRA _PyCode_GetExtra
+#define SET_CODE_EXTRA _PyCode_SetExtra
+#endif
+static Py_ssize_t code_extra = -1; /* our co_extra index, or -1 when none could be had */
+#define CODE_HIDDEN ((void *)1)
+#define CODE_SHOWN ((void *)2)
+
 /* Whether code object ``code`` is asyncio's or asynclens's; -1 on error. */
 static int
 is_hidden(PyObject *code)
 {
-    PyObject *known = PyDict_GetItemWithError(internal_code, code); /* borrowed */
-    if (known != NULL)
-        return PyObject_IsTrue(known);
-    if (PyErr_Occurred())
-        return -1;
+    void *known = NULL;
+    if (code_extra >= 0) {
+        if (GET_CODE_EXTRA(code, code_extra, &known) < 0)
+            PyErr_Clear();
+        if (known == CODE_HIDDEN || known == CODE_SHOWN)
+            return known == CODE_HIDDEN;
+    }
     PyObject *filename = PyObject_GetAttrString(code, "co_filename");
     if (filename == NULL)
         return -1;
@@ -1078,8 +1098,8 @@ is_hidden(PyObject *code)
         hidden = (int)at;
     }
     Py_DECREF(filename);
-    if (PyDict_SetItem(internal_code, code, hidden ? Py_True : Py_False) < 0)
-        return -1;
+    if (code_extra >= 0 && SET_CODE_EXTRA(code, code_extra, hidden ? CODE_HIDDEN : CODE_SHOWN) < 0)
+        PyErr_Clear();
     return hidden;
 }
 
@@ -1314,12 +1334,12 @@ static PyMemberDef maker_members[] = {
 static PyObject *
 configure_tasks(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *var, *internal, *run, *dirs, *drop, *x, *held;
+    PyObject *var, *run, *dirs, *drop, *x, *held;
     int eager = 0;
-    static char *kwlist[] = {"span_var", "internal_code", "handle_run", "hidden_dirs", "drop_own_frames",
-                             "no_x", "no_held", "eager", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!OOOp:configure_tasks", kwlist, &PyContextVar_Type, &var,
-                                     &PyDict_Type, &internal, &run, &PyTuple_Type, &dirs, &drop, &x, &held, &eager))
+    static char *kwlist[] = {"span_var", "handle_run", "hidden_dirs", "drop_own_frames", "no_x", "no_held", "eager",
+                             NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOp:configure_tasks", kwlist, &PyContextVar_Type, &var, &run,
+                                     &PyTuple_Type, &dirs, &drop, &x, &held, &eager))
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dirs); i++) {
         if (!PyUnicode_Check(PyTuple_GET_ITEM(dirs, i))) {
@@ -1332,7 +1352,8 @@ configure_tasks(PyObject *module, PyObject *args, PyObject *kwds)
         return NULL;
     }
     Py_XSETREF(span_var, Py_NewRef(var));
-    Py_XSETREF(internal_code, Py_NewRef(internal));
+    if (code_extra < 0)
+        code_extra = REQUEST_CODE_EXTRA(NULL);
     Py_XSETREF(handle_run, Py_NewRef(run));
     Py_XSETREF(hidden_dirs, Py_NewRef(dirs));
     Py_XSETREF(drop_own_frames_fn, Py_NewRef(drop));
@@ -2381,6 +2402,82 @@ configure_breakdown(PyObject *module, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ histograms */
+
+/* stats.Histogram.record_many's loop: count each value of ``values`` (a list of ints,
+ * negative ones as 0) into ``counts`` (bucket index -> count). Returns (low, high, total,
+ * total_sq), or None, having counted nothing, when a value is not an int below FOLD_LIMIT. */
+#define FOLD_LIMIT (1LL << 40) /* larger values (over 18 minutes in ns) take the Python loop */
+static PyObject *
+fold_values(PyObject *module, PyObject *args)
+{
+    PyObject *counts, *values;
+    long long exact;
+    int sub;
+    if (!PyArg_ParseTuple(args, "O!O!Li:fold_values", &PyDict_Type, &counts, &PyList_Type, &values, &exact, &sub))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    long long *vals = PyMem_Malloc((n ? n : 1) * sizeof(long long));
+    if (vals == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(values, i);
+        int overflow = 0;
+        long long v = PyLong_Check(item) ? PyLong_AsLongLongAndOverflow(item, &overflow) : -1;
+        if (!PyLong_Check(item) || overflow || (v == -1 && PyErr_Occurred()) || v >= FOLD_LIMIT) {
+            PyErr_Clear();
+            PyMem_Free(vals);
+            Py_RETURN_NONE;
+        }
+        vals[i] = v < 0 ? 0 : v;
+    }
+    long long low = n ? vals[0] : 0, high = low, total = 0;
+    unsigned __int128 total_sq = 0;
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v = vals[i], index = v;
+        if (v >= exact) {
+            int shift = 64 - __builtin_clzll((unsigned long long)v) - sub - 1;
+            index = ((long long)shift << sub) + (v >> shift);
+        }
+        PyObject *key = PyLong_FromLongLong(index);
+        if (key == NULL)
+            goto done;
+        PyObject *old = PyDict_GetItemWithError(counts, key); /* borrowed */
+        long long count = old != NULL ? AS_LL(old) : 0;
+        PyObject *updated = (old != NULL || !PyErr_Occurred()) && !(count == -1 && PyErr_Occurred())
+                                ? PyLong_FromLongLong(count + 1)
+                                : NULL;
+        int rc = updated != NULL ? PyDict_SetItem(counts, key, updated) : -1;
+        Py_DECREF(key);
+        Py_XDECREF(updated);
+        if (rc < 0)
+            goto done;
+        total += v;
+        total_sq += (unsigned __int128)v * (unsigned __int128)v;
+        if (v < low)
+            low = v;
+        if (v > high)
+            high = v;
+    }
+    {
+        PyObject *sq_high = PyLong_FromUnsignedLongLong((unsigned long long)(total_sq >> 64));
+        PyObject *sq_low = PyLong_FromUnsignedLongLong((unsigned long long)total_sq);
+        PyObject *sixty_four = PyLong_FromLong(64);
+        PyObject *shifted = sq_high && sixty_four ? PyNumber_Lshift(sq_high, sixty_four) : NULL;
+        PyObject *sq = shifted && sq_low ? PyNumber_Or(shifted, sq_low) : NULL;
+        if (sq != NULL)
+            result = Py_BuildValue("(LLLN)", low, high, total, sq);
+        Py_XDECREF(sq_high);
+        Py_XDECREF(sq_low);
+        Py_XDECREF(sixty_four);
+        Py_XDECREF(shifted);
+    }
+done:
+    PyMem_Free(vals);
+    return result;
+}
+
 /* ------------------------------------------------------------ module */
 
 static PyObject *
@@ -2414,8 +2511,11 @@ static PyMethodDef core_methods[] = {
      "native: it is the scheduler probe's SpanBreakdown, whose compiled twin runs instead."},
     {"configure_breakdown", (PyCFunction)(void (*)(void))configure_breakdown, METH_VARARGS | METH_KEYWORDS,
      "configure_breakdown(task_state_type, attr, no_held, task_state_of, fold_every=256)\n\nName the pieces the span breakdown uses."},
+    {"fold_values", (PyCFunction)fold_values, METH_VARARGS,
+     "fold_values(counts, values, exact_below, sub_bits) -> (low, high, total, total_sq) or None\n\n"
+     "stats.Histogram.record_many's loop."},
     {"configure_tasks", (PyCFunction)(void (*)(void))configure_tasks, METH_VARARGS | METH_KEYWORDS,
-     "configure_tasks(span_var, internal_code, handle_run, hidden_dirs, drop_own_frames, no_x, no_held, eager)\n\n"
+     "configure_tasks(span_var, handle_run, hidden_dirs, drop_own_frames, no_x, no_held, eager)\n\n"
      "Name the pieces task creation (TaskMaker) uses."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(task_type, task_state_type, attr, finish, fold_every=512)\n\n"

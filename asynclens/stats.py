@@ -14,7 +14,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._native import core
+
 __all__ = ["Histogram"]
+
+#: The compiled core's loop of :meth:`Histogram.record_many`, when it is there.
+_fold_values = core.fold_values if core is not None else None
 
 _PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
@@ -77,6 +82,18 @@ class Histogram:
         in a list and fold them in batches)."""
         if not values:
             return
+        folded = _fold_values(self._counts, values, self._exact_below, self.sub_bits) if _fold_values and type(values) is list else None
+        low, high, total, total_sq = folded if folded is not None else self._fold(values)
+        if self.count == 0 or low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
+        self.count += len(values)
+        self.total += total
+        self._total_sq += total_sq
+
+    def _fold(self, values: Sequence[int]) -> tuple[int, int, int, int]:
+        """Count ``values`` into the buckets: their (min, max, sum, sum of squares), negatives as 0."""
         counts = self._counts
         get = counts.get
         exact = self._exact_below
@@ -96,14 +113,7 @@ class Histogram:
             counts[index] = get(index, 0) + 1
             total += value
             total_sq += value * value
-        high = max(values)
-        if self.count == 0 or low < self.min:
-            self.min = low
-        if high > self.max:
-            self.max = high
-        self.count += len(values)
-        self.total += total
-        self._total_sq += total_sq
+        return low, max(values), total, total_sq
 
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other``'s counts into this histogram (same ``sub_bits``); returns self."""

@@ -80,3 +80,30 @@ def test_record_many_equals_recording_each_value() -> None:
     many.record_many([])
     assert many.to_dict() == one.to_dict()
     assert many.min == 0 and many.count == len(values) + 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [random.Random(7).randint(-5, 10**9) for _ in range(5000)] + [0, 1, 255, 256, 257, 2**39],
+        [2**45, 3, -1],  # past the compiled loop's limit: the Python loop counts them
+        [7],
+    ],
+    ids=["many", "huge", "one"],
+)
+def test_record_many_counts_the_same_in_c_and_in_python(values: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled core's fold of a batch (when it is there) and the Python loop give the
+    same buckets, count, sums (exact, past 64 bits) and extremes."""
+    import asynclens.stats as stats
+
+    def fill() -> tuple[object, ...]:
+        h = Histogram()
+        h.record_many(values)
+        h.record_many(tuple(values[:3]))  # not a list: always the Python loop
+        h.record(5)
+        return h._counts, h.count, h.total, h._total_sq, h.min, h.max
+
+    either = fill()
+    monkeypatch.setattr(stats, "_fold_values", None)
+    assert fill() == either
+    assert either[1] == len(values) + min(3, len(values)) + 1

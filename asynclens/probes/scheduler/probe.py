@@ -276,8 +276,7 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             return self._create_task
         if self._maker is None:
             core.configure_tasks(
-                _span_var, _INTERNAL_CODE, _HANDLE_RUN, (_ASYNCIO_DIR, PACKAGE_DIR), _drop_own_frames, NO_X, NO_HELD,
-                _EAGER_TASKS,
+                _span_var, _HANDLE_RUN, (_ASYNCIO_DIR, PACKAGE_DIR), _drop_own_frames, NO_X, NO_HELD, _EAGER_TASKS,
             )  # fmt: skip
             notable = self.task_records == "notable"
             self._maker = core.TaskMaker(
