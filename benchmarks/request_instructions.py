@@ -15,10 +15,10 @@ instruction counts do not. Two workloads:
   the realistic service's per-request cost, free of the load generator and of timing noise.
   Under callgrind the program runs some ``SLOWDOWN`` times slower while the session's
   background threads keep real time, so their time-driven work (the lag monitor's ticks,
-  the watchdog, which would take every step of the slowed loop for a stall, and the
-  flusher's batches) would count many times over per request: the session's intervals and
-  stall threshold are scaled by the same factor, so they do per request what they do at
-  full speed.
+  the watchdog, which would take every step of the slowed loop for a stall, the flusher's
+  batches, the scheduler's per-second budget of task records and its snapshot window)
+  would count many times over per request: they are scaled by the same factor, so they do
+  per request what they do at full speed.
 
 Each configuration, plus the pure-Python floor of ``python_floor.py``, runs under
 callgrind twice, with N and 2N requests; the difference divided by N is what one
@@ -112,11 +112,16 @@ SLOWDOWN = 50
 
 def _asgi_requests(factory: Callable[[], asyncio.AbstractEventLoop], variant: str, n: int) -> None:
     """``n`` requests to the ``asgi_service.py`` app through ASGI (see the module docstring)."""
+    from asynclens.probes.scheduler.probe import SchedulerProbe
     from asynclens.session import Session
 
     defaults = inspect.signature(Session.__init__).parameters
     timed = ("lag_interval", "stall_threshold", "flush_interval")
     asgi_service.SESSION_OPTIONS.update({name: SLOWDOWN * defaults[name].default for name in timed})
+    # the scheduler probe's per-second budget of task records and its snapshot window, likewise
+    probe_defaults = SchedulerProbe.__init__.__kwdefaults__
+    probe_defaults["notable_per_second"] = max(1, probe_defaults["notable_per_second"] // SLOWDOWN)
+    probe_defaults["window"] = probe_defaults["window"] * SLOWDOWN
     inst = asgi_service.INSTRUMENTATIONS[variant]()
     app = asgi_service.build_app(inst)
     mix = asgi_service.request_mix()
