@@ -540,22 +540,28 @@ stepcall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #define STEPCALL_OBJECTS(X) X(callback) X(st) X(task)
 GC_METHODS(stepcall, StepCall, STEPCALL_OBJECTS)
 
-/* Attributes it does not have (__self__, __qualname__, ...) are the callback's,
- * so asyncio's handle reprs and slow-callback warnings name the task. */
+/* StepCall and DoneCall stand in for a callback (their first field): attributes they do
+ * not have (__self__, __qualname__, ...) and their repr are the callback's, so asyncio's
+ * handle reprs and slow-callback warnings name the task. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;
+} CallbackProxy;
+
 static PyObject *
-stepcall_getattro(PyObject *op, PyObject *name)
+proxy_getattro(PyObject *op, PyObject *name)
 {
     PyObject *r = PyObject_GenericGetAttr(op, name);
     if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
         return r;
     PyErr_Clear();
-    return PyObject_GetAttr(((StepCall *)op)->callback, name);
+    return PyObject_GetAttr(((CallbackProxy *)op)->callback, name);
 }
 
 static PyObject *
-stepcall_repr(StepCall *self)
+proxy_repr(PyObject *op)
 {
-    return PyObject_Repr(self->callback);
+    return PyObject_Repr(((CallbackProxy *)op)->callback);
 }
 
 static PyMemberDef stepcall_members[] = {
@@ -733,22 +739,6 @@ donecall_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     PyObject *r = PyObject_Vectorcall(self->callback, args, nargsf, kwnames);
     Py_SETREF(ls->waker, outer);
     return r;
-}
-
-static PyObject *
-donecall_getattro(PyObject *op, PyObject *name)
-{
-    PyObject *r = PyObject_GenericGetAttr(op, name);
-    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
-        return r;
-    PyErr_Clear();
-    return PyObject_GetAttr(((DoneCall *)op)->callback, name);
-}
-
-static PyObject *
-donecall_repr(DoneCall *self)
-{
-    return PyObject_Repr(self->callback);
 }
 
 #define DONECALL_OBJECTS(X) X(callback) X(st) X(ls)
@@ -1404,8 +1394,8 @@ static PyTypeObject StepCallType = {
     .tp_members = stepcall_members,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(StepCall, vectorcall),
-    .tp_getattro = stepcall_getattro,
-    .tp_repr = (reprfunc)stepcall_repr,
+    .tp_getattro = proxy_getattro,
+    .tp_repr = proxy_repr,
 };
 
 static PyTypeObject TaskMakerType = {
@@ -1433,8 +1423,8 @@ static PyTypeObject DoneCallType = {
     .tp_traverse = (traverseproc)donecall_traverse,
     .tp_clear = (inquiry)donecall_clear,
     .tp_members = donecall_members,
-    .tp_getattro = donecall_getattro,
-    .tp_repr = (reprfunc)donecall_repr,
+    .tp_getattro = proxy_getattro,
+    .tp_repr = proxy_repr,
     .tp_vectorcall_offset = offsetof(DoneCall, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
