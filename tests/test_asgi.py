@@ -225,3 +225,24 @@ async def test_each_request_gets_its_own_connections_attributes() -> None:
     assert "http.route" not in third.attrs and third.attrs["http.response.status_code"] == 503
     assert third.attrs["url.path"] == "/other" and third.attrs["server.address"] == "10.0.0.1"
     assert cap.session.statistics().internal_errors == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"host", b"x"), (b"traceparent", f"00-{TRACE}-{PARENT}-01".encode())],
+        [("traceparent", f"00-{TRACE}-{PARENT}-01")],  # str names: not ASGI, still read
+        [[b"traceparent", f"00-{TRACE}-{PARENT}-01".encode()]],  # pairs as lists
+    ],
+    ids=["asgi", "str-names", "list-pairs"],
+)
+async def test_traceparent_is_continued_from_any_form_of_headers(headers: list[Any]) -> None:
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    with capture() as cap:
+        await AsgiMiddleware(app)({"type": "http", "method": "GET", "path": "/items/1", "headers": headers}, None, send)
+    (span,) = cap.spans
+    assert f"{span.trace_id:032x}" == TRACE and f"{span.parent_id:016x}" == PARENT
+    assert cap.session.statistics().internal_errors == 0

@@ -76,7 +76,8 @@ class AsgiMiddleware:
         headers = scope.get("headers") or ()
         if isinstance(headers, list):  # ASGI: (name, value) pairs, names lower-case bytes
             for pair in headers:
-                if pair[0] == b"traceparent":
+                name = pair[0] if type(pair) is tuple and len(pair) == 2 else None
+                if name == b"traceparent" or type(name) is not bytes:  # or not plain ASGI: extract() reads it
                     break
             else:
                 return None
