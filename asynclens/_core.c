@@ -15,11 +15,15 @@
  * - BookFields / SelectHook: the lag monitor's heartbeat around every selector
  *   wait (asynclens/probes/lag/monitor.py's LoopBook and its select wrapper).
  * - SpanFields: a live span's fields, its start, end and ids (LiveSpan's base,
- *   asynclens/tracing/spans.py).
+ *   asynclens/tracing/spans.py), and the scheduler probe's breakdown of it.
+ * - TaskMaker: the scheduler probe's create_task patch (a new task's state and
+ *   lineage) and the counting of finished tasks that get no record (probe.py).
+ * - The critical path across tasks and DoneCall (critical.py).
+ * - fold_values: a batch of values into a histogram (stats.py).
  *
- * The rare paths (a task's first wake-up, explained waits, done callbacks,
- * window snapshots, long steps, CPU-time steps) call back into the Python code,
- * so both implementations share them. Nothing here raises into the program: an
+ * The rare paths (a loop not yet watched, an eager first step, a task that gets a
+ * record, window snapshots, long steps, CPU-time steps) call back into the Python
+ * code, so both implementations share them. Nothing here raises into the program: an
  * error in the bookkeeping goes to the probe's internal_error(), and the task's
  * own callback, its result and its exception pass through untouched.
  */

@@ -82,7 +82,9 @@ class Histogram:
         in a list and fold them in batches)."""
         if not values:
             return
-        folded = _fold_values(self._counts, values, self._exact_below, self.sub_bits) if _fold_values and type(values) is list else None
+        folded = None
+        if _fold_values is not None and type(values) is list:
+            folded = _fold_values(self._counts, values, self._exact_below, self.sub_bits)
         low, high, total, total_sq = folded if folded is not None else self._fold(values)
         if self.count == 0 or low < self.min:
             self.min = low

@@ -219,7 +219,8 @@ async def test_each_request_gets_its_own_connections_attributes() -> None:
             await middleware(scope, None, send)
     assert [sent_message["type"] for sent_message in sent].count("http.response.body") == 3
     first, second, third = cap.spans
-    assert (first.attrs["url.scheme"], first.attrs["server.address"], first.attrs["server.port"]) == ("https", "10.0.0.1", 443)
+    assert (first.attrs["url.scheme"], first.attrs["server.address"]) == ("https", "10.0.0.1")
+    assert first.attrs["server.port"] == 443
     assert (second.attrs["url.scheme"], second.attrs["network.protocol.version"]) == ("http", "1.1")
     assert (first.attrs["http.route"], second.attrs["http.route"]) == ("/items/{id}", "/items/{id}")
     assert "http.route" not in third.attrs and third.attrs["http.response.status_code"] == 503

@@ -89,7 +89,8 @@ class AsgiMiddleware:
             return
         try:
             request = _Request(self, scope, send)
-            block = span(request.name, parent=self._parent(scope) if self.trust_traceparent else None, **request.attrs())
+            parent = self._parent(scope) if self.trust_traceparent else None
+            block = span(request.name, parent=parent, **request.attrs())
         except Exception as exc:  # never fail a request because of asynclens
             _report("starting an ASGI request span", exc)
             await self.app(scope, receive, send)

@@ -263,10 +263,10 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
     tasks_tracked = property(lambda self: self._count("tracked"), doc="Tasks tracked from their creation.")
     tasks_finished = property(lambda self: self._count("finished"), doc="Tracked tasks that finished.")
     tasks_unrecorded = property(
-        lambda self: self._count("unrecorded"), doc="Finished tasks only counted: quick ones, and those past the budget."
+        lambda self: self._count("unrecorded"), doc="Finished tasks only counted: quick ones, those past the budget."
     )
     tasks_over_budget = property(
-        lambda self: self._count("over_budget"), doc="Of tasks_unrecorded: notable only for their length, past the budget."
+        lambda self: self._count("over_budget"), doc="Of tasks_unrecorded: notable only for their length, over budget."
     )
 
     def _task_maker(self) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:

@@ -16,7 +16,8 @@ __all__ = ["FOLD_EVERY", "LoopFields", "StepCall", "TaskFields", "finish_task", 
 
 #: The fields of a task's state that every step and span touches (in C with the compiled core).
 TASK_FIELDS = (
-    "ls", "outer", "jobs", "call", "held", "offcpu", "x", "span", "task_ref", "parent", "parent_task_id", "site", "name",
+    "ls", "outer", "jobs", "call", "held", "offcpu", "x", "span",
+    "task_ref", "parent", "parent_task_id", "site", "name",
     "created_ns", "ready_ns", "start_ns", "last_end_ns", "run_ns", "sched_ns", "io_ns", "exec_ns",
     "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns", "max_sched_earlier", "blocked_ns",
     "cpu_ns", "done",

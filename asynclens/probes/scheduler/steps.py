@@ -36,7 +36,9 @@ from ...stats import Histogram
 from .._attrs import remove_instance_attr
 from .stepcall import FOLD_EVERY, LoopFields, StepCall, TaskFields, state_of_done
 
-__all__ = ["ATTR", "NO_HELD", "NO_X", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of"]
+__all__ = [
+    "ATTR", "NO_HELD", "NO_X", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of",
+]  # fmt: skip
 
 #: Attribute under which a tracked task (and a watched loop) carries its state.
 ATTR = "_asynclens_sched"
