@@ -1039,12 +1039,9 @@ static PyTypeObject TaskMakerType;
 static PyObject *
 new_task_state(PyObject *ls, long long t)
 {
-    PyTypeObject *type = (PyTypeObject *)task_state_type;
-    TaskFields *st = (TaskFields *)type->tp_alloc(type, 0);
+    TaskFields *st = (TaskFields *)task_fields_new((PyTypeObject *)task_state_type, NULL, NULL);
     if (st == NULL)
         return NULL;
-    TaskFields *self = st;
-    TASK_OBJECTS(INIT_NONE)
     Py_SETREF(st->ls, Py_NewRef(ls));
     Py_SETREF(st->x, Py_NewRef(no_x));
     Py_SETREF(st->held, Py_NewRef(no_held));
