@@ -43,6 +43,27 @@
 #define AS_LL(o) PyLong_AsLongLong(o)
 #endif
 
+/* A tuple of n new references (stolen; NULL if making one failed): Py_BuildValue without
+ * parsing its format on every span. */
+static PyObject *
+tuple_stealing(Py_ssize_t n, PyObject **items)
+{
+    PyObject *tuple = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (items[i] == NULL)
+            goto fail;
+    if ((tuple = PyTuple_New(n)) == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
+fail:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
+}
+#define LL_OBJ(v) PyLong_FromLongLong(v)
+
 #if PY_VERSION_HEX >= 0x030C0000
 #define AL_LL Py_T_LONGLONG
 #define AL_OBJ Py_T_OBJECT_EX
@@ -686,7 +707,8 @@ explain(TaskFields *st, TaskFields *waker, LoopFields *ls, long long ready)
     PyObject *who = PyObject_CallMethodNoArgs((PyObject *)waker, s_describe);
     if (who == NULL)
         return -1;
-    PyObject *held = Py_BuildValue("(LN)", ready - begin, who);
+    PyObject *items[2] = {LL_OBJ(ready - begin), who};
+    PyObject *held = tuple_stealing(2, items);
     if (held == NULL)
         return -1;
     Py_SETREF(st->held, held);
@@ -1639,6 +1661,7 @@ typedef struct {
     PyObject *session;
     PyObject *extra;
     PyObject *breakdown;
+    PyObject *token; /* the current span's token while enter_span() made this span current */
     long long start_ns;
     long long end_ns;
 } SpanFields;
@@ -1706,7 +1729,7 @@ finished_unrecorded(LoopFields *ls, TaskFields *st, PyObject *task, long long t)
 }
 
 #define SPAN_OBJECTS(X) \
-    X(name) X(trace_id) X(span_id) X(parent_id) X(attrs) X(events) X(error) X(task) X(thread_id) X(session) X(extra) X(breakdown)
+    X(name) X(trace_id) X(span_id) X(parent_id) X(attrs) X(events) X(error) X(task) X(thread_id) X(session) X(extra) X(breakdown) X(token)
 
 static int native_breakdown;
 static PyObject *task_state_of_fn; /* steps.task_state_of */
@@ -1890,6 +1913,8 @@ running_task(void)
     return task;
 }
 
+static int span_setup(SpanFields *self, PyObject *session, PyObject *name, PyObject *parent, PyObject *attrs);
+
 /* LiveSpan(session, name, parent, attrs) */
 static int
 span_init(SpanFields *self, PyObject *args, PyObject *kwds)
@@ -1905,6 +1930,51 @@ span_init(SpanFields *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "asynclens._core: spans not configured");
         return -1;
     }
+    return span_setup(self, session, name, parent, attrs);
+}
+
+/* enter_span(session, name, attrs): a new LiveSpan under the current span, with a copy of
+ * attrs (a dict, or None), made the current span; live._leave() undoes both. One call for
+ * what @trace's wrapper did in four (the current span, LiveSpan(), set, and the copy). */
+static PyObject *
+enter_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "enter_span(session, name, attrs) takes 3 arguments");
+        return NULL;
+    }
+    if (live_span_type == NULL || span_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "asynclens._core: spans not configured");
+        return NULL;
+    }
+    PyObject *parent, *attrs = args[2];
+    if (attrs == Py_None || (PyDict_Check(attrs) && PyDict_GET_SIZE(attrs) == 0))
+        attrs = Py_NewRef(Py_None);
+    else if ((attrs = PyDict_Copy(attrs)) == NULL)
+        return NULL;
+    if (PyContextVar_Get(span_var, Py_None, &parent) < 0) {
+        Py_DECREF(attrs);
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)live_span_type;
+    SpanFields *self = (SpanFields *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        SPAN_OBJECTS(INIT_NONE)
+        PyObject *token = NULL;
+        if (span_setup(self, args[0], args[1], parent, attrs) < 0 ||
+            (token = PyContextVar_Set(span_var, (PyObject *)self)) == NULL)
+            Py_CLEAR(self);
+        else
+            Py_SETREF(self->token, token);
+    }
+    Py_DECREF(parent);
+    Py_DECREF(attrs);
+    return (PyObject *)self;
+}
+
+static int
+span_setup(SpanFields *self, PyObject *session, PyObject *name, PyObject *parent, PyObject *attrs)
+{
     Py_SETREF(self->session, Py_NewRef(session));
     Py_SETREF(self->name, Py_NewRef(name));
     Py_SETREF(self->span_id, Py_NewRef(Py_None));
@@ -2047,6 +2117,21 @@ done:
     return result;
 }
 
+/* live._leave(): the current span back to what it was before enter_span(), then _end(). */
+static PyObject *
+span_leave(SpanFields *self, PyObject *unused)
+{
+    PyObject *token = self->token;
+    if (token != Py_None) {
+        self->token = Py_NewRef(Py_None); /* the token holds the enclosing span: not in the buffer */
+        int rc = PyContextVar_Reset(span_var, token);
+        Py_DECREF(token);
+        if (rc < 0)
+            return NULL;
+    }
+    return span_end(self, NULL);
+}
+
 static PyMemberDef span_fields_members[] = {
     OBJ_MEMBER(SpanFields, name)
     {"_trace_id", AL_OBJ, offsetof(SpanFields, trace_id), 0, NULL},
@@ -2060,6 +2145,7 @@ static PyMemberDef span_fields_members[] = {
     OBJ_MEMBER(SpanFields, session)
     OBJ_MEMBER(SpanFields, extra)
     OBJ_MEMBER(SpanFields, breakdown)
+    {"_token", AL_OBJ, offsetof(SpanFields, token), 0, NULL},
     LL_MEMBER(SpanFields, start_ns)
     LL_MEMBER(SpanFields, end_ns)
     {NULL},
@@ -2077,6 +2163,8 @@ static PyGetSetDef span_fields_getset[] = {
 
 static PyMethodDef span_fields_methods[] = {
     {"_end", (PyCFunction)span_end, METH_NOARGS, "End the span now and hand it to its session."},
+    {"_leave", (PyCFunction)span_leave, METH_NOARGS,
+     "Restore the current span enter_span() replaced, then end this span (_end)."},
     {NULL},
 };
 
@@ -2099,11 +2187,12 @@ static PyTypeObject SpanFieldsType = {
 static PyObject *
 configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *live, *bits, *ids, *loops, *tasks, *get_loop, *current;
+    PyObject *live, *bits, *ids, *loops, *tasks, *get_loop, *current, *var;
     static char *kwlist[] = {"live_span_type", "getrandbits", "thread_ids", "loop_of_thread", "current_tasks",
-                             "get_running_loop", "current_task", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOO:configure_spans", kwlist, &PyType_Type, &live, &bits,
-                                     &PyDict_Type, &ids, &loops, &tasks, &get_loop, &current))
+                             "get_running_loop", "current_task", "span_var", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OOOOO!:configure_spans", kwlist, &PyType_Type, &live, &bits,
+                                     &PyDict_Type, &ids, &loops, &tasks, &get_loop, &current, &PyContextVar_Type,
+                                     &var))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)live, &SpanFieldsType)) {
         PyErr_SetString(PyExc_TypeError, "live_span_type must subclass SpanFields");
@@ -2120,6 +2209,7 @@ configure_spans(PyObject *module, PyObject *args, PyObject *kwds)
     Py_XSETREF(current_tasks, Py_NewRef(tasks));
     Py_XSETREF(get_running_loop_fn, Py_NewRef(get_loop));
     Py_XSETREF(current_task_fn, Py_NewRef(current));
+    Py_XSETREF(span_var, Py_NewRef(var));
     Py_RETURN_NONE;
 }
 
@@ -2205,10 +2295,10 @@ breakdown_started(PyObject *probe, SpanFields *live)
         Py_DECREF(st_obj);
         goto error;
     }
-    PyObject *at_start = Py_BuildValue("(OLLLLLLLOO)", st_obj, st->run_ns + live->start_ns - st->start_ns - nested,
-                                       st->sched_ns + nested, st->io_ns, st->exec_ns, st->steps, longest, blocked,
-                                       st->x, held);
-    Py_DECREF(held);
+    PyObject *items[10] = {Py_NewRef(st_obj), LL_OBJ(st->run_ns + live->start_ns - st->start_ns - nested),
+                           LL_OBJ(st->sched_ns + nested), LL_OBJ(st->io_ns), LL_OBJ(st->exec_ns), LL_OBJ(st->steps),
+                           LL_OBJ(longest), LL_OBJ(blocked), Py_NewRef(st->x), held};
+    PyObject *at_start = tuple_stealing(10, items);
     if (at_start == NULL) {
         Py_DECREF(st_obj);
         goto error;
@@ -2333,14 +2423,14 @@ breakdown_ended(PyObject *probe, SpanFields *live)
             if (longer)
                 Py_SETREF(st->held, Py_NewRef(held0));
         }
-        PyObject *own_tuple = explained ? Py_BuildValue("(LLLLL)", own[0], own[1], own[2], own[3], own[4])
-                                        : Py_NewRef(Py_None);
-        if (own_tuple == NULL) {
-            Py_DECREF(held_by);
-            goto error;
+        PyObject *own_tuple = Py_NewRef(Py_None);
+        if (explained) {
+            PyObject *own_items[5] = {LL_OBJ(own[0]), LL_OBJ(own[1]), LL_OBJ(own[2]), LL_OBJ(own[3]), LL_OBJ(own[4])};
+            Py_SETREF(own_tuple, tuple_stealing(5, own_items));
         }
-        PyObject *breakdown = Py_BuildValue("(LLLLLLLNN)", cp[0], cp[2], cp[3], cp[4], st->steps - steps0 + 1,
-                                            longest, cp[1], own_tuple, held_by); /* N: steals both */
+        PyObject *items[9] = {LL_OBJ(cp[0]), LL_OBJ(cp[2]), LL_OBJ(cp[3]), LL_OBJ(cp[4]), LL_OBJ(st->steps - steps0 + 1),
+                              LL_OBJ(longest), LL_OBJ(cp[1]), own_tuple, held_by};
+        PyObject *breakdown = tuple_stealing(9, items);
         if (breakdown == NULL)
             goto error;
         Py_SETREF(live->breakdown, breakdown);
@@ -2494,9 +2584,12 @@ configure(PyObject *module, PyObject *args, PyObject *kwds)
 }
 
 static PyMethodDef core_methods[] = {
+    {"enter_span", (PyCFunction)(void (*)(void))enter_span, METH_FASTCALL,
+     "enter_span(session, name, attrs)\n\nA new LiveSpan under the current span (attrs copied), made the current\n"
+     "span until its _leave()."},
     {"configure_spans", (PyCFunction)(void (*)(void))configure_spans, METH_VARARGS | METH_KEYWORDS,
      "configure_spans(live_span_type, getrandbits, thread_ids, loop_of_thread, current_tasks, get_running_loop,\n"
-     "                current_task)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
+     "                current_task, span_var)\n\nName the pieces of asynclens/tracing/spans.py a span's start uses."},
     {"set_span_observer", (PyCFunction)set_span_observer, METH_VARARGS,
      "set_span_observer(observer, native=False)\n\nThe object told of every span start and end (None: nobody);\n"
      "native: it is the scheduler probe's SpanBreakdown, whose compiled twin runs instead."},

@@ -118,6 +118,7 @@ class PySpanFields:
         "session",
         "extra",
         "breakdown",
+        "_token",
     )
 
     def __init__(self, session: Any, name: str, parent: LiveSpan | None, attrs: dict[str, Any] | None) -> None:
@@ -143,6 +144,7 @@ class PySpanFields:
         # the scheduler probe's: the task's running totals at start, then (cpu, sched
         # wait, I/O wait, executor, steps, longest wait) at end; None when no probe watched
         self.breakdown: Any = None
+        self._token: Any = None  # the current span's token while _enter_span() made this span current
         ident = get_ident()
         if _CACHE_LOOPS:  # _running_task's common case inlined
             ref = _loop_of_thread.get(ident)
@@ -176,6 +178,14 @@ class PySpanFields:
         that is only aggregated never draws one, nor holds it in the buffer (36 bytes)."""
         span_id = self._span_id
         return span_id if span_id is not None else _make_id(self, "_span_id", 64)
+
+    def _leave(self) -> None:
+        """Restore the current span :func:`_enter_span` replaced, then end this span."""
+        token = self._token
+        if token is not None:
+            self._token = None  # the token holds the enclosing span: not in the buffer
+            _span_var.reset(token)
+        self._end()
 
     def _end(self) -> None:
         session = self.session
@@ -282,7 +292,21 @@ if core is not None:
         asyncio.tasks._current_tasks if _CACHE_LOOPS else {},  # type: ignore[attr-defined]
         _get_running_loop,
         _current_task,
+        _span_var,
     )
+
+
+def _py_enter_span(session: Any, name: str, attrs: dict[str, Any] | None) -> LiveSpan:
+    """A new span under the current one (``attrs`` copied), made the current span until
+    its ``_leave()`` (``asynclens._core.enter_span``, the same in C)."""
+    live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
+    live._token = _span_var.set(live)
+    return live
+
+
+_enter_span: Callable[[Any, str, dict[str, Any] | None], LiveSpan] = (
+    core.enter_span if core is not None else _py_enter_span
+)
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -410,16 +434,14 @@ def _traced_function(func: Callable[..., Any], name: str, attrs: Mapping[str, An
         session = _context.active
         if session is None:
             return func(*args, **kwargs)
-        live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
-        token = _span_var.set(live)
+        live = _enter_span(session, name, attrs)
         try:
             return func(*args, **kwargs)
         except BaseException as exc:
             live._fail(exc)
             raise
         finally:
-            _span_var.reset(token)
-            live._end()
+            live._leave()
 
     return traced
 
@@ -432,16 +454,14 @@ def _traced_coroutine_function(
         session = _context.active
         if session is None:
             return await func(*args, **kwargs)
-        live = LiveSpan(session, name, _span_var.get(), dict(attrs) if attrs else None)
-        token = _span_var.set(live)
+        live = _enter_span(session, name, attrs)
         try:
             return await func(*args, **kwargs)
         except BaseException as exc:
             live._fail(exc)
             raise
         finally:
-            _span_var.reset(token)
-            live._end()
+            live._leave()
 
     return traced
 
