@@ -1128,3 +1128,33 @@ def test_dev_mode_run_is_silent(tmp_path: Path, implementation: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.split() == [implementation, "True"]
+
+
+class Marker:
+    """A weakly referenceable object (a LiveSpan is not)."""
+
+
+@needs_c
+def test_an_ended_span_holding_only_atoms_is_left_to_reference_counting() -> None:
+    """The collector never walks a buffered span that can be in no cycle (its fields hold
+    strings, ints, None); one that holds a container stays tracked, and a cycle through
+    its attributes is still collected."""
+    with asynclens.session(flush_interval=3600, lag=False, track_handles=False) as session:
+        session._wake_at = -1
+        with asynclens.span("plain") as plain:
+            assert gc.is_tracked(plain)  # a running span is
+        with asynclens.span("holding") as holding:
+            cycle: list[Any] = []
+            cycle.append(cycle)
+            holding.set("cycle", cycle)
+        marker = Marker()
+        with asynclens.span("self") as itself:
+            itself.set("me", itself)
+            itself.set("marker", marker)
+        assert not gc.is_tracked(plain)
+        assert gc.is_tracked(holding) and gc.is_tracked(itself)
+        gone = weakref.ref(marker)
+        session.flush()
+    del itself, holding, plain, marker, session  # its summary keeps the slowest spans' records
+    gc.collect()
+    assert gone() is None
