@@ -1647,6 +1647,14 @@ static PyTypeObject SelectHookType = {
  * ids (LiveSpan's base, asynclens/tracing/spans.py; PySpanFields is the twin).
  * Drawing an id here needs no lock: no other thread runs while this C code holds
  * the GIL, and no collection can start (it allocates no container). */
+/* The task's running totals when a span began in it (the scheduler probe's breakdown; the
+ * twin keeps them as a tuple in LiveSpan.breakdown): the span's end subtracts them. */
+typedef struct {
+    PyObject *st; /* the task's TaskFields */
+    long long run, sched, io, exec, steps, longest, blocked;
+    PyObject *x, *held;
+} SpanStart;
+
 typedef struct {
     PyObject_HEAD
     PyObject *name;
@@ -1662,6 +1670,7 @@ typedef struct {
     PyObject *extra;
     PyObject *breakdown;
     PyObject *token; /* the current span's token while enter_span() made this span current */
+    SpanStart *at_start; /* while it runs under the scheduler probe, or NULL */
     long long start_ns;
     long long end_ns;
 } SpanFields;
@@ -1756,7 +1765,45 @@ span_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-GC_METHODS(span_fields, SpanFields, SPAN_OBJECTS)
+static void
+span_start_free(SpanStart *at)
+{
+    Py_XDECREF(at->st);
+    Py_XDECREF(at->x);
+    Py_XDECREF(at->held);
+    PyMem_Free(at);
+}
+
+static int
+span_fields_traverse(SpanFields *self, visitproc visit, void *arg)
+{
+    SPAN_OBJECTS(VISIT)
+    if (self->at_start != NULL) {
+        Py_VISIT(self->at_start->st);
+        Py_VISIT(self->at_start->x);
+        Py_VISIT(self->at_start->held);
+    }
+    return 0;
+}
+
+static int
+span_fields_clear(SpanFields *self)
+{
+    SPAN_OBJECTS(CLEAR)
+    SpanStart *at = self->at_start;
+    self->at_start = NULL;
+    if (at != NULL)
+        span_start_free(at);
+    return 0;
+}
+
+static void
+span_fields_dealloc(SpanFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    span_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
 
 /* *slot's id, drawn once (``bits`` random bits, never 0); a new reference. */
 static PyObject *
@@ -2309,15 +2356,18 @@ breakdown_started(PyObject *probe, SpanFields *live)
         Py_DECREF(st_obj);
         goto error;
     }
-    PyObject *items[10] = {Py_NewRef(st_obj), LL_OBJ(st->run_ns + live->start_ns - st->start_ns - nested),
-                           LL_OBJ(st->sched_ns + nested), LL_OBJ(st->io_ns), LL_OBJ(st->exec_ns), LL_OBJ(st->steps),
-                           LL_OBJ(longest), LL_OBJ(blocked), Py_NewRef(st->x), held};
-    PyObject *at_start = tuple_stealing(10, items);
-    if (at_start == NULL) {
+    SpanStart *at = PyMem_Malloc(sizeof(SpanStart));
+    if (at == NULL) {
+        PyErr_NoMemory();
+        Py_DECREF(held);
         Py_DECREF(st_obj);
         goto error;
     }
-    Py_SETREF(live->breakdown, at_start);
+    *at = (SpanStart){Py_NewRef(st_obj), st->run_ns + live->start_ns - st->start_ns - nested, st->sched_ns + nested,
+                      st->io_ns, st->exec_ns, st->steps, longest, blocked, Py_NewRef(st->x), held};
+    if (live->at_start != NULL)
+        span_start_free(live->at_start);
+    live->at_start = at;
     PyObject *creator = st->span;
     if (creator != Py_None && PyObject_TypeCheck(creator, &SpanFieldsType) && ((SpanFields *)creator)->end_ns) {
         PyObject *r = PyObject_CallMethodObjArgs(probe, s_link_outliving, (PyObject *)live, creator, NULL);
@@ -2371,25 +2421,16 @@ tally(PyObject *probe, PyObject *name, PyObject *breakdown)
 static void
 breakdown_ended(PyObject *probe, SpanFields *live)
 {
-    PyObject *at_start = live->breakdown;
-    if (at_start == Py_None)
+    SpanStart *at = live->at_start;
+    if (at == NULL)
         return;
-    Py_INCREF(at_start);
-    PyObject *st_obj = NULL;
-    if (!PyTuple_Check(at_start) || PyTuple_GET_SIZE(at_start) != 10 ||
-        (PyObject *)Py_TYPE(PyTuple_GET_ITEM(at_start, 0)) != task_state_type) {
-        PyErr_SetString(PyExc_TypeError, "a span's breakdown at start is not the probe's");
-        goto error;
-    }
-    st_obj = Py_NewRef(PyTuple_GET_ITEM(at_start, 0));
+    live->at_start = NULL;
+    PyObject *st_obj = Py_NewRef(at->st);
     TaskFields *st = (TaskFields *)st_obj;
     if (PyObject_TypeCheck(st->ls, &LoopFieldsType) && ((LoopFields *)st->ls)->running == st_obj && st->start_ns) {
-        long long run0, sched0, io0, ex0, steps0, longest0, blocked0, blocked;
-        if (tuple_ll(at_start, 1, &run0) < 0 || tuple_ll(at_start, 2, &sched0) < 0 || tuple_ll(at_start, 3, &io0) < 0 ||
-            tuple_ll(at_start, 4, &ex0) < 0 || tuple_ll(at_start, 5, &steps0) < 0 ||
-            tuple_ll(at_start, 6, &longest0) < 0 || tuple_ll(at_start, 7, &blocked0) < 0)
-            goto error;
-        PyObject *x0 = PyTuple_GET_ITEM(at_start, 8), *held0 = PyTuple_GET_ITEM(at_start, 9);
+        long long run0 = at->run, sched0 = at->sched, io0 = at->io, ex0 = at->exec, steps0 = at->steps,
+                  longest0 = at->longest, blocked0 = at->blocked, blocked;
+        PyObject *x0 = at->x, *held0 = at->held;
         long long nested = st->nested_ns, end = live->end_ns;
         long long run = st->run_ns + end - st->start_ns - nested - run0;
         long long own[5], cp[5];
@@ -2470,11 +2511,11 @@ breakdown_ended(PyObject *probe, SpanFields *live)
         }
     }
     Py_DECREF(st_obj);
-    Py_DECREF(at_start);
+    span_start_free(at);
     return;
 error:
     Py_XDECREF(st_obj);
-    Py_DECREF(at_start);
+    span_start_free(at);
     breakdown_error(probe, live, s_ending_breakdown);
 }
 
