@@ -59,13 +59,15 @@ def find_never_resumable(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[A
         return []
     owner: dict[int, int] = {}  # id of an object of a task's await chain -> id of the task
     keep: list[Any] = []  # holds the chains' objects while ids name them
+    task: Any = None
+    obj: Any = None
     for task in pending:
         for obj in _chain(task):
             owner.setdefault(id(obj), id(task))
             keep.append(obj)
     running = {id(t) for t in pending if _is_running(t)}
     candidates: list[tuple[weakref.ref[Any], Any]] = []
-    task = fut = None
+    fut: Any = None
     for task in pending:
         if id(task) in running:
             continue
@@ -76,7 +78,7 @@ def find_never_resumable(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[A
             candidates.append((weakref.ref(task), weakref.ref(fut)))
         except TypeError:  # a future type without weak references: cannot tell
             continue
-    del task, fut  # the walk counts references: hold the candidates only weakly
+    task = fut = obj = None  # the walk counts references: hold the candidates only weakly
     if not candidates:
         return []
     module_dicts = {id(m.__dict__) for m in list(sys.modules.values()) if m is not None}
@@ -86,7 +88,7 @@ def find_never_resumable(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[A
     for task in pending:
         for obj in gc.get_referents(task):
             by_task.setdefault(id(obj), []).append(id(task))
-    task = None
+    task = obj = None
     tasks_by_id = {id(t): t for t in pending}
     live: set[int] = set(running) | {id(t) for t in pending} - {id(ref()) for ref, _ in candidates}
     depends: dict[int, set[int]] = {}

@@ -108,8 +108,11 @@ class HandleProbe:
         self._tasks_before: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._tasks_reported: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._task_leaks: list[Leak] = []
-        #: tasks that can never be resumed, found when asyncio.run() ended or at session end
+        #: tasks that can never be resumed, found when asyncio.run() ended, at session end,
+        #: or when the garbage collector destroyed them pending
         self.never_resumable_found: list[NeverResumable] = []
+        self._destroyed_hooks: list[tuple[weakref.ref[Any], Any]] = []
+        self._never_emitted: set[int] = set()  # task ids of those emitted when destroyed
         self._event_hooks: list[tuple[weakref.ref[Any], Any, list[int]]] = []
         self._events_closed = 0
         self._events_lock = threading.Lock()  # (_event_hooks, _events_closed) change together
@@ -150,6 +153,7 @@ class HandleProbe:
                 not_measured(self.name, loop, "no hooks for this loop type; its sockets are tracked", what="transports")
         if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
+        self._hook_destroyed(loop)
 
     def stop(self) -> None:
         if not self._active:
@@ -165,12 +169,14 @@ class HandleProbe:
             if not loop.is_closed():
                 self._note_never_resumable(loop)
         for record in self.never_resumable_found:
-            self.session.emit(record)
+            if record.task_id not in self._never_emitted:
+                self.session.emit(record)
         self.leaks = self._collect_leaks()
         for leak in self.leaks:
             self.session.emit(leak)
         self._emit_closed_survivors()
         self._uncount_events()
+        self._unhook_destroyed()
         self._unhook_transports()
         self._active = False
         self.registry.on_collected = None
@@ -323,6 +329,57 @@ class HandleProbe:
                 continue
             self._tasks_reported.add(task)
             self.never_resumable_found.append(record)
+
+    def _hook_destroyed(self, loop: Any) -> None:
+        """Hear of a task the garbage collector destroys while pending (asyncio reports
+        it to the loop's exception handler): nothing held it, so nothing could ever have
+        resumed it. Its record is made then, while the task still exists."""
+        if instance_attr(loop, "call_exception_handler") is not None:
+            return  # someone else's hook: leave it alone
+        handler = type(loop).call_exception_handler
+        ref = weakref.ref(loop)
+
+        def call_exception_handler(context: Any) -> Any:
+            try:
+                task = context.get("task") if isinstance(context, dict) else None
+                if (
+                    self._active
+                    and isinstance(task, asyncio.Task)
+                    and not task.done()
+                    and "destroyed but it is pending" in str(context.get("message", ""))
+                ):
+                    self._note_destroyed(task)
+            except Exception as exc:
+                self.session_error("noting a task destroyed pending", exc)
+            return handler(ref(), context)
+
+        loop.call_exception_handler = call_exception_handler
+        kept = []
+        for old_ref, hook in self._destroyed_hooks:  # one per open loop, not per loop ever seen
+            old = old_ref()
+            if old is not None and old.is_closed():
+                remove_instance_attr(old, "call_exception_handler", hook)
+            elif old is not None:
+                kept.append((old_ref, hook))
+        kept.append((ref, call_exception_handler))
+        self._destroyed_hooks = kept
+
+    def _unhook_destroyed(self) -> None:
+        for ref, hook in self._destroyed_hooks:
+            loop = ref()
+            if loop is not None:
+                remove_instance_attr(loop, "call_exception_handler", hook)
+        self._destroyed_hooks = []
+
+    def _note_destroyed(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks_before or task_is_own(task) or len(self.never_resumable_found) >= MAX_TASK_LEAKS:
+            return
+        if any(record.task_id == id(task) for record in self.never_resumable_found):
+            return
+        record = never_resumable_record(task, self.session.now())
+        self.never_resumable_found.append(record)
+        self._never_emitted.add(record.task_id)
+        self.session.emit(record)
 
     def _is_leaked_task(self, task: asyncio.Task[Any]) -> bool:
         return (

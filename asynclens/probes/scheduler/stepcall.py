@@ -61,6 +61,9 @@ class PyTaskFields:
     lints' histograms (docs/lints.md), which the C type keeps as arrays."""
 
     __slots__ = (*TASK_FIELDS, "step_hist", "wait_hist")
+    slow_steps: int
+    step_hist: list[int]
+    wait_hist: list[int]
 
     def count_step(self, elapsed: int, delay: int) -> None:
         """A step's time and its ready->run wait, into the lints' counters."""
