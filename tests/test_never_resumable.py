@@ -280,3 +280,40 @@ def test_pytest_ini_turns_it_into_a_warning(pytester: pytest.Pytester, monkeypat
     result.assert_outcomes(passed=4, warnings=1)
     bad = pytester.runpytest("--asynclens", "--asynclens-never-resumable=sometimes", "-p", "no:cacheprovider")
     bad.stderr.fnmatch_lines(["*--asynclens-never-resumable*'sometimes' is not one of fail, warn, ignore*"])
+
+
+def test_the_findings_reach_every_output(tmp_path: Any) -> None:
+    """JSON lines, the text report of the file, the HTML report's notes, the Chrome trace's
+    lints track and OTLP spans with an event: never-resumable and busy-yield alike."""
+    import json
+
+    from asynclens.sinks._otlp_encode import encode_spans
+
+    async def spinner() -> None:
+        for _ in range(150):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with asynclens.span("request"):
+            loop.create_task(stuck_on_future(), name="stuck")
+            await loop.create_task(spinner(), name="spinner")
+
+    paths = [tmp_path / "t.jsonl", tmp_path / "t.html", tmp_path / "t.json"]
+    with asynclens.session(sinks=[str(p) for p in paths], lag=False):
+        asyncio.run(main())
+    run_ = asynclens.read_jsonl(str(paths[0]))
+    kinds = [r.kind for r in run_.records if r.kind in ("never_resumable", "busy_yield")]
+    assert sorted(kinds) == ["busy_yield", "never_resumable"]
+    html = paths[1].read_text()
+    assert "task &#x27;stuck&#x27; will never finish" in html or "task 'stuck' will never finish" in html
+    trace = json.loads(paths[2].read_text())
+    lints = [e for e in trace["traceEvents"] if e.get("cat") in ("never_resumable", "busy_yield")]
+    assert {e["ph"] for e in lints} == {"i"} and {e["args"]["task"] for e in lints} == {"stuck", "spinner"}
+    found = [r for r in run_.records if r.kind in ("never_resumable", "busy_yield")]
+    spans = encode_spans(found, resource={})["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert sorted((s["name"], s["events"][0]["name"]) for s in spans) == [
+        ("asynclens.busy_yield", "asynclens.busy_yield"),
+        ("asynclens.never_resumable", "asynclens.never_resumable"),
+    ]
+    assert all(s["parentSpanId"] for s in spans)  # under the span that created the task
