@@ -89,6 +89,7 @@ static PyObject *no_held;          /* steps.NO_HELD */
 static PyObject *get_running_loop_fn, *current_task_fn; /* asyncio's, set by configure_spans() */
 static PyObject *current_task_of(PyObject *loop);
 
+static PyObject *s_busy_seen, *s_busy_finished;
 static PyObject *s_describe, *s_explaining_wait, *s_cancelled, *s_exception, *s_emit_task, *s_done_state, *s_finishing_task;
 static PyObject *s_self, *s_get_coro, *s_task_factory, *s_eager_start, *s_coro, *s_source_traceback, *s_tracking_task,
     *s_recording_lineage, *s_fold, *s_snapshot, *s_end, *s_long_step_ended,
@@ -130,6 +131,12 @@ get_optional_attr(PyObject *obj, PyObject *name, PyObject **result)
 
 /* ------------------------------------------------------------ TaskFields */
 
+/* The lints' constants: the same as probes/scheduler/lints.py's (a test compares them). */
+#define HIST_BUCKETS 24
+#define HIST_SHIFT 10
+#define SLOW_STEP_NS 10000000LL
+#define BUSY_MIN_STEPS 100
+
 typedef struct {
     PyObject_HEAD
     PyObject *ls;
@@ -162,6 +169,13 @@ typedef struct {
     long long max_sched_earlier;
     long long blocked_ns;
     long long cpu_ns;
+    /* lints (docs/lints.md): wake-ups, those the task scheduled itself, steps over
+     * SLOW_STEP_NS, and log2 histograms of step time and ready->run wait */
+    long long wakes;
+    long long self_wakes;
+    long long slow_steps;
+    unsigned int step_hist[HIST_BUCKETS];
+    unsigned int wait_hist[HIST_BUCKETS];
     char done;
 } TaskFields;
 
@@ -178,6 +192,7 @@ typedef struct {
     PyObject *creating;
     PyObject *creating_coro;
     PyObject *book;
+    PyObject *timer_owner;
     long long origin;
     long long window_due;
     long long step_budget;
@@ -192,7 +207,7 @@ static PyTypeObject TaskFieldsType, LoopFieldsType, StepCallType, CallSoonHookTy
 
 #define TASK_OBJECTS(X) \
     X(ls) X(outer) X(jobs) X(call) X(held) X(offcpu) X(x) X(span) X(task_ref) X(parent) X(parent_task_id) X(site) X(name)
-#define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker) X(creating) X(creating_coro) X(book)
+#define LOOP_OBJECTS(X) X(now) X(cpu) X(delays) X(probe) X(running) X(waker) X(creating) X(creating_coro) X(book) X(timer_owner)
 
 static PyObject *
 task_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -230,7 +245,84 @@ static PyMemberDef task_fields_members[] = {
     LL_MEMBER(TaskFields, max_sched_earlier)
     LL_MEMBER(TaskFields, blocked_ns)
     LL_MEMBER(TaskFields, cpu_ns)
+    LL_MEMBER(TaskFields, wakes)
+    LL_MEMBER(TaskFields, self_wakes)
+    LL_MEMBER(TaskFields, slow_steps)
     {"done", AL_BOOL, offsetof(TaskFields, done), 0, NULL},
+    {NULL},
+};
+
+/* A step of ``elapsed`` ns that waited ``delay`` ns for the loop: the lints' counters. */
+static inline int
+hist_bucket(long long ns)
+{
+    unsigned long long v = ns > 0 ? (unsigned long long)ns >> HIST_SHIFT : 0;
+    int b = 0;
+    while (v && b < HIST_BUCKETS - 1) {
+        v >>= 1;
+        b++;
+    }
+    return b;
+}
+
+static inline void
+count_step(TaskFields *st, long long elapsed, long long delay)
+{
+    if (elapsed >= SLOW_STEP_NS)
+        st->slow_steps++;
+    st->step_hist[hist_bucket(elapsed)]++;
+    st->wait_hist[hist_bucket(delay)]++;
+}
+
+static PyObject *
+task_fields_count_step(TaskFields *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "count_step(elapsed, delay)");
+        return NULL;
+    }
+    long long elapsed = PyLong_AsLongLong(args[0]), delay = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    count_step(self, elapsed, delay);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hist_tuple(const unsigned int *hist)
+{
+    PyObject *out = PyTuple_New(HIST_BUCKETS);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        PyObject *n = PyLong_FromUnsignedLong(hist[i]);
+        if (n == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, n);
+    }
+    return out;
+}
+
+static PyObject *
+task_fields_step_histogram(TaskFields *self, PyObject *unused)
+{
+    return hist_tuple(self->step_hist);
+}
+
+static PyObject *
+task_fields_wait_histogram(TaskFields *self, PyObject *unused)
+{
+    return hist_tuple(self->wait_hist);
+}
+
+static PyMethodDef task_fields_methods[] = {
+    {"count_step", (PyCFunction)(void (*)(void))task_fields_count_step, METH_FASTCALL,
+     "count_step(elapsed, delay): a step's time and its ready->run wait, into the lints' counters"},
+    {"step_histogram", (PyCFunction)task_fields_step_histogram, METH_NOARGS,
+     "step times as log2 buckets (bucket 0: under 1024 ns; bucket i: [512 << i, 1024 << i) ns)"},
+    {"wait_histogram", (PyCFunction)task_fields_wait_histogram, METH_NOARGS, "ready->run waits, the same buckets"},
     {NULL},
 };
 
@@ -498,6 +590,7 @@ step_end(TaskFields *st, LoopFields *ls, PyObject *task)
         long long elapsed = t - st->start_ns;
         if (elapsed >= ls->part_ns && call_method_ll2((PyObject *)st, s_long_step_ended, st->start_ns, t) < 0)
             return -1;
+        count_step(st, elapsed, st->start_ns - st->step_ready);
         long long nested = st->nested_ns;
         if (nested) {
             st->run_ns += elapsed - nested;
@@ -896,6 +989,11 @@ wake_task(CallSoonHook *hook, LoopFields *ls, PyObject *callback, PyObject *owne
             goto error;
         long long origin = ls->origin;
         st->ready_ns = (0 < origin && origin < t) ? origin : t;
+        st->wakes++;
+        if (ls->running == st_obj || ls->timer_owner == st_obj) { /* woken by itself (docs/lints.md) */
+            if (++st->self_wakes == BUSY_MIN_STEPS && call_method_discard(ls->probe, s_busy_seen, st_obj, NULL) < 0)
+                report_error(ls, s_marking_ready);
+        }
         if (st->last_end_ns && (ls->running != Py_None || ls->waker != Py_None || one_arg))
             explain_wait(st, one_arg ? arg : Py_None, ls);
     }
@@ -1389,6 +1487,7 @@ static PyTypeObject TaskFieldsType = {
     .tp_traverse = (traverseproc)task_fields_traverse,
     .tp_clear = (inquiry)task_fields_clear,
     .tp_members = task_fields_members,
+    .tp_methods = task_fields_methods,
 };
 
 static PyTypeObject LoopFieldsType = {
@@ -1703,6 +1802,15 @@ finished_unrecorded(LoopFields *ls, TaskFields *st, PyObject *task, long long t)
     Py_XDECREF(error);
     if (failed)
         return 0;
+    if (st->self_wakes >= BUSY_MIN_STEPS) {
+        PyObject *pt = PyLong_FromLongLong(t);
+        if (pt == NULL)
+            return -1;
+        int rc = call_method_discard(book->probe, s_busy_finished, (PyObject *)st, pt);
+        Py_DECREF(pt);
+        if (rc < 0)
+            report_error(ls, s_finishing_task);
+    }
     st->done = 1;
     book->finished++;
     long long life = t - st->created_ns;
@@ -2689,6 +2797,8 @@ PyInit__core(void)
     INTERN(s_emit_task, "_emit_task")
     INTERN(s_done_state, "done")
     INTERN(s_finishing_task, "finishing a task")
+    INTERN(s_busy_seen, "busy_seen")
+    INTERN(s_busy_finished, "busy_finished")
     INTERN(s_task_factory, "_task_factory")
     INTERN(s_eager_start, "eager_start")
     INTERN(s_coro, "coro")
@@ -2745,6 +2855,13 @@ PyInit__core(void)
             Py_DECREF(m);
             return NULL;
         }
+    }
+    if (PyModule_AddIntConstant(m, "HIST_BUCKETS", HIST_BUCKETS) < 0
+        || PyModule_AddIntConstant(m, "HIST_SHIFT", HIST_SHIFT) < 0
+        || PyModule_AddIntConstant(m, "SLOW_STEP_NS", (long)SLOW_STEP_NS) < 0
+        || PyModule_AddIntConstant(m, "BUSY_MIN_STEPS", BUSY_MIN_STEPS) < 0) {
+        Py_DECREF(m);
+        return NULL;
     }
     return m;
 }

@@ -482,6 +482,11 @@ class TaskRecord(Record):
     parent_task: str | None = None
     creation_site: str | None = None
     async_stack: tuple[str, ...] = ()
+    #: step ("poll") times and ready→run waits as log2 buckets (docs/lints.md; trailing
+    #: empty buckets left out), and the steps of at least 10 ms
+    step_histogram: tuple[int, ...] = ()
+    wait_histogram: tuple[int, ...] = ()
+    slow_steps: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,3 +565,67 @@ class SchedSnapshot(Record):
     tasks: int = 0
     #: the window's ready→run delays as ``Histogram.to_dict()`` (mergeable, exported as a histogram)
     ready_histogram: Mapping[str, Any] | None = None
+
+
+# --------------------------------------------------------------------- lints
+# (the tokio-console-style findings of docs/lints.md)
+
+
+@dataclass(frozen=True, slots=True)
+class NeverResumable(Record):
+    """A pending task that can never be resumed: the future it waits on (and the task
+    itself) is held by nothing that could resolve or cancel it: no callback, handle,
+    other live task, thread or global (see ``docs/lints.md``). "Will never finish",
+    where a task :class:`Leak` is "still running".
+
+    ``suspended_at`` is the innermost program line it is suspended at, ``waiting_on``
+    the awaited future's type, ``creation_site`` the line that created the task and
+    ``trace_id``/``span_id``/``span_name`` the span it was created in.
+    """
+
+    kind: ClassVar[str] = "never_resumable"
+    task_id: int
+    name: str
+    found_ns: int
+    coro: str = ""
+    suspended_at: str | None = None
+    waiting_on: str = ""
+    created_ns: int | None = None
+    creation_site: str | None = None
+    trace_id: int | None = _optional_hex_id(32)
+    span_id: int | None = _optional_hex_id(16)
+    span_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BusyYield(Record):
+    """A task that mostly woke itself (``await asyncio.sleep(0)`` in a loop, a zero-timeout
+    poll): at least 100 of its wake-ups, and more than half of all of them, were scheduled
+    by its own steps (see ``docs/lints.md``). One per task, when it finishes (``state``
+    as in :class:`TaskRecord`) or at session end (``"pending"``).
+
+    ``line`` is the program line it yielded at when it crossed the threshold; ``run_ns``
+    the time its steps ran (``cpu_ns`` its thread CPU time, when the probe reads it).
+    """
+
+    kind: ClassVar[str] = "busy_yield"
+    task_id: int
+    name: str
+    found_ns: int
+    coro: str = ""
+    line: str | None = None
+    steps: int = 0
+    wakes: int = 0
+    self_wakes: int = 0
+    run_ns: int = 0
+    cpu_ns: int | None = None
+    state: str = "pending"
+    creation_site: str | None = None
+    trace_id: int | None = _optional_hex_id(32)
+    span_id: int | None = _optional_hex_id(16)
+    span_name: str | None = None
+
+    @property
+    def self_wake_share(self) -> float:
+        """The share of its wake-ups the task scheduled itself."""
+        return self.self_wakes / self.wakes if self.wakes else 0.0

@@ -548,6 +548,14 @@ class Session:
         probe = self.probe("handles")
         return (self._guard("handles.open_handles", probe.open_handles) or []) if probe is not None else []
 
+    def never_resumable(self) -> list[Any]:
+        """Pending tasks that can never be resumed, found now by reachability (nothing
+        holds the future they wait on, or them), as
+        :class:`~asynclens.records.NeverResumable` records; empty without the
+        ``handles`` probe or after the session ended. See ``docs/lints.md``."""
+        probe = self.probe("handles")
+        return (self._guard("handles.never_resumable", probe.never_resumable) or []) if probe is not None else []
+
     def statistics(self) -> SessionStatistics:
         """Counters: records emitted/dropped, sinks disabled, probe statistics, …"""
         buffered = len(self._buffer)

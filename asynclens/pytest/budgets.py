@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 LEAK_MODES = ("fail", "warn", "ignore")
-FINDING_KINDS = ("stall", "leak", "sched")
+FINDING_KINDS = ("stall", "leak", "sched", "never_resumable", "busy_yield")
+#: the lints' findings (docs/lints.md), each judged by its own fail|warn|ignore mode
+LINT_FINDINGS = ("never_resumable", "busy_yield")
 _STACK_LINES = 8
 
 
@@ -103,8 +105,11 @@ class Finding:
     record: Any = field(default=None, compare=False, repr=False)
 
     def headline(self) -> str:
-        at = f" at {short_frame(self.where)}" if self.where else ""
         note = f" ({self.note})" if self.note else ""
+        if self.kind == "never_resumable":  # no duration: it would be forever
+            at = f", created at {short_frame(self.where)}" if self.where else ""
+            return f"{self.what}{at}{note}"
+        at = f" at {short_frame(self.where)}" if self.where else ""
         return f"{self.what} {format_ns(self.duration_ns)}{at}{note}"
 
     def context(self) -> str:
@@ -264,6 +269,45 @@ def _sched_snapshot(record: Any) -> Finding | None:
     )
 
 
+def _never_resumable(record: Any) -> Finding:
+    name = _text(getattr(record, "name", None)) or "?"
+    coro = _text(getattr(record, "coro", None)) or "?"
+    waiting_on = _text(getattr(record, "waiting_on", None)) or "future"
+    return Finding(
+        kind="never_resumable",
+        duration_ns=0,
+        start_ns=int(getattr(record, "found_ns", 0) or 0),
+        what=f"task {name!r} ({coro}) will never finish: nothing holds the {waiting_on} it awaits",
+        where=_text(getattr(record, "creation_site", None)),
+        span=_text(getattr(record, "span_name", None)),
+        task=name,
+        description=f"task {name!r} ({coro})",
+        waiting=_text(getattr(record, "suspended_at", None)),
+        record=record,
+    )
+
+
+def _busy_yield(record: Any) -> Finding:
+    name = _text(getattr(record, "name", None)) or "?"
+    wakes = int(getattr(record, "wakes", 0) or 0)
+    own = int(getattr(record, "self_wakes", 0) or 0)
+    cpu = getattr(record, "cpu_ns", None)
+    burned = int(cpu if cpu is not None else getattr(record, "run_ns", 0) or 0)
+    share = f"{own / wakes:.0%}" if wakes else "?"
+    steps = int(getattr(record, "steps", 0) or 0)
+    return Finding(
+        kind="busy_yield",
+        duration_ns=burned,
+        start_ns=int(getattr(record, "found_ns", 0) or 0),
+        what=f"task {name!r} busy-yields: {steps} steps, {share} woken by itself, running for",
+        where=_text(getattr(record, "line", None)) or _text(getattr(record, "creation_site", None)),
+        span=_text(getattr(record, "span_name", None)),
+        task=name,
+        description=f"task {name!r} ({_text(getattr(record, 'coro', None)) or '?'})",
+        record=record,
+    )
+
+
 def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
     """Every stall, leak and scheduling delay in ``records`` as findings.
 
@@ -275,6 +319,7 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
     leaks: list[Finding] = []
     task_records: list[Any] = []
     snapshots: list[Finding] = []
+    lints: list[Finding] = []
     for record in records:
         kind = getattr(record, "kind", None)
         if kind == "span":
@@ -290,11 +335,15 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
             snapshot = _sched_snapshot(record)
             if snapshot is not None:
                 snapshots.append(snapshot)
+        elif kind == "never_resumable":
+            lints.append(_never_resumable(record))
+        elif kind == "busy_yield":
+            lints.append(_busy_yield(record))
     tasks: list[Finding] = []
     if task_records:
         span_names = {r.span_id: r.name for r in records if getattr(r, "kind", None) == "span"}
         tasks = [_task(record, span_names) for record in task_records]
-    return stalls + leaks + (tasks or snapshots)
+    return stalls + leaks + (tasks or snapshots) + lints
 
 
 # ------------------------------------------------------------------ allow rules
@@ -302,7 +351,8 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
 
 @dataclass(frozen=True)
 class AllowRule:
-    """A known stall, leak or delay not to fail on: ``[stall:|leak:|sched:]pattern``.
+    """A known stall, leak or delay not to fail on:
+    ``[stall:|leak:|sched:|never_resumable:|busy_yield:]pattern``.
 
     The pattern (shell-style wildcards) matches a finding when it matches
 
@@ -380,8 +430,8 @@ def _module_matches(module: str | None, pattern: str) -> bool:
 class Policy:
     """The limits a test runs under: from options and ini, overridden by its marker.
 
-    ``None`` limits mean "report, do not fail". ``leaks`` is one of ``fail``,
-    ``warn``, ``ignore``.
+    ``None`` limits mean "report, do not fail". ``leaks``, ``never_resumable`` and
+    ``busy_yield`` are each one of ``fail``, ``warn``, ``ignore``.
     """
 
     max_stall_ns: int | None = None
@@ -389,6 +439,8 @@ class Policy:
     max_sched_delay_ns: int | None = None
     allow: tuple[AllowRule, ...] = ()
     enabled: bool = True
+    never_resumable: str = "fail"
+    busy_yield: str = "ignore"  # "warn"/"fail" need the scheduler probe, which the plugin then turns on
 
 
 @dataclass
@@ -419,6 +471,9 @@ def _over(finding: Finding, policy: Policy) -> str | None:
     if finding.kind == "sched":
         limit = policy.max_sched_delay_ns
         return "fail" if limit is not None and finding.duration_ns > limit else None
+    if finding.kind in LINT_FINDINGS:
+        mode = getattr(policy, finding.kind)
+        return None if mode == "ignore" else str(mode)
     return None
 
 
@@ -469,6 +524,13 @@ def render_findings(findings: Sequence[Finding], policy: Policy) -> str:
             )
         elif kind == "leak":
             head = f"{count} leaked handle{'s' if count > 1 else ''} (leaks={policy.leaks!r})"
+        elif kind == "never_resumable":
+            head = (
+                f"{count} task{'s' if count > 1 else ''} that will never finish"
+                f" (never_resumable={policy.never_resumable!r})"
+            )
+        elif kind == "busy_yield":
+            head = f"{count} busy-yield task{'s' if count > 1 else ''} (busy_yield={policy.busy_yield!r})"
         else:
             limit = policy.max_sched_delay_ns
             head = "scheduling delay" + (

@@ -45,7 +45,9 @@ from .window import Window
 __all__ = ["AsyncLensWarning", "Lens"]
 
 _MARKER = "asynclens"
-_MARKER_KEYS = ("max_stall", "leaks", "max_sched_delay", "allow", "enabled")
+_MARKER_KEYS = ("max_stall", "leaks", "max_sched_delay", "allow", "enabled", "never_resumable", "busy_yield")
+#: the lints (docs/lints.md): option/ini/marker name -> default mode
+_LINT_DEFAULTS = {"never_resumable": "fail", "busy_yield": "ignore"}
 _TOP = 10
 _OWN_SESSION_HINT = (
     "this test opened an asynclens session while the plugin's was recording it: mark it "
@@ -88,11 +90,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail a test in which a ready task waited longer than this to run (ini: asynclens_max_sched_delay)",
     )
     group.addoption(
+        "--asynclens-never-resumable",
+        metavar="fail|warn|ignore",
+        default=None,
+        help="what a task left that can never be resumed does (ini: asynclens_never_resumable; default fail)",
+    )
+    group.addoption(
+        "--asynclens-busy-yield",
+        metavar="fail|warn|ignore",
+        default=None,
+        help="what a task that mostly woke itself (sleep(0) loops) does; fail or warn turn the scheduler probe on "
+        "(ini: asynclens_busy_yield; default ignore)",
+    )
+    group.addoption(
         "--asynclens-allow",
         metavar="RULE",
         action="append",
         default=None,
-        help="a known stall/leak not to fail on: [stall:|leak:|sched:]pattern, pattern a module, "
+        help="a known stall/leak not to fail on: [stall:|leak:|sched:|never_resumable:|busy_yield:]pattern, "
+        "pattern a module, "
         "module:function, path or handle description (repeatable; ini: asynclens_allow, one per line)",
     )
     group.addoption(
@@ -105,6 +121,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("asynclens_max_stall", "fail tests whose event loop was blocked longer than this", default="")
     parser.addini("asynclens_leaks", "fail|warn|ignore handles left open by a test", default="")
     parser.addini("asynclens_max_sched_delay", "fail tests in which a ready task waited longer than this", default="")
+    parser.addini("asynclens_never_resumable", "fail|warn|ignore tasks that can never be resumed", default="")
+    parser.addini("asynclens_busy_yield", "fail|warn|ignore tasks that mostly woke themselves", default="")
     parser.addini(
         "asynclens_allow", "known stalls/leaks not to fail on, one rule per line", type="linelist", default=[]
     )
@@ -137,6 +155,13 @@ class Settings:
             leaks = "warn" if leaks is None else str(leaks).strip().lower()
             if leaks not in LEAK_MODES:
                 raise ValueError(f"{where}: {leaks!r} is not one of fail, warn, ignore")
+            lint_modes = {}
+            for lint, default in _LINT_DEFAULTS.items():
+                mode, where = pick(f"asynclens_{lint}", f"asynclens_{lint}")
+                mode = default if mode is None else str(mode).strip().lower()
+                if mode not in LEAK_MODES:
+                    raise ValueError(f"{where}: {mode!r} is not one of fail, warn, ignore")
+                lint_modes[lint] = mode
             rules = [AllowRule.parse(r, "asynclens_allow (ini file)") for r in config.getini("asynclens_allow")]
             rules += [AllowRule.parse(r, "--asynclens-allow") for r in config.getoption("asynclens_allow") or ()]
         except (DurationError, AllowRuleError, ValueError) as exc:
@@ -144,7 +169,14 @@ class Settings:
         trace_dir, _ = pick("asynclens_trace_dir", "asynclens_trace_dir")
         return cls(
             every_test=bool(config.getoption("asynclens") or config.getini("asynclens")),
-            defaults=Policy(max_stall_ns=max_stall_ns, leaks=leaks, max_sched_delay_ns=delay_ns, allow=tuple(rules)),
+            defaults=Policy(
+                max_stall_ns=max_stall_ns,
+                leaks=leaks,
+                max_sched_delay_ns=delay_ns,
+                allow=tuple(rules),
+                never_resumable=lint_modes["never_resumable"],
+                busy_yield=lint_modes["busy_yield"],
+            ),
             trace_dir=os.path.abspath(str(trace_dir)) if trace_dir else None,
         )
 
@@ -181,11 +213,14 @@ def policy_for(item: pytest.Item, defaults: Policy) -> tuple[Policy, bool]:
             max_sched_delay_ns=_limit(values, "max_sched_delay", defaults.max_sched_delay_ns, where),
             allow=defaults.allow + tuple(rules),
             enabled=bool(values.get("enabled", True)),
+            never_resumable=str(values.get("never_resumable", defaults.never_resumable)).lower(),
+            busy_yield=str(values.get("busy_yield", defaults.busy_yield)).lower(),
         )
     except DurationError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if policy.leaks not in LEAK_MODES:
-        raise pytest.UsageError(f"{where}: leaks={policy.leaks!r} is not one of fail, warn, ignore")
+    for key in ("leaks", *_LINT_DEFAULTS):
+        if getattr(policy, key) not in LEAK_MODES:
+            raise pytest.UsageError(f"{where}: {key}={getattr(policy, key)!r} is not one of fail, warn, ignore")
     return policy, True
 
 
@@ -483,7 +518,8 @@ def _trace_paths(base: str) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "asynclens(max_stall=None, leaks=None, max_sched_delay=None, allow=(), enabled=True): "
+        "asynclens(max_stall=None, leaks=None, max_sched_delay=None, allow=(), enabled=True, "
+        "never_resumable='fail', busy_yield='ignore'): "
         "record this test in an asynclens session and fail it on stalls, leaks or scheduling delay",
     )
     config.pluginmanager.register(AsyncLensPlugin(config, Settings.from_config(config)), "asynclens-plugin")

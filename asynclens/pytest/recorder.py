@@ -152,12 +152,12 @@ class Recorder:
 
 def session_options(policies: Iterable[tuple[Policy, bool]]) -> dict[str, Any]:
     """Stall threshold low enough for the strictest ``max_stall``; the scheduler
-    probe only where a test asks about scheduling delay; no I/O rates (nothing judges a
+    probe only where a test asks about scheduling delay or busy-yield tasks; no I/O rates (nothing judges a
     test on them, and their readiness-event hook would cost every new loop)."""
     threshold = _DEFAULT_STALL_THRESHOLD
     scheduler = False
     for policy, uses_lens in policies:
         if policy.max_stall_ns is not None:
             threshold = min(threshold, max(_MIN_STALL_THRESHOLD, policy.max_stall_ns / 1e9))
-        scheduler = scheduler or uses_lens or policy.max_sched_delay_ns is not None
+        scheduler = scheduler or uses_lens or policy.max_sched_delay_ns is not None or policy.busy_yield != "ignore"
     return {"stall_threshold": threshold, "scheduler": scheduler, "io_rates": False}

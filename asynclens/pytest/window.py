@@ -9,6 +9,7 @@ each); :class:`~.lens.Lens` is what the ``lens`` fixture hands the test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..probes._tasks import pending_tasks
 from ..probes.handles import patches as _handle_patches
+from ..probes.handles.never_resumable import find_never_resumable, never_resumable_record
 from ..probes.handles.registry import task_is_own
 from ..records import Record, Span
 from ..session import Session
@@ -33,7 +35,7 @@ __all__ = ["Window"]
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 #: record kinds a test's findings come from (``task`` records also need the spans)
-_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
+_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched", "never_resumable", "busy_yield"})
 _ABANDONED = "still pending when its loop was shut down (asyncio.run() or Runner.close() cancelled it)"
 
 
@@ -70,6 +72,7 @@ class Window:
         self._judged_records: list[Any] = []  # of collected, those of _JUDGED_KINDS
         self._has_tasks = False
         self.leak_records: list[Any] = []
+        self.never_resumable: list[Any] = []  # NeverResumable records of this test's tasks (docs/lints.md)
         self.pending_tasks: list[Any] = []
         self.abandoned: list[Any] = []  # tasks asyncio.run() (or a Runner) cancelled in this window
         self.tasks_seen: set[int] = set()  # ids of the tasks judged here (leaked or not)
@@ -117,6 +120,7 @@ class Window:
             return
         self.settle()
         self._sync()
+        self._note_never_resumable(self._open_loops())
         self.ended = True
         self.end_ns = session.now()
         recorder.windows.append((self.start_ns, self.end_ns, self.nodeid))
@@ -187,11 +191,55 @@ class Window:
         session = self.session
         if session is None or self.ended:
             return
+        self._note_never_resumable([loop])
         try:
             for task in self._new_tasks(pending_tasks(loop)):
                 self.abandoned.append(AsLeak(task_leak_of(task, session.start_ns, _ABANDONED)))
         except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
             session.internal_error("listing the tasks asyncio.run() left", exc)
+
+    def _note_never_resumable(self, loops: Sequence[Any]) -> None:
+        """Find the tasks of ``loops`` this test left that can never be resumed: a
+        finding of their own ("will never finish"), so not also pending-task leaks."""
+        session = self.session
+        if session is None or self.ended:
+            return
+        fixture_tasks = self.recorder.fixture_tasks if self.recorder is not None else ()
+        reported = self.recorder.reported if self.recorder is not None else ()
+        for loop in loops:
+            try:
+                if loop.is_closed() or not pending_tasks(loop):
+                    continue
+                stuck = find_never_resumable(loop)  # no list of the loop's tasks held meanwhile
+                now = session.now()
+                for task in stuck:
+                    task_id = id(task)
+                    born = created_ns_of(task)
+                    # a task made in this window is this test's, whatever an id set says (ids of
+                    # collected tasks come back)
+                    if (
+                        any(r.task_id == task_id for r in self.never_resumable)
+                        or (born is not None and born < self.start_ns)
+                        or (born is None and (task_id in self.tasks_seen or task_id in reported))
+                        or task_id in fixture_tasks
+                        or task_is_own(task)
+                    ):
+                        continue
+                    self.tasks_seen.add(task_id)
+                    record = never_resumable_record(task, now)
+                    if record.creation_site is None:  # the plugin's own note of where it was made
+                        leak = task_leak_of(task, session.start_ns, "")
+                        record = dataclasses.replace(
+                            record,
+                            creation_site=leak.site,
+                            trace_id=leak.trace_id,
+                            span_id=leak.span_id,
+                            span_name=leak.span_name,
+                        )
+                    self.never_resumable.append(record)
+                del stuck
+            except Exception as exc:  # noqa: BLE001 - counted by the session, never raised into the test
+                session.internal_error("looking for tasks that can never be resumed", exc)
 
     def _gc_closed(self) -> list[Any]:
         """The handle registry's handles opened in this window that only the garbage
@@ -254,6 +302,7 @@ class Window:
         """Tasks the test body started and left pending are leaks even if the loop's
         shutdown cancels them during teardown (fixtures' tasks were started in setup)."""
         current = current_task_id()
+        self._note_never_resumable(self._open_loops())
         if self.tasks_before_call is not None:
             # the cheap look first: the loops' own task lists; the registry only if needed
             now = self._pending_tasks()
@@ -396,9 +445,14 @@ class Window:
         start = self.start_ns
         records = self._sync()
         source = records if self._has_tasks else self._judged_records  # task findings name their span
-        if not source and not self.leak_records:
+        if not source and not self.leak_records and not self.never_resumable:
             return []
-        found = findings_from([*source, *self.leak_records], end)
+        # a task the handle probe found never resumable too is reported once
+        mine = {r.task_id for r in self.never_resumable}
+        source = [
+            r for r in source if getattr(r, "kind", None) != "never_resumable" or getattr(r, "task_id", None) not in mine
+        ]
+        found = findings_from([*source, *self.leak_records, *self.never_resumable], end)
         for finding in found:
             if finding.kind == "stall" and finding.start_ns < start and id(finding.record) not in self.late:
                 owner = self.recorder.owner_of(finding.start_ns) if self.recorder is not None else None
@@ -434,7 +488,9 @@ class Window:
             self.rule_hits[rule] = self.rule_hits.get(rule, 0) + hits
         return verdict
 
-    def judge_new(self, kinds: Sequence[str] = ("stall", "leak", "sched")) -> Verdict:
+    def judge_new(
+        self, kinds: Sequence[str] = ("stall", "leak", "sched", "never_resumable", "busy_yield")
+    ) -> Verdict:
         """Judge the findings of ``kinds`` not judged before (each counts once)."""
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]
         if not fresh:

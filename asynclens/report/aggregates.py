@@ -18,6 +18,7 @@ from typing import Any
 from ..records import Record, Span
 from . import breakdown as _bd
 from .leaks import endpoints
+from .lints import LINT_KINDS, LintAggregates
 
 __all__ = ["NameStats", "SpanAggregates"]
 
@@ -114,6 +115,7 @@ class SpanAggregates:
         self.io_by_span: dict[str, list[int]] = {}
         self._busiest: list[tuple[int, int, Any]] = []
         self.other_kinds: Counter[str] = Counter()
+        self.lints = LintAggregates()  # never-resumable and busy-yield tasks, step histograms
 
     def add_batch(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -263,6 +265,7 @@ class SpanAggregates:
                     name = str(getattr(record, "name", "?"))
                     self.outlived.append([name, str(getattr(record, "span_name", None) or "?"), by, span_id, done])
             self.tasks_inherited += bool(getattr(record, "inherited_context", False))
+            self.lints.add_task(record)
         elif kind == "step":
             self.steps += 1
         elif kind == "gc":
@@ -309,6 +312,8 @@ class SpanAggregates:
             events = getattr(record, "events", None)
             if isinstance(events, int):
                 self.io_events = (self.io_events or 0) + events
+        elif kind in LINT_KINDS:
+            self.lints.add(record)
         elif isinstance(kind, str) and kind not in ("session", "session_end", "span_event"):
             self.other_kinds[kind] += 1
 

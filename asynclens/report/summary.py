@@ -19,6 +19,7 @@ from . import breakdown as _bd
 from .aggregates import NameStats, SpanAggregates
 from .frames import clean_frame, clean_path
 from .leaks import group_leaks
+from .lints import lint_lines
 from .rundata import RunData
 
 __all__ = [
@@ -330,6 +331,7 @@ def render_summary(
         shown = sum(len(g.members) for g in groups)
         if a.leaks > shown:
             lines.append(st.dim(f"  … and {a.leaks - shown} more handles"))
+    lines.extend(lint_lines(a.lints, st.bad, st.head))
     if "handles" not in by_probe:
         io_lines = _io_lines(a, wall_ns)
         if io_lines:

@@ -218,6 +218,10 @@ def _record_attrs(record: Any, names: Sequence[str]) -> list[tuple[str, Any]]:
 _STALL_FIELDS = ("cause", "file", "line", "function", "task", "cpu_ns", "sampled", "stack", "async_stack", "span_name")
 _GC_FIELDS = ("generation", "collected", "uncollectable", "task", "span_name")
 _EXECUTOR_FIELDS = ("function", "thread_id", "error_type")
+_LINT_FIELDS = {
+    "never_resumable": ("name", "coro", "suspended_at", "waiting_on", "creation_site", "span_name"),
+    "busy_yield": ("name", "coro", "line", "steps", "wakes", "self_wakes", "run_ns", "cpu_ns", "state", "creation_site", "span_name"),
+}
 _LEAK_FIELDS = ("handle_kind", "description", "site", "closed_by", "stack", "span_name", "bytes_sent", "bytes_received", "ops")
 
 
@@ -235,6 +239,9 @@ def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | N
         submit = getattr(record, "submit_ns", record.start_ns)
         name, start, end, fields = f"asynclens.executor_job {getattr(record, 'function', '?')}", submit, record.end_ns, _EXECUTOR_FIELDS
         extra = [("asynclens.queue_wait_ns", record.start_ns - submit), ("asynclens.run_ns", record.end_ns - record.start_ns)]
+    elif kind in _LINT_FIELDS:  # a finding (docs/lints.md): an instant under the span that created the task
+        name, start, end, fields = f"asynclens.{kind}", record.found_ns, record.found_ns, _LINT_FIELDS[kind]
+        extra = []
     elif kind == "leak":
         start = getattr(record, "open_ns", 0)
         close = getattr(record, "close_ns", None)
@@ -247,10 +254,14 @@ def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | N
     if not trace_id:
         trace_id, parent_id = _derived_id(128, session_id, kind), None
     span_id = _derived_id(64, session_id, kind, start, end, getattr(record, "loop_id", None), getattr(record, "handle_id", None), getattr(record, "thread_id", None))
+    if kind in _LINT_FIELDS:  # several findings share an instant: one span per task
+        span_id = _derived_id(64, session_id, kind, start, getattr(record, "task_id", None))
     attrs = attributes(_record_attrs(record, fields) + extra)
     out = _span_dict(trace_id, span_id, parent_id, name, 1, start + offset, end + offset, attrs)
     if kind == "executor_job" and getattr(record, "error_type", None):
         out["status"] = {"code": _STATUS_ERROR, "message": str(record.error_type)}
+    if kind in _LINT_FIELDS:
+        out["events"] = [{"timeUnixNano": str(start + offset), "name": name, "attributes": attrs}]
     return out
 
 

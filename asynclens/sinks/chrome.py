@@ -437,6 +437,48 @@ def _span_args(span: Any) -> dict[str, Any]:
     return args
 
 
+def _lint_events(b: _Builder, part: RunPart) -> None:
+    """The lints' findings (docs/lints.md) as instant events on a "lints" track."""
+    records = part.of("never_resumable") + part.of("busy_yield")
+    if not records:
+        return
+    tid = b.tid(part, "lints", 2)
+    for r in records:
+        if r.kind == "never_resumable":
+            name = f"never resumable: task {r.name!r}"
+            args = {
+                "task": r.name,
+                "coro": r.coro,
+                "suspended_at": r.suspended_at,
+                "waiting_on": r.waiting_on,
+                "created_at": r.creation_site,
+                "span": r.span_name,
+            }
+        else:
+            name = f"busy-yield: task {r.name!r}"
+            args = {
+                "task": r.name,
+                "line": r.line,
+                "steps": r.steps,
+                "self_wake_share": round(r.self_wakes / r.wakes, 3) if r.wakes else None,
+                "run_ms": _ms(r.run_ns),
+                "cpu_ms": _ms(r.cpu_ns),
+                "span": r.span_name,
+            }
+        b.events.append(
+            {
+                "name": name,
+                "cat": r.kind,
+                "ph": "i",
+                "s": "t",
+                "ts": b.ts(part, r.found_ns),
+                "pid": b.pid(part),
+                "tid": tid,
+                "args": _compact(args),
+            }
+        )
+
+
 def render_chrome(data: RunData) -> dict[str, Any]:
     """The Chrome trace (JSON object format) of ``data``."""
     b = _Builder(data)
@@ -450,6 +492,7 @@ def render_chrome(data: RunData) -> dict[str, Any]:
         b.gc(part)
         b.executor(part)
         b.counters(part, loops)
+        _lint_events(b, part)
     return {
         "traceEvents": b.events,
         "displayTimeUnit": "ms",

@@ -336,6 +336,26 @@ def blind_spots(data: RunData) -> list[str]:
     return recorded_blind_spots(data)
 
 
+def _lint_notes(data: RunData) -> list[str]:
+    """The lints' findings (docs/lints.md), one note each, at the top of the report."""
+    notes = []
+    for part in data.parts:
+        for r in part.of("never_resumable")[:20]:
+            notes.append(
+                f"task {r.name!r} will never finish: suspended at {r.suspended_at or '?'} on a"
+                f" {r.waiting_on or 'future'} nothing holds (created at {r.creation_site or '?'}"
+                + (f", span {r.span_name}" if r.span_name else "")
+                + ")"
+            )
+        for r in part.of("busy_yield")[:20]:
+            share = r.self_wakes / r.wakes if r.wakes else 0.0
+            notes.append(
+                f"task {r.name!r} busy-yields at {r.line or r.creation_site or '?'}: {r.steps} steps,"
+                f" {share:.0%} woken by itself"
+            )
+    return notes
+
+
 def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
     """The JSON data the report's script renders (exposed for tests); ``summary`` is the
     text the session printed, else the one the records tell."""
@@ -355,6 +375,7 @@ def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
         notes.append(f"the stalls table lists the {len(stalls)} longest of {stall_total} stalls")
     if leak_total > len(leaks):
         notes.append(f"the leaks table lists {len(leaks)} of {leak_total} leaks")
+    notes.extend(_lint_notes(data))
     lag = _lag(data, origin)
     kinds = data.kinds()
     if leak_total:  # a connection once, not as its socket and its transport

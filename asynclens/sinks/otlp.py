@@ -49,7 +49,7 @@ __all__ = ["OtlpExportError", "OtlpSink"]
 logger = logging.getLogger("asynclens")
 
 _DEFAULT_ENDPOINT = "http://localhost:4318"
-_TRACE_KINDS = frozenset({"span", "stall", "gc", "executor_job", "leak"})
+_TRACE_KINDS = frozenset({"span", "stall", "gc", "executor_job", "leak", "never_resumable", "busy_yield"})
 _MAX_TRACE_MAP = 50_000
 
 

@@ -38,13 +38,14 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...records import HandleRecord, IoRates, Leak
+from ...records import HandleRecord, IoRates, Leak, NeverResumable
 from .._attrs import instance_attr, remove_instance_attr
 from .._patch import Patch
 from .._tasks import pending_tasks
 from . import patches as _handle_patches
 from . import tcp_counters as _tcp_counters
 from .registry import KINDS, TASK, TRANSPORT, Entry, Registry, is_closed, task_is_own
+from .never_resumable import find_never_resumable, never_resumable_record
 from .task_leaks import task_leak
 from .text import handle_line, io_lines, left_open
 from .transport_io import count_transport_io, remove_hooks
@@ -107,6 +108,11 @@ class HandleProbe:
         self._tasks_before: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._tasks_reported: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._task_leaks: list[Leak] = []
+        #: tasks that can never be resumed, found when asyncio.run() ended, at session end,
+        #: or when the garbage collector destroyed them pending
+        self.never_resumable_found: list[NeverResumable] = []
+        self._destroyed_hooks: list[tuple[weakref.ref[Any], Any]] = []
+        self._never_emitted: set[int] = set()  # task ids of those emitted when destroyed
         self._event_hooks: list[tuple[weakref.ref[Any], Any, list[int]]] = []
         self._events_closed = 0
         self._events_lock = threading.Lock()  # (_event_hooks, _events_closed) change together
@@ -147,6 +153,7 @@ class HandleProbe:
                 not_measured(self.name, loop, "no hooks for this loop type; its sockets are tracked", what="transports")
         if self.count_io and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._count_events(loop)
+        self._hook_destroyed(loop)
 
     def stop(self) -> None:
         if not self._active:
@@ -158,11 +165,18 @@ class HandleProbe:
             self._io_thread.join()
         self._tcp_due = 0  # the last window reads every connection
         self.emit_io_window()
+        for loop in list(self._loops):  # before the leaks: a task that never finishes is not "pending"
+            if not loop.is_closed():
+                self._note_never_resumable(loop)
+        for record in self.never_resumable_found:
+            if record.task_id not in self._never_emitted:
+                self.session.emit(record)
         self.leaks = self._collect_leaks()
         for leak in self.leaks:
             self.session.emit(leak)
         self._emit_closed_survivors()
         self._uncount_events()
+        self._unhook_destroyed()
         self._unhook_transports()
         self._active = False
         self.registry.on_collected = None
@@ -269,12 +283,103 @@ class HandleProbe:
         """``asyncio.run()`` is about to cancel ``loop``'s leftover tasks: report them."""
         if loop not in self._loops:
             return  # a loop the session never watched: its tasks may predate the session
+        self._note_never_resumable(loop)
         for task in pending_tasks(loop):
             if self._is_leaked_task(task) and len(self._task_leaks) < MAX_TASK_LEAKS:
                 self._tasks_reported.add(task)
                 self._task_leaks.append(
                     task_leak(self.session.start_ns, task, "still pending when asyncio.run() finished (cancelled by it)")
                 )
+
+    def never_resumable(self) -> list[NeverResumable]:
+        """The pending tasks of the open loops that can never be resumed, found now
+        (``Session.never_resumable()``; see docs/lints.md)."""
+        if not self._active:
+            return []
+        found = []
+        for loop in list(self._loops):
+            if not loop.is_closed():
+                found.extend(self._never_resumable_of(loop))
+        return found
+
+    def _never_resumable_of(self, loop: asyncio.AbstractEventLoop) -> list[NeverResumable]:
+        try:
+            stuck = find_never_resumable(loop)
+            now = self.session.now()
+            return [
+                never_resumable_record(task, now)
+                for task in stuck
+                if task not in self._tasks_before and not task_is_own(task)
+            ]
+        except Exception as exc:
+            self.session.internal_error("looking for tasks that can never be resumed", exc)
+            return []
+
+    def _note_never_resumable(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the tasks of ``loop`` that can never be resumed (emitted at the end), and
+        leave them out of the pending tasks: they will never finish, not "still running"."""
+        found = self._never_resumable_of(loop)
+        if not found:
+            return
+        by_id = {id(task): task for task in pending_tasks(loop)}
+        known = {record.task_id for record in self.never_resumable_found}
+        for record in found:
+            task = by_id.get(record.task_id)
+            if task is None or record.task_id in known or len(self.never_resumable_found) >= MAX_TASK_LEAKS:
+                continue
+            self._tasks_reported.add(task)
+            self.never_resumable_found.append(record)
+
+    def _hook_destroyed(self, loop: Any) -> None:
+        """Hear of a task the garbage collector destroys while pending (asyncio reports
+        it to the loop's exception handler): nothing held it, so nothing could ever have
+        resumed it. Its record is made then, while the task still exists."""
+        if instance_attr(loop, "call_exception_handler") is not None:
+            return  # someone else's hook: leave it alone
+        handler = type(loop).call_exception_handler
+        ref = weakref.ref(loop)
+
+        def call_exception_handler(context: Any) -> Any:
+            try:
+                task = context.get("task") if isinstance(context, dict) else None
+                if (
+                    self._active
+                    and isinstance(task, asyncio.Task)
+                    and not task.done()
+                    and "destroyed but it is pending" in str(context.get("message", ""))
+                ):
+                    self._note_destroyed(task)
+            except Exception as exc:
+                self.session_error("noting a task destroyed pending", exc)
+            return handler(ref(), context)
+
+        loop.call_exception_handler = call_exception_handler
+        kept = []
+        for old_ref, hook in self._destroyed_hooks:  # one per open loop, not per loop ever seen
+            old = old_ref()
+            if old is not None and old.is_closed():
+                remove_instance_attr(old, "call_exception_handler", hook)
+            elif old is not None:
+                kept.append((old_ref, hook))
+        kept.append((ref, call_exception_handler))
+        self._destroyed_hooks = kept
+
+    def _unhook_destroyed(self) -> None:
+        for ref, hook in self._destroyed_hooks:
+            loop = ref()
+            if loop is not None:
+                remove_instance_attr(loop, "call_exception_handler", hook)
+        self._destroyed_hooks = []
+
+    def _note_destroyed(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks_before or task_is_own(task) or len(self.never_resumable_found) >= MAX_TASK_LEAKS:
+            return
+        if any(record.task_id == id(task) for record in self.never_resumable_found):
+            return
+        record = never_resumable_record(task, self.session.now())
+        self.never_resumable_found.append(record)
+        self._never_emitted.add(record.task_id)
+        self.session.emit(record)
 
     def _is_leaked_task(self, task: asyncio.Task[Any]) -> bool:
         return (
@@ -452,9 +557,14 @@ class HandleProbe:
             for e, obj in self.registry.open_entries()
             if only is None or (KINDS[e.kind], e.hid) in only
         ]
+        stuck: set[int] = set()
+        for loop in list(self._loops):
+            if not loop.is_closed():
+                stuck.update(r.task_id for r in self._never_resumable_of(loop))
         for task in self._open_tasks():
             if only is None or (KINDS[TASK], id(task)) in only:
-                leak = task_leak(self.session.start_ns, task, "pending")
+                note = "pending, and can never be resumed" if id(task) in stuck else "pending"
+                leak = task_leak(self.session.start_ns, task, note)
                 records.append(HandleRecord(**{f: getattr(leak, f) for f in _FIELDS}))
         records.sort(key=lambda r: (r.open_ns, r.handle_id))
         return records

@@ -12,6 +12,7 @@ from typing import Any
 from ..._native import core
 from .critical import done_call, explain_wait
 from .stepcall import finish_task
+from .lints import BUSY_MIN_STEPS
 from .steps import ATTR, FOLD_EVERY, LoopState, StepCall, TaskState
 
 __all__ = ["Timed", "make_call_soon"]
@@ -45,6 +46,11 @@ def _to_schedule(ls: LoopState, callback: Any, arg: Any, one_arg: bool) -> Any:
                     t = ls.now()
                     origin = ls.origin
                     st.ready_ns = origin if 0 < origin < t else t
+                    st.wakes += 1
+                    if st is ls.running or st is ls.timer_owner:  # woken by itself (docs/lints.md)
+                        st.self_wakes += 1
+                        if st.self_wakes == BUSY_MIN_STEPS:
+                            ls.probe.busy_seen(st)
                     if st.last_end_ns and (ls.running is not None or ls.waker is not None or one_arg):
                         explain_wait(st, arg, ls)
                 if type(callback) is not StepCall:
@@ -93,7 +99,7 @@ def _make_call_later(ls: LoopState, original: Callable[..., Any]) -> Callable[..
     def call_later(delay: Any, callback: Any, *args: Any, context: Any = None) -> Any:
         if type(callback) is not Timed and ls.active:
             try:
-                callback = Timed(callback, now() + int(delay * 1e9), ls)
+                callback = Timed(callback, now() + int(delay * 1e9), ls, ls.running if delay <= 0 else None)
             except Exception:  # a bad delay is the loop's to reject, with its own message
                 pass
         return original(delay, callback, *args, context=context)
@@ -107,7 +113,8 @@ def _make_call_at(ls: LoopState, original: Callable[..., Any], loop_time: Callab
     def call_at(when: Any, callback: Any, *args: Any, context: Any = None) -> Any:
         if type(callback) is not Timed and ls.active:
             try:
-                callback = Timed(callback, now() + int((when - loop_time()) * 1e9), ls)
+                due = int((when - loop_time()) * 1e9)
+                callback = Timed(callback, now() + due, ls, ls.running if due <= 0 else None)
             except Exception:
                 pass
         return original(when, callback, *args, context=context)
@@ -117,14 +124,17 @@ def _make_call_at(ls: LoopState, original: Callable[..., Any], loop_time: Callab
 
 class Timed:
     """A timer callback that knows when it was due: measures its lateness and
-    makes wake-ups it schedules count as ready from the due time."""
+    makes wake-ups it schedules count as ready from the due time. A zero-delay
+    timer knows the task that set it (``owner``): a wake-up of that task it
+    schedules is the task's own (a zero-timeout poll, docs/lints.md)."""
 
-    __slots__ = ("callback", "due_ns", "ls")
+    __slots__ = ("callback", "due_ns", "ls", "owner")
 
-    def __init__(self, callback: Any, due_ns: int, ls: LoopState) -> None:
+    def __init__(self, callback: Any, due_ns: int, ls: LoopState, owner: TaskState | None = None) -> None:
         self.callback = callback
         self.due_ns = due_ns
         self.ls = ls
+        self.owner = owner
 
     def __call__(self, *args: Any) -> Any:
         ls = self.ls
@@ -134,10 +144,13 @@ class Timed:
         ls.timer_lateness.record(max(0, start - self.due_ns))
         previous = ls.origin
         ls.origin = self.due_ns
+        owner = ls.timer_owner
+        ls.timer_owner = self.owner
         try:
             return self.callback(*args)
         finally:
             ls.origin = previous
+            ls.timer_owner = owner
             end = ls.now()
             if end - start >= ls.part_ns:
                 ls.add_part(start, end, None, self.callback)

@@ -47,6 +47,7 @@ from .breakdown import SpanBreakdown
 from .gc import GcWatcher
 from .jobs import ExecutorJobs
 from .lineage import async_stack, creation_chain
+from .lints import BUSY_MIN_STEPS, busy_record, is_busy, suspended_line, trim
 from .steps import ATTR, NO_HELD, NO_X, LoopState, TaskState, state_of_done, task_state_of
 from .tally import NameTally, breakdown_line, hist_line
 
@@ -153,6 +154,9 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
         self._init_jobs()
         self.snapshots = 0
         self._worst_sched = (0, "")
+        # busy-yield suspects: where each yielded when it crossed BUSY_MIN_STEPS (docs/lints.md)
+        self._busy_lines: weakref.WeakKeyDictionary[TaskState, str | None] = weakref.WeakKeyDictionary()
+        self.busy_found = 0
         self._ready_total = Histogram()
         self._timer_total = Histogram()
 
@@ -359,8 +363,34 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
                 break
             frame = frame.f_back
 
+    # -------------------------------------------------------------- lints
+
+    def busy_seen(self, st: TaskState) -> None:
+        """The hooks: ``st``'s task scheduled its own wake-up for the
+        :data:`~.lints.BUSY_MIN_STEPS`-th time, from its step (or a zero-delay timer of
+        its own), which has already suspended: where it yields, kept for the finding."""
+        try:
+            if len(self._busy_lines) < 1000:
+                self._busy_lines[st] = suspended_line(st.task_ref() if st.task_ref is not None else None)
+        except Exception as exc:
+            self.internal_error("noting a busy task", exc)
+
+    def busy_finished(self, st: TaskState, t: int, state: str = "done") -> None:
+        """A task that woke itself at least BUSY_MIN_STEPS times finished (or the session
+        ends while it is pending): a BusyYield record when most of its wake-ups were its own."""
+        try:
+            line = self._busy_lines.pop(st, None)
+            if is_busy(st) and self.busy_found < 1000:
+                self.busy_found += 1
+                task = st.task_ref() if st.task_ref is not None else None
+                self._emit(busy_record(st, task, t, line, state))
+        except Exception as exc:
+            self.internal_error("reporting a busy task", exc)
+
     def task_finished(self, st: TaskState, state: str, t: int) -> None:
         """Called by the step machinery when a task finishes ``"done"``, ``"cancelled"`` or in ``"error"``."""
+        if st.self_wakes >= BUSY_MIN_STEPS:
+            self.busy_finished(st, t, state)
         self._tasks_finished += 1
         mode = self.task_records
         if mode == "notable":
@@ -431,6 +461,9 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
                 parent_name,
                 f"{site[0].co_filename}:{site[1]} in {site[0].co_name}" if site is not None else None,
                 stack,
+                trim(st.step_histogram()),
+                trim(st.wait_histogram()),
+                st.slow_steps,
             )
         )
 
@@ -452,6 +485,8 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
             st = task_state_of(task)
             if st is None or st.ls is not ls or st.done or task.done():
                 continue
+            if st.self_wakes >= BUSY_MIN_STEPS:
+                self.busy_finished(st, end, "pending")
             self._emit_task(st, "pending", end, task_stack(task))
 
     # ------------------------------------------------------------ windows

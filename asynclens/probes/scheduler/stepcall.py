@@ -20,16 +20,23 @@ TASK_FIELDS = (
     "task_ref", "parent", "parent_task_id", "site", "name",
     "created_ns", "ready_ns", "start_ns", "last_end_ns", "run_ns", "sched_ns", "io_ns", "exec_ns",
     "steps", "cpu_start", "max_sched_ns", "nested_ns", "step_ready", "first_ns", "max_sched_earlier", "blocked_ns",
-    "cpu_ns", "done",
+    "cpu_ns", "done", "wakes", "self_wakes", "slow_steps",
 )  # fmt: skip
 #: The fields of a loop's state that every step and wake-up touches.
 LOOP_FIELDS = (
     "now", "cpu", "delays", "probe", "running", "waker", "creating", "creating_coro", "book",
     "origin", "window_due", "step_budget", "part_ns", "tasks", "window_tasks", "unexplained", "active",
+    "timer_owner",
 )  # fmt: skip
 
 #: Ready->run delays collected per loop before they are folded into its histogram.
 FOLD_EVERY = 512
+#: The lints' histograms (lints.py holds the same, with their meaning; C hard-codes them).
+HIST_BUCKETS = 24
+HIST_LAST = HIST_BUCKETS - 1
+HIST_SHIFT = 10
+SLOW_STEP_NS = 10_000_000
+_PY_FIELDS = core is None  # the task states are PyTaskFields (their histograms are lists)
 
 
 def state_of_done(task: Any) -> str:
@@ -51,9 +58,28 @@ def finish_task(st: Any, task: Any, t: int) -> None:
 
 
 class PyTaskFields:
-    """The pure-Python :class:`TaskFields`: slots only (``TaskState`` sets them)."""
+    """The pure-Python :class:`TaskFields`: slots (``TaskState`` sets them), and the
+    lints' histograms (docs/lints.md), which the C type keeps as arrays."""
 
-    __slots__ = TASK_FIELDS
+    __slots__ = (*TASK_FIELDS, "step_hist", "wait_hist")
+    slow_steps: int
+    step_hist: list[int]
+    wait_hist: list[int]
+
+    def count_step(self, elapsed: int, delay: int) -> None:
+        """A step's time and its ready->run wait, into the lints' counters."""
+        if elapsed >= SLOW_STEP_NS:
+            self.slow_steps += 1
+        self.step_hist[min(HIST_LAST, (elapsed >> HIST_SHIFT).bit_length()) if elapsed > 0 else 0] += 1
+        self.wait_hist[min(HIST_LAST, (delay >> HIST_SHIFT).bit_length()) if delay > 0 else 0] += 1
+
+    def step_histogram(self) -> tuple[int, ...]:
+        """Step times as log2 buckets (see ``lints.HIST_BUCKETS``)."""
+        return tuple(self.step_hist)
+
+    def wait_histogram(self) -> tuple[int, ...]:
+        """Ready->run waits, the same buckets."""
+        return tuple(self.wait_hist)
 
 
 class PyLoopFields:
@@ -139,6 +165,15 @@ class PyStepCall:
                     elapsed = t - st.start_ns
                     if elapsed >= ls.part_ns:
                         st.long_step_ended(st.start_ns, t)
+                    if _PY_FIELDS:  # st.count_step inlined (a method call per step costs ~0.3 µs)
+                        if elapsed >= SLOW_STEP_NS:
+                            st.slow_steps += 1
+                        bucket = (elapsed >> HIST_SHIFT).bit_length()
+                        st.step_hist[bucket if bucket < HIST_LAST else HIST_LAST] += 1
+                        bucket = ((st.start_ns - st.step_ready) >> HIST_SHIFT).bit_length()
+                        st.wait_hist[bucket if bucket < HIST_LAST else HIST_LAST] += 1
+                    else:  # a compiled TaskState (the tests drive this class with both)
+                        st.count_step(elapsed, st.start_ns - st.step_ready)
                     nested = st.nested_ns
                     if nested:
                         st.run_ns += elapsed - nested

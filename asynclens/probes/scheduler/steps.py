@@ -34,7 +34,7 @@ from typing import Any
 from ...records import TaskStep
 from ...stats import Histogram
 from .._attrs import remove_instance_attr
-from .stepcall import FOLD_EVERY, LoopFields, StepCall, TaskFields, state_of_done
+from .stepcall import FOLD_EVERY, HIST_BUCKETS, LoopFields, PyTaskFields, StepCall, TaskFields, state_of_done
 
 __all__ = [
     "ATTR", "NO_HELD", "NO_X", "LoopState", "StepCall", "TaskState", "state_of_done", "take_all", "task_state_of",
@@ -97,6 +97,7 @@ class LoopState(LoopFields):
         self.creating_coro: Any = None
         self.book: Any = None  # the compiled TaskMaker that counts this loop's quiet finished tasks
         self.waker: TaskState | None = None  # the finished task whose done callback runs now
+        self.timer_owner: TaskState | None = None  # the task that set the zero-delay timer running now
         self.unexplained = 0  # waits on a task that had run before the wait began
         # Steps and timer callbacks that ran at least part_ns: (start, end, TaskState or None,
         # timer callback or None, the thread's CPU clock at the end when the watchdog sampled
@@ -206,6 +207,7 @@ class LoopState(LoopFields):
         return ready, timers, steps, tasks
 
 
+_PY_FIELDS = TaskFields is PyTaskFields
 _take_lock = threading.RLock()  # re-entrant: a gc callback or finalizer may run inside
 
 
@@ -262,6 +264,12 @@ class TaskState(TaskFields):
         self.held: tuple[int, str | None] = NO_HELD  # the longest explained wait, and who ended it
         self.call: StepCall | None = None  # reused for the next wake-up once it has run
         self.name: str | None = None  # the task's name, kept from its first long step (stalls name it)
+        self.wakes = 0  # wake-ups stamped ready; self_wakes: of those, scheduled by the task itself
+        self.self_wakes = 0
+        self.slow_steps = 0
+        if _PY_FIELDS:  # the C type keeps them as arrays
+            self.step_hist = [0] * HIST_BUCKETS
+            self.wait_hist = [0] * HIST_BUCKETS
 
     # ----------------------------------------------------------- the steps
 
@@ -309,6 +317,7 @@ class TaskState(TaskFields):
         elapsed = t - start
         if elapsed >= ls.part_ns:
             self.long_step_ended(start, t)
+        self.count_step(elapsed, start - self.step_ready)
         nested = self.nested_ns
         if nested:  # eager child steps ran inside this one: the task waited meanwhile
             self.run_ns += elapsed - nested
