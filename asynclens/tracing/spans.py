@@ -429,7 +429,7 @@ class span:  # noqa: N801 - used like a function: ``with asynclens.span("x"):``
 # ----------------------------------------------------------------------- trace
 
 
-def _traced_function(func: Callable[..., Any], name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+def _traced_function(func: Callable[..., Any], name: str, attrs: dict[str, Any] | None) -> Callable[..., Any]:
     def traced(*args: Any, **kwargs: Any) -> Any:
         session = _context.active
         if session is None:
@@ -447,7 +447,7 @@ def _traced_function(func: Callable[..., Any], name: str, attrs: Mapping[str, An
 
 
 def _traced_coroutine_function(
-    func: Callable[..., Any], name: str, attrs: Mapping[str, Any] | None
+    func: Callable[..., Any], name: str, attrs: dict[str, Any] | None
 ) -> Callable[..., Any]:
     async def traced(*args: Any, **kwargs: Any) -> Any:
         # Runs when the coroutine is first awaited, so the span covers the body, not creation.
@@ -601,7 +601,7 @@ def _decorate(func: Any, name: str | None, attrs: Mapping[str, Any] | None) -> A
     return wrapt.FunctionWrapper(func, wrapper)
 
 
-def _proxy_wrapper(name: str, attrs: Mapping[str, Any] | None) -> Callable[..., Any]:
+def _proxy_wrapper(name: str, attrs: dict[str, Any] | None) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _context.active is None:
             return wrapped(*args, **kwargs)
