@@ -33,7 +33,7 @@ __all__ = ["Window"]
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 #: record kinds a test's findings come from (``task`` records also need the spans)
-_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched"})
+_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched", "resource_wait"})
 _ABANDONED = "still pending when its loop was shut down (asyncio.run() or Runner.close() cancelled it)"
 
 
@@ -434,7 +434,7 @@ class Window:
             self.rule_hits[rule] = self.rule_hits.get(rule, 0) + hits
         return verdict
 
-    def judge_new(self, kinds: Sequence[str] = ("stall", "leak", "sched")) -> Verdict:
+    def judge_new(self, kinds: Sequence[str] = ("stall", "leak", "sched", "wait")) -> Verdict:
         """Judge the findings of ``kinds`` not judged before (each counts once)."""
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]
         if not fresh:
