@@ -88,8 +88,8 @@ def summary_lines(
     for name, (count, io, measured, waits) in ranked:
         parts = []
         for rid, ns in sorted(waits.items(), key=lambda kv: -kv[1]):
-            r = by_id.get(rid)
-            what = (f"{r.resource_kind} at {r.site}" if r.site else r.resource_kind) if r is not None else "?"
+            found = by_id.get(rid)
+            what = (f"{found.resource_kind} at {found.site}" if found.site else found.resource_kind) if found else "?"
             # a wait ends when the loop delivers the hand-over: at most the I/O wait it explains
             parts.append(f"{format_ns(min(ns, io) if measured else ns)} waiting on {what}")
         head = f"    span {name!r}" + (f" ({count}x)" if count > 1 else "")
