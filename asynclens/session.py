@@ -217,7 +217,8 @@ class Session:
         self._wake = _ReentrantEvent()  # set by the hot path at _wake_at buffered items, or by close()
         self._wake_at = -1  # a buffer length: never, unless start() says otherwise
         self._flusher: threading.Thread | None = None
-        self.coverage = Coverage(p.name for p in self._probes)
+        # a probe that needs no loop (resources: class patches only) misses nothing on an unseen one
+        self.coverage = Coverage(p.name for p in self._probes if getattr(p, "watches_loops", True))
         self._failed_probes: set[str] = set()
         self._watcher = LoopWatcher(self._attach_loop, on_error=self.internal_error, on_unseen=self.coverage.unseen)
         self._executor_context = ExecutorContext()

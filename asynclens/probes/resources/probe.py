@@ -77,6 +77,8 @@ class ResourceProbe:
     (``0``: sampled only when ``sample_queues()`` is called, and at the end)."""
 
     name = "resources"
+    #: its patches are on the classes: a loop the session never saw is measured all the same
+    watches_loops = False
 
     def __init__(self, *, queue_interval: float = 1.0) -> None:
         self.queue_interval = queue_interval
