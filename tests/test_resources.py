@@ -304,3 +304,54 @@ def test_the_option_turns_the_probe_off() -> None:
     _, sink = run_planted(asyncio.new_event_loop, plant_lock, resources=False)
     assert of(sink, ResourceStats) == []
     assert asyncio.Lock.__init__ is asyncio.Lock.__dict__["__init__"]
+
+
+def planted_records() -> list[Any]:
+    """A lock wait (in span 'handler') and a backlogged queue, recorded on a fake clock."""
+
+    async def body(clock: asynclens.FakeClock) -> None:
+        await plant_lock(clock)
+        probe = asynclens._state.context.active.probe("resources")
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for depth in range(BACKLOG_SAMPLES + 1):
+            for _ in range(BACKLOG_MIN_DEPTH):
+                queue.put_nowait(depth)
+            clock.advance(1000 * MS)
+            probe.sample_queues()
+
+    _, sink = run_planted(asyncio.new_event_loop, body)
+    assert sink.info is not None
+    return [sink.info, *sink.records]
+
+
+def test_the_chrome_trace_has_a_wait_track_queue_depth_and_backlog() -> None:
+    from asynclens.report.rundata import RunData
+    from asynclens.sinks.chrome import render_chrome
+
+    records = planted_records()
+    data = RunData()
+    data.begin(records[0])
+    data.add(records[1:])
+    events = render_chrome(data)["traceEvents"]
+    names = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert "resource waits" in names
+    (wait,) = [e for e in events if e.get("cat") == "resource" and e["ph"] == "X"]
+    assert wait["name"] == "wait on Lock" and wait["dur"] == 50_000 and wait["args"]["span"] == "handler"
+    assert any(e["ph"] == "C" and e["name"].startswith("queue depth") for e in events)
+    assert any(e["ph"] == "i" and e["name"].startswith("backlog: Queue") for e in events)
+
+
+def test_otlp_has_wait_events_on_their_spans_and_resource_spans() -> None:
+    import json
+
+    from asynclens.sinks._otlp_encode import encode_spans, encode_spans_json
+
+    records = planted_records()[1:]
+    payload = encode_spans(records, resource={"attributes": []})
+    assert json.loads(encode_spans_json(records, resource={"attributes": []}) or "{}") == json.loads(json.dumps(payload))
+    spans = payload["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    (handler,) = [s for s in spans if s["name"] == "handler"]
+    (event,) = handler["events"]
+    assert event["name"] == "asynclens.resource_wait"
+    names = {s["name"] for s in spans}
+    assert {"asynclens.resource_wait Lock", "asynclens.resource Lock", "asynclens.queue_backlog"} <= names
