@@ -629,3 +629,91 @@ class BusyYield(Record):
     def self_wake_share(self) -> float:
         """The share of its wake-ups the task scheduled itself."""
         return self.self_wakes / self.wakes if self.wakes else 0.0
+# ----------------------------------------------------------------- resources
+# (records of the resources probe: asyncio locks, semaphores, conditions, events, queues, barriers)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceStats(Record):
+    """One asyncio synchronisation object (``Lock``, ``Semaphore``, ``BoundedSemaphore``,
+    ``Condition``, ``Event``, ``Queue`` and its subclasses, ``Barrier``) that a task had to
+    wait on, or a queue that built a backlog, emitted at session end.
+
+    ``resource_kind`` is the class name; ``site`` is where it was created (``None`` when it
+    was created before the session). ``waits`` counts the waits (acquires that had to wait,
+    ``wait()`` calls, ``get()`` on an empty queue, ``put()`` on a full one; uncontended
+    acquires are not counted, so that they stay free), ``cancelled`` those cancelled while
+    waiting, ``waiting_at_end`` those still waiting at session end. A wait runs from its
+    start until the loop hands the object over (or cancels the waiter). ``max_waiters`` is the
+    most tasks waiting at once. For locks and semaphores, the longest hold seen after the first
+    wait (acquire to release): ``max_hold_ns`` and the holder's task, span and acquiring line.
+    For queues, ``puts``/``gets`` count ``put_nowait``/``get_nowait`` (``put``/``get`` go
+    through them) over the session, ``max_depth`` the deepest sample, and ``depth_times`` /
+    ``depths`` the last sampled depths.
+    """
+
+    kind: ClassVar[str] = "resource"
+    resource_id: int = field(default=0, metadata={"hex": 16})
+    resource_kind: str = ""
+    site: str | None = None
+    start_ns: int = 0
+    end_ns: int = 0
+    waits: int = 0
+    cancelled: int = 0
+    waiting_at_end: int = 0
+    wait_ns: int = 0
+    max_wait_ns: int = 0
+    max_waiters: int = 0
+    max_hold_ns: int | None = None
+    holder_task: str | None = None
+    holder_span_id: int | None = field(default=None, metadata={"hex": 16})
+    holder_span_name: str | None = None
+    holder_site: str | None = None
+    puts: int | None = None
+    gets: int | None = None
+    max_depth: int | None = None
+    depth_times: tuple[int, ...] = ()
+    depths: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceWait(Record):
+    """One wait on a resource (see :class:`ResourceStats`): ``operation`` is ``"acquire"``,
+    ``"wait"``, ``"get"`` or ``"put"``; ``site`` the line that waited; the span and task that
+    waited. The per-span attribution of I/O wait to resources sums these by ``span_id``."""
+
+    kind: ClassVar[str] = "resource_wait"
+    resource_id: int = field(default=0, metadata={"hex": 16})
+    resource_kind: str = ""
+    operation: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    cancelled: bool = False
+    site: str | None = None
+    resource_site: str | None = None
+    task: str | None = None
+    trace_id: int | None = field(default=None, metadata={"hex": 32})
+    span_id: int | None = field(default=None, metadata={"hex": 16})
+    span_name: str | None = None
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog(Record):
+    """A queue whose depth kept growing: it grew at every one of the last ``samples`` depth
+    samples (from ``start_depth`` at ``start_ns`` to ``end_depth`` at ``end_ns``). Emitted once
+    per episode; a new episode starts after the depth fell."""
+
+    kind: ClassVar[str] = "queue_backlog"
+    resource_id: int = field(default=0, metadata={"hex": 16})
+    resource_kind: str = ""
+    site: str | None = None
+    start_ns: int = 0
+    end_ns: int = 0
+    start_depth: int = 0
+    end_depth: int = 0
+    samples: int = 0
+    maxsize: int = 0

@@ -151,6 +151,8 @@ class Session:
         track_handles: the open-handle registry; ``io_rates=False`` keeps it from
             counting bytes and readiness events (no :class:`~asynclens.records.IoRates`).
         scheduler: the task step probe.
+        resources: the resources probe (waits on asyncio locks, semaphores, conditions,
+            events, queues, barriers; ``docs/resources.md``).
         name: a label for the run, written into the header.
 
     .. versionadded:: 0.1
@@ -172,6 +174,7 @@ class Session:
         track_handles: bool = True,
         io_rates: bool = True,
         scheduler: bool = True,
+        resources: bool = True,
         probes: Iterable[Probe] | None = None,
         name: str | None = None,
     ) -> None:
@@ -191,6 +194,7 @@ class Session:
             "track_handles": bool(track_handles),
             "io_rates": bool(io_rates),
             "scheduler": bool(scheduler),
+            "resources": bool(resources),
         }
         self._sinks: list[Sink] = resolve_sinks(sinks)
         self._probes: list[Probe] = list(probes) if probes is not None else _default_probes(self.options)
@@ -213,7 +217,8 @@ class Session:
         self._wake = _ReentrantEvent()  # set by the hot path at _wake_at buffered items, or by close()
         self._wake_at = -1  # a buffer length: never, unless start() says otherwise
         self._flusher: threading.Thread | None = None
-        self.coverage = Coverage(p.name for p in self._probes)
+        # a probe that needs no loop (resources: class patches only) misses nothing on an unseen one
+        self.coverage = Coverage(p.name for p in self._probes if getattr(p, "watches_loops", True))
         self._failed_probes: set[str] = set()
         self._watcher = LoopWatcher(self._attach_loop, on_error=self.internal_error, on_unseen=self.coverage.unseen)
         self._executor_context = ExecutorContext()
@@ -616,6 +621,10 @@ def _default_probes(options: Mapping[str, Any]) -> list[Probe]:
         from .probes.scheduler.probe import SchedulerProbe
 
         probes.append(SchedulerProbe())
+    if options.get("resources", False):
+        from .probes.resources.probe import ResourceProbe
+
+        probes.append(ResourceProbe())
     return probes
 
 

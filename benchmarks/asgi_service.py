@@ -114,6 +114,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bare": ("no instrumentation", ()),
     "asynclens": ("asynclens.session() defaults + AsgiMiddleware + @trace", ("asynclens",)),
     "asynclens-spans": ("asynclens spans only (probes off) + AsgiMiddleware + @trace", ("asynclens",)),
+    "asynclens-no-resources": ("asynclens defaults with resources=False + AsgiMiddleware + @trace", ("asynclens",)),
     "otel": (
         "OpenTelemetry SDK + ASGI middleware + AsyncioInstrumentor",
         ("opentelemetry.sdk.trace", "opentelemetry.instrumentation.asgi", "opentelemetry.instrumentation.asyncio"),
@@ -123,7 +124,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools")
 #: (variant, CPU-per-request ratio limit, label)
 BUDGETS = (("asynclens", 1.05, "asynclens default"), ("asynclens-spans", 1.02, "asynclens spans only"))
-NO_PROBES = {"lag": False, "track_handles": False, "scheduler": False}
+NO_PROBES = {"lag": False, "track_handles": False, "scheduler": False, "resources": False}
 #: Further asynclens.session() options of the asynclens variants (request_instructions.py scales
 #: the time-based ones to callgrind's slowdown).
 SESSION_OPTIONS: dict[str, Any] = {}
@@ -292,11 +293,13 @@ def build_app(inst: Instrumentation) -> Any:
 # (server process only; each imports its packages itself, so bare imports none)
 
 
-def _asynclens(probes: bool) -> Instrumentation:
+def _asynclens(probes: bool, resources: bool = True) -> Instrumentation:
     import asynclens
     from asynclens.integrations.asgi import AsgiMiddleware
 
     options: dict[str, Any] = dict(SESSION_OPTIONS) if probes else {**SESSION_OPTIONS, **NO_PROBES}
+    if not resources:
+        options["resources"] = False
 
     def traced(name: str) -> Decorator:
         return asynclens.trace(name=name)
@@ -389,6 +392,7 @@ INSTRUMENTATIONS: dict[str, Callable[[], Instrumentation]] = {
     "bare": Instrumentation,
     "asynclens": lambda: _asynclens(probes=True),
     "asynclens-spans": lambda: _asynclens(probes=False),
+    "asynclens-no-resources": lambda: _asynclens(probes=True, resources=False),
     "otel": _otel,
     "pyinstrument": _pyinstrument,
 }

@@ -122,7 +122,7 @@ def test_module_of_uses_sys_path(tmp_path: object, monkeypatch: pytest.MonkeyPat
 def test_allow_rule_parses_kind_prefix() -> None:
     rule = AllowRule.parse("stall: legacy.db:connect", "ini")
     assert rule.kinds == {"stall"} and rule.pattern == "legacy.db:connect"
-    assert AllowRule.parse("legacy.db", "ini").kinds == {"stall", "leak", "sched", "never_resumable", "busy_yield"}
+    assert AllowRule.parse("legacy.db", "ini").kinds == {"stall", "leak", "sched", "never_resumable", "busy_yield", "wait"}
 
 
 @pytest.mark.parametrize("text", ["", "   ", "leak:", 3])

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 LEAK_MODES = ("fail", "warn", "ignore")
-FINDING_KINDS = ("stall", "leak", "sched", "never_resumable", "busy_yield")
+FINDING_KINDS = ("stall", "leak", "sched", "never_resumable", "busy_yield", "wait")
 #: the lints' findings (docs/lints.md), each judged by its own fail|warn|ignore mode
 LINT_FINDINGS = ("never_resumable", "busy_yield")
 _STACK_LINES = 8
@@ -308,6 +308,24 @@ def _busy_yield(record: Any) -> Finding:
     )
 
 
+def _resource_wait(record: Any) -> Finding:
+    kind = _text(getattr(record, "resource_kind", None)) or "resource"
+    created = _text(getattr(record, "resource_site", None))
+    start = int(getattr(record, "start_ns", 0) or 0)
+    return Finding(
+        kind="wait",
+        duration_ns=int(getattr(record, "end_ns", start) or start) - start,
+        start_ns=start,
+        what=f"waited on {kind}" + (f" (created at {short_frame(created)})" if created else "") + " for",
+        where=_text(getattr(record, "site", None)),
+        span=_text(getattr(record, "span_name", None)),
+        task=_text(getattr(record, "task", None)),
+        frames=(created,) if created else (),
+        description=kind,
+        record=record,
+    )
+
+
 def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
     """Every stall, leak and scheduling delay in ``records`` as findings.
 
@@ -320,6 +338,7 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
     task_records: list[Any] = []
     snapshots: list[Finding] = []
     lints: list[Finding] = []
+    waits: list[Finding] = []
     for record in records:
         kind = getattr(record, "kind", None)
         if kind == "span":
@@ -339,11 +358,13 @@ def findings_from(records: Iterable[Any], end_ns: int) -> list[Finding]:
             lints.append(_never_resumable(record))
         elif kind == "busy_yield":
             lints.append(_busy_yield(record))
+        elif kind == "resource_wait":
+            waits.append(_resource_wait(record))
     tasks: list[Finding] = []
     if task_records:
         span_names = {r.span_id: r.name for r in records if getattr(r, "kind", None) == "span"}
         tasks = [_task(record, span_names) for record in task_records]
-    return stalls + leaks + (tasks or snapshots) + lints
+    return stalls + leaks + (tasks or snapshots) + lints + waits
 
 
 # ------------------------------------------------------------------ allow rules
@@ -438,6 +459,8 @@ class Policy:
     leaks: str = "warn"
     max_sched_delay_ns: int | None = None
     allow: tuple[AllowRule, ...] = ()
+    #: the longest a task may wait on an asyncio Lock, Semaphore, Queue, ... (resources probe)
+    max_lock_wait_ns: int | None = None
     enabled: bool = True
     never_resumable: str = "fail"
     busy_yield: str = "ignore"  # "warn"/"fail" need the scheduler probe, which the plugin then turns on
@@ -474,6 +497,9 @@ def _over(finding: Finding, policy: Policy) -> str | None:
     if finding.kind in LINT_FINDINGS:
         mode = getattr(policy, finding.kind)
         return None if mode == "ignore" else str(mode)
+    if finding.kind == "wait":
+        limit = policy.max_lock_wait_ns
+        return "fail" if limit is not None and finding.duration_ns > limit else None
     return None
 
 
@@ -531,6 +557,11 @@ def render_findings(findings: Sequence[Finding], policy: Policy) -> str:
             )
         elif kind == "busy_yield":
             head = f"{count} busy-yield task{'s' if count > 1 else ''} (busy_yield={policy.busy_yield!r})"
+        elif kind == "wait":
+            limit = policy.max_lock_wait_ns
+            head = f"{count} wait{'s' if count > 1 else ''} on asyncio resources" + (
+                f" over the {format_ns(limit)} limit (max_lock_wait)" if limit is not None else ""
+            )
         else:
             limit = policy.max_sched_delay_ns
             head = "scheduling delay" + (

@@ -45,7 +45,9 @@ from .window import Window
 __all__ = ["AsyncLensWarning", "Lens"]
 
 _MARKER = "asynclens"
-_MARKER_KEYS = ("max_stall", "leaks", "max_sched_delay", "allow", "enabled", "never_resumable", "busy_yield")
+_MARKER_KEYS = (
+    "max_stall", "leaks", "max_sched_delay", "max_lock_wait", "allow", "enabled", "never_resumable", "busy_yield"
+)  # fmt: skip
 #: the lints (docs/lints.md): option/ini/marker name -> default mode
 _LINT_DEFAULTS = {"never_resumable": "fail", "busy_yield": "ignore"}
 _TOP = 10
@@ -101,6 +103,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="what a task that mostly woke itself (sleep(0) loops) does; fail or warn turn the scheduler probe on "
         "(ini: asynclens_busy_yield; default ignore)",
+        "--asynclens-max-lock-wait",
+        metavar="DURATION",
+        default=None,
+        help="fail a test in which a task waited longer than this on an asyncio Lock, Semaphore, "
+        "Condition, Event, Queue or Barrier (ini: asynclens_max_lock_wait)",
     )
     group.addoption(
         "--asynclens-allow",
@@ -123,6 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("asynclens_max_sched_delay", "fail tests in which a ready task waited longer than this", default="")
     parser.addini("asynclens_never_resumable", "fail|warn|ignore tasks that can never be resumed", default="")
     parser.addini("asynclens_busy_yield", "fail|warn|ignore tasks that mostly woke themselves", default="")
+    parser.addini("asynclens_max_lock_wait", "fail tests in which a task waited longer than this on a lock, queue, ...", default="")
     parser.addini(
         "asynclens_allow", "known stalls/leaks not to fail on, one rule per line", type="linelist", default=[]
     )
@@ -151,6 +159,8 @@ class Settings:
             max_stall_ns = None if max_stall is None else parse_duration(max_stall, where)
             delay, where = pick("asynclens_max_sched_delay", "asynclens_max_sched_delay")
             delay_ns = None if delay is None else parse_duration(delay, where)
+            lock_wait, where = pick("asynclens_max_lock_wait", "asynclens_max_lock_wait")
+            lock_wait_ns = None if lock_wait is None else parse_duration(lock_wait, where)
             leaks, where = pick("asynclens_leaks", "asynclens_leaks")
             leaks = "warn" if leaks is None else str(leaks).strip().lower()
             if leaks not in LEAK_MODES:
@@ -173,6 +183,7 @@ class Settings:
                 max_stall_ns=max_stall_ns,
                 leaks=leaks,
                 max_sched_delay_ns=delay_ns,
+                max_lock_wait_ns=lock_wait_ns,
                 allow=tuple(rules),
                 never_resumable=lint_modes["never_resumable"],
                 busy_yield=lint_modes["busy_yield"],
@@ -211,6 +222,7 @@ def policy_for(item: pytest.Item, defaults: Policy) -> tuple[Policy, bool]:
             max_stall_ns=_limit(values, "max_stall", defaults.max_stall_ns, where),
             leaks=str(values.get("leaks", defaults.leaks)).lower(),
             max_sched_delay_ns=_limit(values, "max_sched_delay", defaults.max_sched_delay_ns, where),
+            max_lock_wait_ns=_limit(values, "max_lock_wait", defaults.max_lock_wait_ns, where),
             allow=defaults.allow + tuple(rules),
             enabled=bool(values.get("enabled", True)),
             never_resumable=str(values.get("never_resumable", defaults.never_resumable)).lower(),
@@ -397,7 +409,7 @@ class AsyncLensPlugin:
     def _judge_report(self, item: pytest.Item, run: Window, report: pytest.TestReport, when: str) -> None:
         if when == "call" and run.session is not None:
             run.settle()
-            found = run.judge_new(("stall", "sched"))  # leaks are judged after teardown
+            found = run.judge_new(("stall", "sched", "wait"))  # leaks are judged after teardown
             if found.failures:
                 self._fail(report, found.failure_message())
         if when in ("setup", "call") and report.failed and self.settings.trace_dir and run.session is not None:
@@ -518,8 +530,9 @@ def _trace_paths(base: str) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "asynclens(max_stall=None, leaks=None, max_sched_delay=None, allow=(), enabled=True, "
+        "asynclens(max_stall=None, leaks=None, max_sched_delay=None, max_lock_wait=None, allow=(), enabled=True, "
         "never_resumable='fail', busy_yield='ignore'): "
-        "record this test in an asynclens session and fail it on stalls, leaks or scheduling delay",
+        "record this test in an asynclens session and fail it on stalls, leaks, scheduling delay, waits on "
+        "asyncio resources and the lints",
     )
     config.pluginmanager.register(AsyncLensPlugin(config, Settings.from_config(config)), "asynclens-plugin")

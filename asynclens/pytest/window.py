@@ -35,7 +35,7 @@ __all__ = ["Window"]
 _TOP = 10
 _SETTLE_TIMEOUT_S = 0.2
 #: record kinds a test's findings come from (``task`` records also need the spans)
-_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched", "never_resumable", "busy_yield"})
+_JUDGED_KINDS = frozenset({"stall", "leak", "task", "sched", "never_resumable", "busy_yield", "resource_wait"})
 _ABANDONED = "still pending when its loop was shut down (asyncio.run() or Runner.close() cancelled it)"
 
 
@@ -489,7 +489,7 @@ class Window:
         return verdict
 
     def judge_new(
-        self, kinds: Sequence[str] = ("stall", "leak", "sched", "never_resumable", "busy_yield")
+        self, kinds: Sequence[str] = ("stall", "leak", "sched", "never_resumable", "busy_yield", "wait")
     ) -> Verdict:
         """Judge the findings of ``kinds`` not judged before (each counts once)."""
         fresh = [f for f in self.findings() if f.kind in kinds and id(f.record) not in self.judged]

@@ -222,6 +222,12 @@ _LINT_FIELDS = {
     "never_resumable": ("name", "coro", "suspended_at", "waiting_on", "creation_site", "span_name"),
     "busy_yield": ("name", "coro", "line", "steps", "wakes", "self_wakes", "run_ns", "cpu_ns", "state", "creation_site", "span_name"),
 }
+_WAIT_FIELDS = ("resource_kind", "operation", "site", "resource_site", "task", "cancelled", "span_name")
+_RESOURCE_FIELDS = (
+    "resource_kind", "site", "waits", "cancelled", "waiting_at_end", "wait_ns", "max_wait_ns", "max_waiters",
+    "max_hold_ns", "holder_task", "holder_span_name", "holder_site", "puts", "gets", "max_depth",
+)  # fmt: skip
+_BACKLOG_FIELDS = ("resource_kind", "site", "start_depth", "end_depth", "samples", "maxsize")
 _LEAK_FIELDS = ("handle_kind", "description", "site", "closed_by", "stack", "span_name", "bytes_sent", "bytes_received", "ops")
 
 
@@ -247,13 +253,24 @@ def _child_span(record: Any, session_id: str, offset: int) -> dict[str, Any] | N
         close = getattr(record, "close_ns", None)
         name, end, fields = f"asynclens.leak {getattr(record, 'handle_kind', '')}".rstrip(), close if close is not None else start, _LEAK_FIELDS
         extra = []
+    elif kind == "resource_wait":
+        name, start, end = f"asynclens.resource_wait {getattr(record, 'resource_kind', '')}".rstrip(), record.start_ns, record.end_ns
+        fields, extra = _WAIT_FIELDS, [("asynclens.duration_ns", record.end_ns - record.start_ns)]
+    elif kind == "resource":
+        name, start, end = f"asynclens.resource {getattr(record, 'resource_kind', '')}".rstrip(), record.start_ns, record.end_ns
+        fields, extra = _RESOURCE_FIELDS, []
+    elif kind == "queue_backlog":
+        name, start, end, fields, extra = "asynclens.queue_backlog", record.start_ns, record.end_ns, _BACKLOG_FIELDS, []
     else:
         return None
     trace_id = getattr(record, "trace_id", None)
     parent_id = getattr(record, "span_id", None)
     if not trace_id:
         trace_id, parent_id = _derived_id(128, session_id, kind), None
-    span_id = _derived_id(64, session_id, kind, start, end, getattr(record, "loop_id", None), getattr(record, "handle_id", None), getattr(record, "thread_id", None))
+    span_id = _derived_id(
+        64, session_id, kind, start, end, getattr(record, "loop_id", None), getattr(record, "handle_id", None),
+        getattr(record, "thread_id", None), getattr(record, "resource_id", None),
+    )  # fmt: skip
     if kind in _LINT_FIELDS:  # several findings share an instant: one span per task
         span_id = _derived_id(64, session_id, kind, start, getattr(record, "task_id", None))
     attrs = attributes(_record_attrs(record, fields) + extra)
@@ -277,6 +294,17 @@ def _stall_event(record: Any, offset: int) -> dict[str, Any]:
     attrs.append(("asynclens.duration_ns", record.end_ns - record.start_ns))
     attrs.extend(_episode(record))
     return {"timeUnixNano": str(record.start_ns + offset), "name": "asynclens.stall", "attributes": attributes(attrs)}
+
+
+#: records that also become an event of the span they name
+_SPAN_EVENTS = ("stall", "resource_wait")
+
+
+def _wait_event(record: Any, offset: int) -> dict[str, Any]:
+    """A wait on an asyncio resource as an event of the span that waited."""
+    attrs = _record_attrs(record, ("resource_kind", "operation", "site", "resource_site", "cancelled"))
+    attrs.append(("asynclens.duration_ns", record.end_ns - record.start_ns))
+    return {"timeUnixNano": str(record.start_ns + offset), "name": "asynclens.resource_wait", "attributes": attributes(attrs)}
 
 
 def encode_spans(
@@ -306,12 +334,13 @@ def encode_spans(
         child = _child_span(record, session_id, offset_ns)
         if child is not None:
             spans.append(child)
-            if kind == "stall" and getattr(record, "span_id", None):
+            if kind in _SPAN_EVENTS and getattr(record, "span_id", None):
                 stalls.append(record)
     for record in stalls:
         parent = by_id.get(_hex(record.span_id, 16))
         if parent is not None:
-            parent.setdefault("events", []).append(_stall_event(record, offset_ns))
+            event = _stall_event if record.kind == "stall" else _wait_event
+            parent.setdefault("events", []).append(event(record, offset_ns))
     if not spans:
         return {"resourceSpans": []}
     return {"resourceSpans": [{"resource": dict(resource), "scopeSpans": [{"scope": _scope(), "spans": spans}]}]}
@@ -432,7 +461,7 @@ def encode_spans_json(
         kind = getattr(record, "kind", None)
         if kind == "span":
             spans.append(_span_json(record, offset_ns, trace_of))
-        elif kind == "stall":  # stalls also become events on their spans: the dict path does that
+        elif kind in _SPAN_EVENTS:  # these also become events on their spans: the dict path does that
             payload = encode_spans(records, resource=resource, offset_ns=offset_ns, session_id=session_id, trace_of=trace_of)
             return _dumps(payload) if payload["resourceSpans"] else None
         else:

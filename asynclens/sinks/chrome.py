@@ -303,6 +303,47 @@ class _Builder:
                 at = min(max(submit if isinstance(submit, int) else start, ospan.start_ns), ospan.end_ns)
                 self.flow(part, otid, at, tid, start, "executor")
 
+    def resources(self, part: RunPart) -> None:
+        """Waits on asyncio locks, queues, ... as slices of a "resource waits" track; queue
+        depths as counters; backlogs as instant events (the resources probe's records)."""
+        tid = 0
+        for wait in part.of("resource_wait"):
+            tid = tid or self.tid(part, "resource waits", 6000)
+            start = getattr(wait, "start_ns", 0) or 0
+            kind = getattr(wait, "resource_kind", None) or "resource"
+            args = _compact(
+                {
+                    "operation": getattr(wait, "operation", None),
+                    "created_at": getattr(wait, "resource_site", None),
+                    "waited_at": getattr(wait, "site", None),
+                    "task": getattr(wait, "task", None),
+                    "span": getattr(wait, "span_name", None),
+                    "span_id": _hex(getattr(wait, "span_id", None), 16),
+                    "cancelled": True if getattr(wait, "cancelled", False) else None,
+                }
+            )
+            self.slice(part, tid, f"wait on {kind}", start, getattr(wait, "end_ns", start) or start, "resource", args)
+        for stats in part.of("resource"):
+            times, depths = getattr(stats, "depth_times", ()) or (), getattr(stats, "depths", ()) or ()
+            label = f"queue depth {getattr(stats, 'site', None) or _hex(getattr(stats, 'resource_id', 0), 1)}"
+            for at, depth in zip(times, depths):
+                self.counter(part, label, at, {"items": depth})
+        for backlog in part.of("queue_backlog"):
+            tid = tid or self.tid(part, "resource waits", 6000)
+            kind = getattr(backlog, "resource_kind", None) or "Queue"
+            self.events.append(
+                {
+                    "name": f"backlog: {kind} {getattr(backlog, 'start_depth', '?')} -> {getattr(backlog, 'end_depth', '?')} items",
+                    "cat": "resource",
+                    "ph": "i",
+                    "s": "p",
+                    "ts": self.ts(part, getattr(backlog, "end_ns", 0) or 0),
+                    "pid": self.pid(part),
+                    "tid": tid,
+                    "args": _compact({"created_at": getattr(backlog, "site", None), "samples": getattr(backlog, "samples", None)}),
+                }
+            )
+
     def counters(self, part: RunPart, loops: int) -> None:
         for lag in part.of("lag"):
             suffix = "" if loops <= 1 else f" {_hex(getattr(lag, 'loop_id', None), 1)}"
@@ -493,6 +534,7 @@ def render_chrome(data: RunData) -> dict[str, Any]:
         b.executor(part)
         b.counters(part, loops)
         _lint_events(b, part)
+        b.resources(part)
     return {
         "traceEvents": b.events,
         "displayTimeUnit": "ms",
