@@ -516,7 +516,13 @@ def _attach(args: argparse.Namespace) -> int:
         else:
             _status(args, f"detached from PID {args.pid}: every patch removed, no asynclens thread left")
     else:
-        print(f"asynclens: warning: PID {args.pid} did not confirm the detach", file=sys.stderr, flush=True)
+        print(
+            f"asynclens: error: the connection to PID {args.pid} broke before it confirmed the detach "
+            "(its session ends by itself when it sees the connection closed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = 1
     if data is None:
         print(f"asynclens: error: nothing was recorded from PID {args.pid}", file=sys.stderr)
         return 1
@@ -594,7 +600,7 @@ def _parser() -> argparse.ArgumentParser:
         description="See where an asyncio program's time goes.",
     )
     parser.add_argument("--version", action="version", version=f"asynclens {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,report,attach,demo}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{run,report,attach,top,demo}", parser_class=_Parser)
 
     run = sub.add_parser(
         "run",

@@ -130,6 +130,10 @@ class Attachment:
             self._trace.close()
             self._trace = None
         if not self.detached:
+            # the socket closes while the process tears down, a moment before it is gone
+            deadline = time.monotonic() + 2.0
+            while _alive(self.target.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             self.exited = not _alive(self.target.pid)
 
     def detach(self, on_line: Callable[[bytes], None] | None = None, timeout: float = DETACH_TIMEOUT_S) -> None:

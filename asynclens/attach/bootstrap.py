@@ -37,6 +37,7 @@ def _asynclens_attach(socket_path, first_paths, last_paths, options):
             pass
 
     before = set(sys.modules)
+    cached = set(sys.path_importer_cache)
     first = [p for p in first_paths if p not in sys.path]
     last = [p for p in last_paths if p not in sys.path]
     sys.path[0:0] = first
@@ -58,6 +59,8 @@ def _asynclens_attach(socket_path, first_paths, last_paths, options):
                 sys.path.remove(p)
             except ValueError:
                 pass
+            if p not in cached:
+                sys.path_importer_cache.pop(p, None)
     try:
         target.start(sock, options)
     except BaseException as exc:
