@@ -6,6 +6,7 @@
     python -m asynclens run [-o FILE ...] -m package.module [args ...]
     python -m asynclens report RUN.jsonl [RUN2.jsonl ...] [--format FMT] [-o FILE ...]
     python -m asynclens attach PID [--duration SECONDS] [-o FILE ...]   (Python 3.14+)
+    python -m asynclens top PID                                          (Python 3.14+)
     python -m asynclens demo [-o report.html]
     python -m asynclens --version
 
@@ -244,6 +245,12 @@ def _run(args: argparse.Namespace) -> int:
         outputs = [f"asynclens-report{FORMATS[args.format]}"]
     _check_outputs(outputs)
     sinks = [_sink_for(path, _format_of(path, args.format), args.weight, args.full_stacks) for path in outputs]
+    live = None
+    if args.live:
+        from .live.sink import LiveSink
+
+        live = LiveSink()
+        sinks.append(live)
     if args.module is not None:
         argv = [args.module, *args.target]
         target = args.module
@@ -257,6 +264,8 @@ def _run(args: argparse.Namespace) -> int:
         argv = list(args.target)
         target = script
     session = Session(sinks, name=args.name, **_session_options(args))
+    if live is not None:
+        live.session = session
 
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = argv
@@ -286,8 +295,11 @@ def _run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         code = _exit_code(exc)
     except KeyboardInterrupt as exc:
-        _print_user_traceback(exc)
-        interrupted = signal.SIGINT
+        if live is not None and live.quit_requested:  # q in the live view: a clean end
+            code = 0
+        else:
+            _print_user_traceback(exc)
+            interrupted = signal.SIGINT
     except _Signalled as exc:
         interrupted = exc.signum
     except BaseException as exc:  # noqa: BLE001 - the program's exception: report it as Python would
@@ -307,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_summary:
         print(session.summary(color=_use_color(args, sys.stderr)), file=sys.stderr, flush=True)
     disabled = session.statistics().sinks_disabled
-    for path, sink in zip(outputs, sinks):
+    for path, sink in zip(outputs, sinks):  # the live sink, last, has no file
         if os.path.exists(path) and not (disabled and id(sink) in session._disabled):
             _status(args, f"wrote {path} ({_size(path)})")
         else:
@@ -455,6 +467,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _attach_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "live": getattr(args, "live_view", None) is not None,
         "session": _session_options(args),
         "name": args.name or f"attached to PID {args.pid}",
         "attached": {"by_pid": os.getpid(), "duration_s": args.duration},
@@ -541,6 +554,14 @@ def _attach(args: argparse.Namespace) -> int:
             continue
         _status(args, f"wrote {path} ({_size(path)})")
     return status
+
+
+def _top(args: argparse.Namespace) -> int:
+    """``top PID``: the live view of a running process, attached until ``q`` (or Ctrl-C)."""
+    from .live.attached import AttachedView
+
+    args.live_view = AttachedView()
+    return _attach(args)
 
 
 def _copy_trace(source: str, path: str, args: argparse.Namespace) -> int:
@@ -632,6 +653,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
     run.add_argument("--no-summary", action="store_true", help="do not print the text summary")
     run.add_argument(
+        "--live",
+        action="store_true",
+        help="show a live view on the terminal while the program runs (keys: s sort, p pause, q quit)",
+    )
+    run.add_argument(
         "--color",
         choices=["auto", "always", "never"],
         default="auto",
@@ -689,6 +715,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     attach.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     attach.set_defaults(func=_attach)
+
+    top = sub.add_parser(
+        "top",
+        help="a live view of a running Python 3.14+ process (attached until q)",
+        description="Attach to a running Python 3.14+ process and show its loops' lag and utilisation, "
+        "stalls, the busiest tasks and spans, open handles and executors, refreshed every second "
+        "(keys: s sort, p pause, q quit and detach). When stdout is not a terminal, a plain summary "
+        "is printed every second instead.",
+    )
+    _attach_arguments(top)
+    top.add_argument("--duration", type=_duration, metavar="DURATION", help="detach after this long (default: at q)")
+    top.add_argument("-o", "--output", action="append", metavar="FILE", help="also write a report (as for attach)")
+    top.add_argument("--format", choices=list(FORMATS), help="format of every -o file (default: from its suffix)")
+    top.add_argument("--weight", choices=["wall", "cpu"], default="wall", help=argparse.SUPPRESS)
+    top.add_argument("--full-stacks", action="store_true", help=argparse.SUPPRESS)
+    top.add_argument("--summary", dest="no_summary", action="store_false", help="print the text summary at the end")
+    top.add_argument("--color", choices=["auto", "always", "never"], default="auto", help=argparse.SUPPRESS)
+    top.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    top.set_defaults(func=_top, no_summary=True)
 
     demo = sub.add_parser("demo", help="run the example service (shipped with asynclens) and write an HTML report")
     demo.add_argument("-o", "--output", default="asynclens-demo.html", metavar="FILE")

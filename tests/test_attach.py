@@ -383,3 +383,35 @@ def test_not_permitted_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         attacher._remote_exec(os.getpid(), "/nonexistent")
     assert "not permitted to attach" in str(info.value) and "ptrace" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ top
+
+
+@NEEDS_314
+@NEEDS_PTRACE
+def test_top_without_a_terminal_prints_the_live_view_every_second_and_detaches(start_server: Any) -> None:
+    """``top PID`` with stdout not a terminal: a plain summary every second, the stall at
+    its line as it happens, the live tasks; then the server is as it was."""
+    server = start_server()
+    assert server.answers_within(0.3) > 0
+    baseline = server.check()
+    proc = subprocess.Popen(
+        _attach_cmd(server.pid, "--duration", "3.5")[:3] + ["top", str(server.pid), "--duration", "3.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    server.ask("stall")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.count("--- asynclens top live ") >= 2, out
+    assert f"stall_server.py:{STALL_LINE} in handle" in out
+    for section in ("LOOP", "STALLS 1", "TASKS by CPU", "SPANS by CPU", "HANDLES", "EXECUTORS"):
+        assert section in out
+    assert "* " in out  # live tasks from the target's snapshots
+    assert "\x1b" not in out
+    after = server.check()
+    assert after["threads"] == [] and after["objects"] == []
+    _same_as_before(after["fingerprint"], dict(baseline["fingerprint"]))

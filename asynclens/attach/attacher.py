@@ -70,6 +70,8 @@ class Attachment:
     _trace: IO[bytes] | None = None
     #: Called with every record line as it arrives (the live view).
     on_line: Callable[[bytes], None] | None = None
+    #: Called with each snapshot the target sends (asked for with the ``live`` option).
+    on_snapshot: Callable[[Mapping[str, Any]], None] | None = None
     _pending: bytes = b""
 
     # ------------------------------------------------------------ stream
@@ -117,6 +119,10 @@ class Attachment:
         kind = message.get("asynclens_attach")
         if kind == "started":
             self.loops = int(message.get("loops") or 0)
+        elif kind == "snapshot" and self.on_snapshot is not None:
+            snapshot = message.get("snapshot")
+            if isinstance(snapshot, dict):
+                self.on_snapshot(snapshot)
         elif kind == "detached":
             self.detached = True
             self.reason = str(message.get("reason"))

@@ -12,6 +12,7 @@ tells the attacher what is left, and ends. Nothing here raises into the target.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import sys
 import threading
@@ -30,6 +31,8 @@ __all__ = ["CONTROL_KEY", "SocketSink", "start"]
 CONTROL_KEY = "asynclens_attach"
 #: How long one send may block before the sink gives up (the attacher stopped reading).
 SEND_TIMEOUT_S = 10.0
+#: How often the live view gets a snapshot (open handles, live tasks).
+SNAPSHOT_EVERY_S = 1.0
 _CONTROL_THREAD = "asynclens-attach-control"
 
 _lock = threading.Lock()
@@ -84,9 +87,10 @@ class _Connection:
 
 
 class _Attachment:
-    def __init__(self, connection: _Connection, session: Session) -> None:
+    def __init__(self, connection: _Connection, session: Session, live: bool = False) -> None:
         self.connection = connection
         self.session = session
+        self.live = live
         self.thread = threading.Thread(target=self._control, name=_CONTROL_THREAD, daemon=True)
 
     def _control(self) -> None:
@@ -116,16 +120,31 @@ class _Attachment:
             if self.session.state != "active":
                 return "the session ended in the target"
             try:
+                ready, _, _ = select.select([sock], [], [], SNAPSHOT_EVERY_S)
+                if not ready:
+                    if self.live:
+                        self._send_snapshot()
+                    continue
                 chunk = sock.recv(4096)
             except TimeoutError:
                 continue
-            except OSError:
+            except (OSError, ValueError):
                 return "the attacher's connection broke"
             if not chunk:
                 return "the attacher closed the connection"
             pending += chunk
             if b"detach\n" in pending:
                 return "detach"
+
+    def _send_snapshot(self) -> None:
+        from ..live.snapshot import live_snapshot
+
+        try:
+            snapshot = live_snapshot(self.session)
+        except Exception as exc:
+            self.session.internal_error("taking a live snapshot", exc)
+            return
+        self.connection.send(control_line("snapshot", snapshot=snapshot))
 
     def _leftover(self) -> dict[str, Any]:
         """What asynclens still runs in this process after the close (should be nothing)."""
@@ -155,8 +174,8 @@ def start(sock: socket.socket, options: Mapping[str, Any]) -> None:
         sock.settimeout(SEND_TIMEOUT_S)
         connection = _Connection(sock)
         session = Session([SocketSink(connection)], name=options.get("name"), **dict(options.get("session", {})))
-        session.options["attached"] = dict(options.get("attached", {}), at_wall_ns=time.time_ns(), pid_python=sys.version.split()[0])
-        attachment = _Attachment(connection, session)
+        session.options["attached"] = dict(options.get("attached", {}), at_wall_ns=time.time_ns())
+        attachment = _Attachment(connection, session, live=bool(options.get("live")))
         connection.send(control_line("ok", python=sys.version.split()[0]))
         session.start()
         try:
