@@ -515,6 +515,9 @@ def _attach(args: argparse.Namespace) -> int:
     except AttachError as exc:
         print(f"asynclens: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:  # while attaching: the target's session ends by itself as the socket closed
+        print(f"asynclens: error: interrupted while attaching to PID {args.pid}; nothing was written", file=sys.stderr)
+        return 130
     if attachment.exited:
         print(
             f"asynclens: error: PID {args.pid} exited while attached; the outputs hold what was recorded until then",

@@ -415,3 +415,17 @@ def test_top_without_a_terminal_prints_the_live_view_every_second_and_detaches(s
     after = server.check()
     assert after["threads"] == [] and after["objects"] == []
     _same_as_before(after["fingerprint"], dict(baseline["fingerprint"]))
+
+
+@NEEDS_314
+@NEEDS_PTRACE
+def test_a_target_that_already_records_is_one_line_and_keeps_its_session(start_server: Any) -> None:
+    """A program running under ``asynclens run`` has its own session: attaching says so, and
+    leaves that session (and its threads) as they were."""
+    server = start_server(python=sys.executable, flags=("-m", "asynclens", "run", "--no-summary", "-q"))
+    assert server.answers_within(0.3) > 0
+    before = server.check()["threads"]
+    assert before  # its own session's flusher and watchdog
+    _one_line_error(_run_attach(server.pid, "--duration", "1"), "did not start in the target", "already active")
+    assert server.check()["threads"] == before
+    assert server.answers_within(0.3) > 0
