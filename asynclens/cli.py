@@ -5,6 +5,8 @@
     python -m asynclens run [-o FILE ...] [--format FMT] script.py [args ...]
     python -m asynclens run [-o FILE ...] -m package.module [args ...]
     python -m asynclens report RUN.jsonl [RUN2.jsonl ...] [--format FMT] [-o FILE ...]
+    python -m asynclens attach PID [--duration SECONDS] [-o FILE ...]   (Python 3.14+)
+    python -m asynclens top PID                                          (Python 3.14+)
     python -m asynclens demo [-o report.html]
     python -m asynclens --version
 
@@ -243,6 +245,12 @@ def _run(args: argparse.Namespace) -> int:
         outputs = [f"asynclens-report{FORMATS[args.format]}"]
     _check_outputs(outputs)
     sinks = [_sink_for(path, _format_of(path, args.format), args.weight, args.full_stacks) for path in outputs]
+    live = None
+    if args.live:
+        from .live.sink import LiveSink
+
+        live = LiveSink()
+        sinks.append(live)
     if args.module is not None:
         argv = [args.module, *args.target]
         target = args.module
@@ -256,6 +264,8 @@ def _run(args: argparse.Namespace) -> int:
         argv = list(args.target)
         target = script
     session = Session(sinks, name=args.name, **_session_options(args))
+    if live is not None:
+        live.session = session
 
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = argv
@@ -285,8 +295,11 @@ def _run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         code = _exit_code(exc)
     except KeyboardInterrupt as exc:
-        _print_user_traceback(exc)
-        interrupted = signal.SIGINT
+        if live is not None and live.quit_requested:  # q in the live view: a clean end
+            code = 0
+        else:
+            _print_user_traceback(exc)
+            interrupted = signal.SIGINT
     except _Signalled as exc:
         interrupted = exc.signum
     except BaseException as exc:  # noqa: BLE001 - the program's exception: report it as Python would
@@ -306,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_summary:
         print(session.summary(color=_use_color(args, sys.stderr)), file=sys.stderr, flush=True)
     disabled = session.statistics().sinks_disabled
-    for path, sink in zip(outputs, sinks):
+    for path, sink in zip(outputs, sinks):  # the live sink, last, has no file
         if os.path.exists(path) and not (disabled and id(sink) in session._disabled):
             _status(args, f"wrote {path} ({_size(path)})")
         else:
@@ -448,6 +461,134 @@ def _report(args: argparse.Namespace) -> int:
     return status
 
 
+
+# -------------------------------------------------------------------- attach
+
+
+def _attach_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "live": getattr(args, "live_view", None) is not None,
+        "session": _session_options(args),
+        "name": args.name or f"attached to PID {args.pid}",
+        "attached": {"by_pid": os.getpid(), "duration_s": args.duration},
+    }
+
+
+def _attach_paths(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+    if args.path is None:
+        return None
+    from .attach.attacher import import_paths
+
+    return [os.path.abspath(args.path)], import_paths()[1]
+
+
+def _attach(args: argparse.Namespace) -> int:
+    """``attach PID``: record a running process for a while, then detach and write the outputs."""
+    from .attach.attacher import AttachError, attach
+
+    outputs = list(args.output or [])
+    if args.format and not outputs:
+        outputs = [f"asynclens-attach{FORMATS[args.format]}"]
+    _check_outputs(outputs)
+    formats = [_format_of(path, args.format) for path in outputs]
+    live = getattr(args, "live_view", None)
+    status = 0
+    try:
+        with attach(
+            args.pid,
+            _attach_options(args),
+            connect_timeout=args.timeout,
+            paths=_attach_paths(args),
+            on_line=live.feed_line if live is not None else None,
+        ) as attachment:
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(attachment.attached_wall_ns / 1e9))
+            until = f"for {args.duration:g} s" if args.duration is not None else "until Ctrl-C"
+            if live is None:
+                _status(args, f"attached to PID {args.pid} at {when}; recording {until}")
+                attachment.record(args.duration)
+            else:
+                live.run_attached(attachment, args.duration)
+            data = load([attachment.trace_path]) if attachment.records else None
+            for path, fmt in zip(outputs, formats):  # the trace goes with the private folder
+                if fmt == "jsonl" and data is not None:
+                    status = max(status, _copy_trace(attachment.trace_path, path, args))
+    except AttachError as exc:
+        print(f"asynclens: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:  # while attaching: the target's session ends by itself as the socket closed
+        print(f"asynclens: error: interrupted while attaching to PID {args.pid}; nothing was written", file=sys.stderr)
+        return 130
+    if attachment.exited:
+        print(
+            f"asynclens: error: PID {args.pid} exited while attached; the outputs hold what was recorded until then",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = 1
+    elif attachment.detached:
+        left = attachment.leftover
+        if left.get("threads") or left.get("session_active"):
+            print(f"asynclens: warning: after detaching, PID {args.pid} still has: {dict(left)}", file=sys.stderr)
+        else:
+            _status(args, f"detached from PID {args.pid}: every patch removed, no asynclens thread left")
+    else:
+        print(
+            f"asynclens: error: the connection to PID {args.pid} broke before it confirmed the detach "
+            "(its session ends by itself when it sees the connection closed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = 1
+    if data is None:
+        print(f"asynclens: error: nothing was recorded from PID {args.pid}", file=sys.stderr)
+        return 1
+    if not args.no_summary:
+        print(render(data, "text", color=_use_color(args, sys.stderr)), file=sys.stderr, end="", flush=True)
+    from .sinks._rendering import write_text_atomically
+
+    for path, fmt in zip(outputs, formats):
+        if fmt == "jsonl":
+            continue
+        try:
+            write_text_atomically(path, render(data, fmt, weight=args.weight, full_stacks=args.full_stacks, width=_FILE_WIDTH))
+        except OSError as exc:
+            print(f"asynclens: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        _status(args, f"wrote {path} ({_size(path)})")
+    return status
+
+
+def _top(args: argparse.Namespace) -> int:
+    """``top PID``: the live view of a running process, attached until ``q`` (or Ctrl-C)."""
+    from .live.attached import AttachedView
+
+    args.live_view = AttachedView()
+    return _attach(args)
+
+
+def _copy_trace(source: str, path: str, args: argparse.Namespace) -> int:
+    import shutil
+
+    try:
+        shutil.copyfile(source, path)
+    except OSError as exc:
+        print(f"asynclens: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    _status(args, f"wrote {path} ({_size(path)})")
+    return 0
+
+
+def _pid(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
+    return pid
+
+
 # ---------------------------------------------------------------------- demo
 
 
@@ -483,7 +624,7 @@ def _parser() -> argparse.ArgumentParser:
         description="See where an asyncio program's time goes.",
     )
     parser.add_argument("--version", action="version", version=f"asynclens {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,report,demo}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{run,report,attach,top,demo}", parser_class=_Parser)
 
     run = sub.add_parser(
         "run",
@@ -514,6 +655,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
     run.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
     run.add_argument("--no-summary", action="store_true", help="do not print the text summary")
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="show a live view on the terminal while the program runs (keys: s sort, p pause, q quit)",
+    )
     run.add_argument(
         "--color",
         choices=["auto", "always", "never"],
@@ -548,11 +694,82 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     report.set_defaults(func=_report)
 
+    attach = sub.add_parser(
+        "attach",
+        help="record a running Python 3.14+ process for a while (sys.remote_exec)",
+        description="Attach to a running Python 3.14+ process, record it for --duration seconds or until "
+        "Ctrl-C, detach (leaving it as it was), write the outputs and print the text summary to stderr.",
+    )
+    _attach_arguments(attach)
+    attach.add_argument("--duration", type=_duration, metavar="DURATION", help="record this long (default: until Ctrl-C)")
+    attach.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        metavar="FILE",
+        help="write a report; the suffix picks the format (as for run); repeatable",
+    )
+    attach.add_argument("--format", choices=list(FORMATS), help="format of every -o file (default: from its suffix)")
+    attach.add_argument("--weight", choices=["wall", "cpu"], default="wall", help="folded stacks weight (default: wall)")
+    attach.add_argument("--full-stacks", action="store_true", help=_FULL_STACKS_HELP)
+    attach.add_argument("--no-summary", action="store_true", help="do not print the text summary")
+    attach.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="colour the summary (auto: on a terminal)"
+    )
+    attach.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    attach.set_defaults(func=_attach)
+
+    top = sub.add_parser(
+        "top",
+        help="a live view of a running Python 3.14+ process (attached until q)",
+        description="Attach to a running Python 3.14+ process and show its loops' lag and utilisation, "
+        "stalls, the busiest tasks and spans, open handles and executors, refreshed every second "
+        "(keys: s sort, p pause, q quit and detach). When stdout is not a terminal, a plain summary "
+        "is printed every second instead.",
+    )
+    _attach_arguments(top)
+    top.add_argument("--duration", type=_duration, metavar="DURATION", help="detach after this long (default: at q)")
+    top.add_argument("-o", "--output", action="append", metavar="FILE", help="also write a report (as for attach)")
+    top.add_argument("--format", choices=list(FORMATS), help="format of every -o file (default: from its suffix)")
+    top.add_argument("--weight", choices=["wall", "cpu"], default="wall", help=argparse.SUPPRESS)
+    top.add_argument("--full-stacks", action="store_true", help=argparse.SUPPRESS)
+    top.add_argument("--summary", dest="no_summary", action="store_false", help="print the text summary at the end")
+    top.add_argument("--color", choices=["auto", "always", "never"], default="auto", help=argparse.SUPPRESS)
+    top.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    top.set_defaults(func=_top, no_summary=True)
+
     demo = sub.add_parser("demo", help="run the example service (shipped with asynclens) and write an HTML report")
     demo.add_argument("-o", "--output", default="asynclens-demo.html", metavar="FILE")
     demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _attach_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``attach`` and ``top`` share: the target and its session."""
+    parser.add_argument("pid", type=_pid, metavar="PID", help="the process to attach to")
+    parser.add_argument("--name", help="a label for the run (default: attached to PID ...)")
+    parser.add_argument(
+        "--stall-threshold",
+        type=_duration,
+        metavar="DURATION",
+        help="report event-loop stalls longer than this (e.g. 50ms, 0.05s; a bare number is seconds)",
+    )
+    parser.add_argument("--no-lag", action="store_true", help="turn the lag monitor off")
+    parser.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
+    parser.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
+    parser.add_argument(
+        "--path",
+        metavar="DIR",
+        help="the folder the target imports asynclens from (default: the one this asynclens was imported from)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="how long the target may take to run the attach script (default: 10s)",
+    )
 
 
 _RUN_VALUE_OPTIONS = {"-o", "--output", "--format", "--name", "--weight", "--stall-threshold", "--color"}

@@ -78,6 +78,8 @@ def _part(module: str) -> str:
         ("_leaks", {"*"}),
         ("report", {"sinks", "pytest", "cli", "probes", "session"}),
         ("sinks", {"pytest", "cli", "probes", "session"}),
+        ("attach", {"pytest", "cli", "integrations", "probes"}),
+        ("live", {"pytest", "cli", "integrations", "attach"}),
     ],
 )
 def test_a_part_never_imports_what_lies_downstream(part: str, forbidden: set[str]) -> None:

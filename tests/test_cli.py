@@ -175,7 +175,7 @@ def test_report_merges_processes_into_one_timeline(tmp_path: Any, program: str) 
             2,
             "asynclens: error: cannot write 'no/such/dir/x.html': no such directory",
         ),
-        (["frobnicate"], 2, "asynclens: error: argument {run,report,demo}: invalid choice: 'frobnicate'"),
+        (["frobnicate"], 2, "asynclens: error: argument {run,report,attach,top,demo}: invalid choice: 'frobnicate'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(

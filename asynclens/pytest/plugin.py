@@ -103,6 +103,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="what a task that mostly woke itself (sleep(0) loops) does; fail or warn turn the scheduler probe on "
         "(ini: asynclens_busy_yield; default ignore)",
+    )
+    group.addoption(
         "--asynclens-max-lock-wait",
         metavar="DURATION",
         default=None,
@@ -114,7 +116,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="RULE",
         action="append",
         default=None,
-        help="a known stall/leak not to fail on: [stall:|leak:|sched:|never_resumable:|busy_yield:]pattern, "
+        help="a known stall/leak not to fail on: [stall:|leak:|sched:|wait:|never_resumable:|busy_yield:]pattern, "
         "pattern a module, "
         "module:function, path or handle description (repeatable; ini: asynclens_allow, one per line)",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -424,7 +425,7 @@ def summary_from_run(data: RunData, *, color: bool = False, width: int | None = 
                 ended = next((s.end_ns for s in part.spans if s.span_id == entry[3]), None)
                 entry[2] = entry[4] - ended if ended is not None else None
     first, last = data.extent()
-    return render_summary(
+    text = render_summary(
         aggregates,
         None,
         max(0, last - first),
@@ -433,6 +434,25 @@ def summary_from_run(data: RunData, *, color: bool = False, width: int | None = 
         blind_spots=recorded_blind_spots(data),
         width=width,
     )
+    attached = attached_lines(data)
+    return "\n".join([*attached, text]) if attached else text
+
+
+def attached_lines(data: RunData) -> list[str]:
+    """``Attached to PID ... at ...`` for each run recorded by ``python -m asynclens attach``
+    (its header's ``options["attached"]``)."""
+    out = []
+    for part in data.parts:
+        options = getattr(part.info, "options", None) or {}
+        attached = options.get("attached") if hasattr(options, "get") else None
+        if not isinstance(attached, Mapping):
+            continue
+        wall = attached.get("at_wall_ns")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall / 1e9)) if isinstance(wall, int) else "an unknown time"
+        )
+        out.append(f"Attached to PID {part.pid} (Python {getattr(part.info, 'python', '?')}) at {when}")
+    return out
 
 
 def recorded_blind_spots(data: RunData) -> list[str]:

@@ -209,8 +209,29 @@ class SchedulerProbe(SpanBreakdown, ExecutorJobs):
                 self.internal_error("reporting pending tasks", exc)
             self._snapshot(ls, end)
             ls.remove(loop)
+            self._unhook(loop, ls)
         for ls in self._loop_states:
             ls.active = False
+
+    def _unhook(self, loop: Any, ls: LoopState) -> None:
+        """Take this probe's state off the loop and its live tasks, so that nothing of the
+        session stays reachable from the program once it ended (an attached session)."""
+        if getattr(loop, ATTR, None) is ls:
+            try:
+                delattr(loop, ATTR)
+            except AttributeError:
+                pass
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+        except Exception:  # another thread changed the task sets while we copied: tasks keep their state
+            return
+        for task in tasks:
+            state = getattr(task, ATTR, None)
+            if state is not None and getattr(state, "ls", None) is ls:
+                try:
+                    delattr(task, ATTR)
+                except AttributeError:
+                    pass
 
     # --------------------------------------------------------------- loops
 
