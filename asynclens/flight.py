@@ -149,7 +149,7 @@ def _seconds(option: str, value: Any, *, zero: bool = False) -> float:
     except DurationError as exc:
         raise OptionError(str(exc)) from None
     if seconds < 0 or (seconds == 0 and not zero):
-        raise OptionError(f"{where}: {value!r} must be {'zero or more' if zero else 'longer than zero'}")
+        raise OptionError(f"asynclens.session({option}={value!r}): must be {'zero or more' if zero else 'longer than zero'}")
     return seconds
 
 
