@@ -13,6 +13,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -20,8 +21,8 @@ import pytest
 import asynclens
 from asynclens import FakeClock, SessionError
 from asynclens._options import OptionError
-from asynclens.flight import FlightRing, estimate_size, parse_dump_on
-from asynclens.records import SessionEnd, SessionInfo, Span, Stall, TaskStep
+from asynclens.flight import FlightRing, parse_dump_on
+from asynclens.records import Record, SessionEnd, SessionInfo, Span, Stall, TaskStep
 from asynclens.sinks import MemorySink
 
 from loop_kinds import loop_factories
@@ -112,8 +113,8 @@ def test_a_stall_longer_than_the_threshold_triggers_a_dump_and_a_shorter_one_doe
 
 
 def test_the_byte_bound_holds_and_every_record_let_go_is_counted(clock: FakeClock) -> None:
-    size = estimate_size(Span("request", 1, 1, None, 0, 1))
-    ring = FlightRing(keep_ns=3600 * S, max_bytes=size * 100, now=clock.now_ns)
+    size = _kept_size(Span("request", 1, 1, None, clock.now_ns(), clock.now_ns()))
+    ring = FlightRing(keep_ns=3600 * S, max_bytes=size * 100 + size // 2, now=clock.now_ns)
     for i in range(10_000):
         ring.write([Span("request", 1, i + 1, None, clock.now_ns(), clock.now_ns())])
         clock.advance(1000)
@@ -121,6 +122,28 @@ def test_the_byte_bound_holds_and_every_record_let_go_is_counted(clock: FakeCloc
     assert len(ring) == 100
     assert ring.evicted == 9_900 and ring.aged_out == 0 and ring.received == 10_000
     assert [s.span_id for s in ring.snapshot(0)] == list(range(9_901, 10_001))  # the newest are kept
+
+
+def _kept_size(record: Record) -> int:
+    ring = FlightRing(keep_ns=S, max_bytes=1 << 30, now=lambda: 0)
+    ring.write([record])
+    return ring.bytes
+
+
+def test_records_are_kept_packed_and_come_back_equal(clock: FakeClock) -> None:
+    from asynclens.records import SpanEvent, StackSample, StallPart
+
+    records: list[Record] = [
+        Span("GET /", 7, 8, None, 1, 2, attrs=MappingProxyType({"k": 1}), events=(SpanEvent("e", 3, MappingProxyType({"a": "b"})),)),
+        Stall(1, 2, 3, samples=(StackSample(("a.py:1 in f",), 2),), parts=(StallPart(5, task="t"),), episode=True),
+        TaskStep(1, 2, 3, 4),
+        SessionEnd(9, MappingProxyType({"weird": object()})),  # marshal cannot write it: kept as it is
+    ]
+    ring = FlightRing(keep_ns=3600 * S, max_bytes=1 << 30, now=clock.now_ns)
+    ring.write(records[:3])
+    ring.write(records[3:])
+    assert [type(chunk.payload) for chunk in ring._chunks] == [bytes, list]
+    assert ring.snapshot(0) == records
 
 
 def test_records_that_left_the_window_are_aged_out_not_counted_as_evicted(clock: FakeClock) -> None:
@@ -133,7 +156,7 @@ def test_records_that_left_the_window_are_aged_out_not_counted_as_evicted(clock:
 
 def test_the_evicted_records_are_said_first_in_the_dump(clock: FakeClock) -> None:
     dumps = Dumps()
-    size = estimate_size(_stall(5 * S, 1000, line=5)) + 30  # three fit, a fourth does not
+    size = _kept_size(_stall(clock.now_ns(), 1000, line=5)) + 30  # three fit, a fourth does not
     with _recorder_session(dumps, clock, flight_max_bytes=size * 3) as session:
         for line in range(10):
             session.emit(_stall(clock.now_ns(), 1000, line=line))
