@@ -44,6 +44,7 @@ __all__ = [
     "creation_chain",
     "current_session",
     "current_span",
+    "dump",
     "read_jsonl",
     "session",
     "span",
@@ -67,3 +68,25 @@ def watch(loop: object) -> None:
     active = _context.active
     if active is not None:
         active.watch(loop)  # type: ignore[arg-type]
+
+
+def dump(reason: str = "asynclens.dump()") -> int | None:
+    """Ask the active session's flight recorder to write a dump: the window before now
+    and ``dump_after`` seconds after, to each of its outputs (on a worker thread: this
+    returns at once). Returns the dump's number (``{n}`` in the file names), or None
+    when the rate limit skipped it (counted in the summary). Raises
+    :class:`SessionError` when no session with ``flight_recorder=`` is active.
+
+    .. versionadded:: 0.2
+    """
+    from ._state import context as _context
+
+    active = _context.active
+    recorder = getattr(active, "flight_recorder", None)
+    if recorder is None:
+        what = "no asynclens session is active" if active is None else "the active session has no flight recorder"
+        raise SessionError(
+            f"asynclens.dump(): {what}: start one with asynclens.session(flight_recorder=SECONDS, sinks=[...])"
+            " or python -m asynclens run --flight-recorder SECONDS"
+        )
+    return recorder.trigger(reason)  # type: ignore[no-any-return]

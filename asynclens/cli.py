@@ -202,6 +202,27 @@ def _sink_for(path: str, fmt: str, weight: str, full_stacks: bool = False) -> An
     return TextSink(path)
 
 
+def _dump_factory(template: str, fmt: str, weight: str, full_stacks: bool) -> Any:
+    """A flight recorder's output: a fresh sink for each dump, ``{n}`` in the name its number."""
+    from .flight import dump_path
+
+    def make(n: int) -> Any:
+        return _sink_for(dump_path(template, n), fmt, weight, full_stacks)
+
+    return make
+
+
+def _count(text: str) -> int:
+    """An argparse type: a positive whole number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _duration(text: str) -> float:
     """An argparse type: a duration option's value in seconds (a bare number is seconds)."""
     from ._durations import DurationError, parse_seconds
@@ -263,7 +284,31 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"run: no such script {script!r}")
         argv = list(args.target)
         target = script
-    session = Session(sinks, name=args.name, **_session_options(args))
+    flight: dict[str, Any] = {}
+    if args.flight_recorder is not None:
+        from ._options import OptionError
+        from .flight import parse_dump_on
+
+        if live is not None:
+            raise UsageError("run: --live and --flight-recorder cannot be combined (the recorder keeps every record for its dumps)")
+
+        try:
+            dump_on = parse_dump_on(args.dump_on, "--dump-on") if args.dump_on else None
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+        templates = outputs or ["asynclens-dump-{n}.jsonl"]
+        outputs = []
+        sinks = [_dump_factory(t, _format_of(t, args.format), args.weight, args.full_stacks) for t in templates]
+        flight = {"flight_recorder": args.flight_recorder, "dump_on": dump_on}
+        flight.update({k: v for k, v in (("dump_interval", args.dump_interval), ("max_dumps", args.max_dumps)) if v is not None})
+    elif args.dump_on or args.dump_interval is not None or args.max_dumps is not None:
+        raise UsageError("run: --dump-on, --dump-interval and --max-dumps need --flight-recorder SECONDS")
+    from ._options import OptionError
+
+    try:
+        session = Session(sinks, name=args.name, **_session_options(args), **flight)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
     if live is not None:
         live.session = session
 
@@ -324,6 +369,15 @@ def _run(args: argparse.Namespace) -> int:
             _status(args, f"wrote {path} ({_size(path)})")
         else:
             print(f"asynclens: error: could not write {path} (see the warning above)", file=sys.stderr)
+    recorder = session.flight_recorder
+    if recorder is not None:
+        stats = recorder.statistics()
+        for path in stats.files:
+            _status(args, f"wrote {path} ({_size(path)})")
+        if not stats.dumps_written and not stats.dump_failures:
+            _status(args, "flight recorder: nothing triggered a dump")
+        if stats.dump_failures:
+            print(f"asynclens: error: {stats.dump_failures} dump file(s) could not be written (see the warnings above)", file=sys.stderr)
     if interrupted is not None:
         _die_by(interrupted)
         return 128 + int(interrupted)
@@ -651,6 +705,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="report event-loop stalls longer than this (e.g. 50ms, 0.05s; a bare number is seconds)",
     )
+    run.add_argument(
+        "--flight-recorder",
+        type=_duration,
+        metavar="SECONDS",
+        help="keep only the last SECONDS of records and write them (to each -o file, {n} numbering the dumps) "
+        "when a --dump-on trigger fires (see docs/flight-recorder.md)",
+    )
+    run.add_argument(
+        "--dump-on",
+        action="append",
+        metavar="TRIGGER",
+        help="with --flight-recorder: stall=DURATION, task-exception or signal (SIGUSR2); repeatable "
+        "(default: signal)",
+    )
+    run.add_argument(
+        "--dump-interval",
+        type=_duration,
+        metavar="DURATION",
+        help="with --flight-recorder: at most one dump per DURATION (default: 30s)",
+    )
+    run.add_argument("--max-dumps", type=_count, metavar="N", help="with --flight-recorder: at most N dumps (default: 10)")
     run.add_argument("--no-lag", action="store_true", help="turn the lag monitor off")
     run.add_argument("--no-handles", action="store_true", help="turn open-handle tracking off")
     run.add_argument("--no-scheduler", action="store_true", help="turn the scheduler probe off")
@@ -772,7 +847,19 @@ def _attach_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_RUN_VALUE_OPTIONS = {"-o", "--output", "--format", "--name", "--weight", "--stall-threshold", "--color"}
+_RUN_VALUE_OPTIONS = {
+    "-o",
+    "--output",
+    "--format",
+    "--name",
+    "--weight",
+    "--stall-threshold",
+    "--color",
+    "--flight-recorder",
+    "--dump-on",
+    "--dump-interval",
+    "--max-dumps",
+}
 
 
 def _split_run(argv: list[str]) -> tuple[list[str], tuple[str | None, list[str]] | None]:

@@ -154,6 +154,12 @@ class Session:
         resources: the resources probe (waits on asyncio locks, semaphores, conditions,
             events, queues, barriers; ``docs/resources.md``).
         name: a label for the run, written into the header.
+        flight_recorder: keep only the last this many seconds of records (in a ring
+            bounded by ``flight_max_bytes`` too) and write them out when ``dump_on``
+            triggers or :func:`asynclens.dump` is called: ``sinks`` are then where the
+            dumps go (paths, ``{n}`` numbering them, or factories ``n -> Sink``).
+            ``dump_after``, ``dump_interval`` and ``max_dumps`` shape the dumps
+            (see ``docs/flight-recorder.md``).
 
     .. versionadded:: 0.1
     """
@@ -177,6 +183,12 @@ class Session:
         resources: bool = True,
         probes: Iterable[Probe] | None = None,
         name: str | None = None,
+        flight_recorder: Duration | None = None,
+        dump_on: Any = None,
+        dump_after: Duration = 1.0,
+        dump_interval: Duration = 30.0,
+        max_dumps: int = 10,
+        flight_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.buffer_limit = _positive("buffer_limit", buffer_limit, int)
         self.flush_interval = float(_positive("flush_interval", flush_interval, (int, float)))
@@ -196,7 +208,27 @@ class Session:
             "scheduler": bool(scheduler),
             "resources": bool(resources),
         }
-        self._sinks: list[Sink] = resolve_sinks(sinks)
+        #: the flight recorder (``flight_recorder=SECONDS``), or None
+        self.flight_recorder: Any = None
+        if flight_recorder is not None:
+            from .flight import FlightRecorder
+
+            targets = [sinks] if isinstance(sinks, (str, os.PathLike, Sink)) or callable(sinks) else list(sinks or ())
+            self.flight_recorder = FlightRecorder(
+                targets,
+                flight_recorder,
+                dump_on=dump_on,
+                dump_after=dump_after,
+                dump_interval=dump_interval,
+                max_dumps=max_dumps,
+                max_bytes=flight_max_bytes,
+                now=self.now,
+            )
+            self.options["flight_recorder"] = self.flight_recorder.window_s
+            self._sinks: list[Sink] = [self.flight_recorder.ring]
+        else:
+            _flight_options_need_a_recorder(dump_on, dump_after, dump_interval, max_dumps, flight_max_bytes)
+            self._sinks = resolve_sinks(sinks)
         self._probes: list[Probe] = list(probes) if probes is not None else _default_probes(self.options)
         self._buffer: deque[Any] = deque()
         self._limit = 0  # nothing is accepted before start() or after close()
@@ -219,6 +251,8 @@ class Session:
         self._flusher: threading.Thread | None = None
         # a probe that needs no loop (resources: class patches only) misses nothing on an unseen one
         self.coverage = Coverage(p.name for p in self._probes if getattr(p, "watches_loops", True))
+        if self.flight_recorder is not None:  # first, so that it stops last, after the probes' last records
+            self._probes.insert(0, self.flight_recorder)
         self._failed_probes: set[str] = set()
         self._watcher = LoopWatcher(self._attach_loop, on_error=self.internal_error, on_unseen=self.coverage.unseen)
         self._executor_context = ExecutorContext()
@@ -604,6 +638,17 @@ def _reason(exc: BaseException, where: str | None = None) -> str:
     text = str(exc).strip().splitlines()
     name = f"{type(exc).__name__} in {where}" if where else type(exc).__name__
     return f"{name}: {text[0][:200]}" if text else name
+
+
+def _flight_options_need_a_recorder(dump_on: Any, *values: Any) -> None:
+    defaults = (1.0, 30.0, 10, 64 * 1024 * 1024)
+    names = ("dump_after", "dump_interval", "max_dumps", "flight_max_bytes")
+    given = ["dump_on"] if dump_on is not None else []
+    given += [name for name, value, default in zip(names, values, defaults) if value != default]
+    if given:
+        raise _options.OptionError(
+            f"asynclens.session({given[0]}=...): only a flight recorder dumps: add flight_recorder=SECONDS"
+        )
 
 
 def _default_probes(options: Mapping[str, Any]) -> list[Probe]:

@@ -29,6 +29,10 @@ the order rotates each round):
   the gathered children: 4-5 spans per request (4.5 on average);
 * ``asynclens-spans``: the same, with ``lag=False, track_handles=False,
   scheduler=False``: spans only;
+* ``asynclens-flight``: ``asynclens`` with a flight recorder on top
+  (``flight_recorder=30``, dumps on ``SIGUSR2`` only, which is never sent): every
+  record is frozen and kept in the ring for 30 s, the steady-state cost of the
+  recorder (``docs/flight-recorder.md``);
 * ``otel``: the OpenTelemetry SDK (``TracerProvider``, ``BatchSpanProcessor`` with
   its default limits and an exporter that discards), the ASGI
   ``OpenTelemetryMiddleware`` with its defaults (a server span plus ``http
@@ -115,6 +119,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "asynclens": ("asynclens.session() defaults + AsgiMiddleware + @trace", ("asynclens",)),
     "asynclens-spans": ("asynclens spans only (probes off) + AsgiMiddleware + @trace", ("asynclens",)),
     "asynclens-no-resources": ("asynclens defaults with resources=False + AsgiMiddleware + @trace", ("asynclens",)),
+    "asynclens-flight": ("asynclens defaults + a 30 s flight recorder (no dump) + AsgiMiddleware + @trace", ("asynclens",)),
     "otel": (
         "OpenTelemetry SDK + ASGI middleware + AsyncioInstrumentor",
         ("opentelemetry.sdk.trace", "opentelemetry.instrumentation.asgi", "opentelemetry.instrumentation.asyncio"),
@@ -123,7 +128,13 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools")
 #: (variant, CPU-per-request ratio limit, label)
-BUDGETS = (("asynclens", 1.05, "asynclens default"), ("asynclens-spans", 1.02, "asynclens spans only"))
+BUDGETS = (
+    ("asynclens", 1.05, "asynclens default"),
+    ("asynclens-spans", 1.02, "asynclens spans only"),
+    ("asynclens-flight", 1.07, "flight recorder"),
+)
+#: the flight recorder variant's options: the last 30 s kept, dumps only on SIGUSR2 (never sent)
+FLIGHT_OPTIONS: dict[str, Any] = {"flight_recorder": 30, "dump_on": ["signal"]}
 NO_PROBES = {"lag": False, "track_handles": False, "scheduler": False, "resources": False}
 #: Further asynclens.session() options of the asynclens variants (request_instructions.py scales
 #: the time-based ones to callgrind's slowdown).
@@ -293,20 +304,24 @@ def build_app(inst: Instrumentation) -> Any:
 # (server process only; each imports its packages itself, so bare imports none)
 
 
-def _asynclens(probes: bool, resources: bool = True) -> Instrumentation:
+def _asynclens(probes: bool, resources: bool = True, flight: bool = False) -> Instrumentation:
     import asynclens
     from asynclens.integrations.asgi import AsgiMiddleware
 
     options: dict[str, Any] = dict(SESSION_OPTIONS) if probes else {**SESSION_OPTIONS, **NO_PROBES}
     if not resources:
         options["resources"] = False
+    sinks: list[str] = []
+    if flight:  # dumps would go to a temporary folder: the variant measures the steady state, none is asked for
+        options.update(FLIGHT_OPTIONS)
+        sinks = [os.path.join(tempfile.mkdtemp(prefix="asgi-flight-"), "dump-{n}.jsonl")]
 
     def traced(name: str) -> Decorator:
         return asynclens.trace(name=name)
 
     @contextlib.contextmanager
     def around() -> Iterator[None]:
-        session = asynclens.session(**options)
+        session = asynclens.session(sinks or None, **options)
         try:
             with session:
                 yield
@@ -393,6 +408,7 @@ INSTRUMENTATIONS: dict[str, Callable[[], Instrumentation]] = {
     "asynclens": lambda: _asynclens(probes=True),
     "asynclens-spans": lambda: _asynclens(probes=False),
     "asynclens-no-resources": lambda: _asynclens(probes=True, resources=False),
+    "asynclens-flight": lambda: _asynclens(probes=True, flight=True),
     "otel": _otel,
     "pyinstrument": _pyinstrument,
 }

@@ -56,6 +56,7 @@ def test_the_top_level_names_are_pinned() -> None:
         "creation_chain",
         "current_session",
         "current_span",
+        "dump",
         "read_jsonl",
         "session",
         "span",
