@@ -20,6 +20,7 @@
  *   lineage) and the counting of finished tasks that get no record (probe.py).
  * - The critical path across tasks and DoneCall (critical.py).
  * - fold_values: a batch of values into a histogram (stats.py).
+ * - group_spans: a flushed batch of live spans by name, for the summary (aggregates.py).
  *
  * The rare paths (a loop not yet watched, an eager first step, a task that gets a
  * record, window snapshots, long steps, CPU-time steps) call back into the Python
@@ -2749,7 +2750,168 @@ configure(PyObject *module, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ group_spans */
+
+static PyObject *s_gs_name, *s_gs_error, *s_gs_start_ns, *s_gs_end_ns;
+
+typedef struct {
+    long long count, total, longest;
+    int overflow;    /* total passed 2**63: the rest is summed in Python ints (extra) */
+    PyObject *extra;
+} NameSum;
+
+/* A live span's end_ns - start_ns (a compiled span's directly, the twin's by attribute). */
+static int
+span_duration(PyObject *live, long long *out)
+{
+    if (PyObject_TypeCheck(live, &SpanFieldsType)) {
+        *out = ((SpanFields *)live)->end_ns - ((SpanFields *)live)->start_ns;
+        return 0;
+    }
+    PyObject *end = PyObject_GetAttr(live, s_gs_end_ns), *start = end ? PyObject_GetAttr(live, s_gs_start_ns) : NULL;
+    long long e = end ? AS_LL(end) : -1, b = start ? AS_LL(start) : -1;
+    Py_XDECREF(end);
+    Py_XDECREF(start);
+    if (PyErr_Occurred())
+        return -1;
+    *out = e - b;
+    return 0;
+}
+
+/* The index of name's sum (a new one at its first appearance), or -1 with an error set. */
+static Py_ssize_t
+name_sum(PyObject *index, PyObject *name, NameSum **sums, Py_ssize_t *names, Py_ssize_t *cap)
+{
+    PyObject *found = PyDict_GetItemWithError(index, name); /* borrowed */
+    if (found != NULL)
+        return PyLong_AsSsize_t(found);
+    if (PyErr_Occurred())
+        return -1;
+    if (*names == *cap) {
+        Py_ssize_t grown = *cap ? *cap * 2 : 8;
+        NameSum *more = PyMem_Realloc(*sums, grown * sizeof(NameSum));
+        if (more == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *sums = more;
+        *cap = grown;
+    }
+    PyObject *n = PyLong_FromSsize_t(*names);
+    if (n == NULL || PyDict_SetItem(index, name, n) < 0) {
+        Py_XDECREF(n);
+        return -1;
+    }
+    Py_DECREF(n);
+    (*sums)[*names] = (NameSum){0, 0, 0, 0, NULL};
+    return (*names)++;
+}
+
+static int
+add_duration(NameSum *sum, long long duration)
+{
+    sum->count++;
+    if (sum->count == 1 || duration > sum->longest)
+        sum->longest = duration;
+    long long total;
+    if (!sum->overflow) {
+        if (!__builtin_add_overflow(sum->total, duration, &total)) {
+            sum->total = total;
+            return 0;
+        }
+        sum->overflow = 1; /* the total stays as it was: this duration and the later ones go to extra */
+    }
+    PyObject *d = PyLong_FromLongLong(duration);
+    PyObject *t = d == NULL ? NULL : sum->extra == NULL ? Py_NewRef(d) : PyNumber_Add(sum->extra, d);
+    Py_XDECREF(d);
+    Py_XSETREF(sum->extra, t);
+    return t == NULL ? -1 : 0;
+}
+
+/* One span of group_spans' batch. */
+static int
+group_span(PyObject *live, Py_ssize_t i, double floor, PyObject *index, NameSum **sums, Py_ssize_t *names,
+           Py_ssize_t *cap, PyObject *ended, PyObject *over)
+{
+    long long duration;
+    if (span_duration(live, &duration) < 0)
+        return -1;
+    int compiled = PyObject_TypeCheck(live, &SpanFieldsType);
+    PyObject *name = compiled ? Py_NewRef(((SpanFields *)live)->name) : PyObject_GetAttr(live, s_gs_name);
+    if (name == NULL)
+        return -1;
+    Py_ssize_t at = name_sum(index, name, sums, names, cap);
+    Py_DECREF(name);
+    if (at < 0 || add_duration(&(*sums)[at], duration) < 0)
+        return -1;
+    PyObject *error = compiled ? Py_NewRef(((SpanFields *)live)->error) : PyObject_GetAttr(live, s_gs_error);
+    if (error == NULL)
+        return -1;
+    int rc = error != Py_None ? PyList_Append(ended, live) : 0;
+    Py_DECREF(error);
+    if (rc == 0 && (double)duration > floor) {
+        PyObject *n = PyLong_FromSsize_t(i);
+        rc = n == NULL ? -1 : PyList_Append(over, n);
+        Py_XDECREF(n);
+    }
+    return rc;
+}
+
+/* group_spans(spans, floor) -> (groups, ended, over): aggregates.py's _py_group_spans, in C. */
+static PyObject *
+group_spans(PyObject *module, PyObject *args)
+{
+    PyObject *spans, *floor_obj;
+    if (!PyArg_ParseTuple(args, "O!O:group_spans", &PyList_Type, &spans, &floor_obj))
+        return NULL;
+    double floor = PyFloat_AsDouble(floor_obj);
+    if (floor == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *index = PyDict_New(), *ended = PyList_New(0), *over = PyList_New(0), *groups = NULL, *result = NULL;
+    NameSum *sums = NULL;
+    Py_ssize_t names = 0, cap = 0;
+    if (index == NULL || ended == NULL || over == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(spans); i++) {
+        PyObject *live = Py_NewRef(PyList_GET_ITEM(spans, i));
+        int rc = group_span(live, i, floor, index, &sums, &names, &cap, ended, over);
+        Py_DECREF(live);
+        if (rc < 0)
+            goto done;
+    }
+    if ((groups = PyDict_New()) == NULL)
+        goto done;
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(index, &pos, &name, &value)) { /* in order of first appearance */
+        NameSum *sum = &sums[PyLong_AsSsize_t(value)];
+        PyObject *total = PyLong_FromLongLong(sum->total);
+        if (total != NULL && sum->extra != NULL)
+            Py_SETREF(total, PyNumber_Add(total, sum->extra));
+        PyObject *items[3] = {PyLong_FromLongLong(sum->count), total, PyLong_FromLongLong(sum->longest)};
+        PyObject *entry = tuple_stealing(3, items);
+        int rc = entry == NULL ? -1 : PyDict_SetItem(groups, name, entry);
+        Py_XDECREF(entry);
+        if (rc < 0)
+            goto done;
+    }
+    result = PyTuple_Pack(3, groups, ended, over);
+done:
+    for (Py_ssize_t i = 0; i < names; i++)
+        Py_XDECREF(sums[i].extra);
+    PyMem_Free(sums);
+    Py_XDECREF(index);
+    Py_XDECREF(ended);
+    Py_XDECREF(over);
+    Py_XDECREF(groups);
+    return result;
+}
+
 static PyMethodDef core_methods[] = {
+    {"group_spans", (PyCFunction)group_spans, METH_VARARGS,
+     "group_spans(spans, floor) -> (groups, ended, over)\n\nA flushed batch of live spans: per name (count, total, max\n"
+     "duration), in order of first appearance; the failed or cancelled ones; the indices of those\n"
+     "longer than floor."},
     {"enter_span", (PyCFunction)(void (*)(void))enter_span, METH_FASTCALL,
      "enter_span(session, name, attrs)\n\nA new LiveSpan under the current span (attrs copied), made the current\n"
      "span until its _leave()."},
@@ -2789,6 +2951,10 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     INTERN(s_self, "__self__")
+    INTERN(s_gs_name, "name")
+    INTERN(s_gs_error, "error")
+    INTERN(s_gs_start_ns, "start_ns")
+    INTERN(s_gs_end_ns, "end_ns")
     INTERN(s_get_coro, "get_coro")
     INTERN(s_cancelled, "cancelled")
     INTERN(s_describe, "describe")

@@ -1158,3 +1158,40 @@ def test_an_ended_span_holding_only_atoms_is_left_to_reference_counting() -> Non
     del itself, holding, plain, marker, session  # its summary keeps the slowest spans' records
     gc.collect()
     assert gone() is None
+
+
+@needs_c
+def test_group_spans_in_c_matches_its_twin() -> None:
+    """The summary's per-name fold of a flushed batch: the same groups (in order of first
+    appearance, totals exact past 2**63), failed spans and over-the-floor indices."""
+    from asynclens.report.aggregates import _py_group_spans
+    from asynclens.tracing.spans import PySpanFields
+
+    class Twin:  # an object with the fields, as the pure-Python spans have them
+        def __init__(self, name: str, start: int, end: int, error: Any) -> None:
+            self.name, self.start_ns, self.end_ns, self.error = name, start, end, error
+
+    huge = 2**62
+    spans: list[Any] = [
+        Twin("a", 0, 5, None),
+        Twin("b", 10, 40, ("error", "ValueError", "x")),
+        Twin("a", 0, huge, None),
+        Twin("a", 0, huge, None),
+        Twin("a", 0, huge, ("cancelled", "CancelledError", "")),
+        Twin("c", 7, 7, None),
+    ]
+    assert PySpanFields is not None
+    for floor in (float("-inf"), 20.0, float("inf")):
+        assert core.group_spans(spans, floor) == _py_group_spans(spans, floor)
+    groups, ended, over = core.group_spans(spans, 20.0)
+    assert list(groups) == ["a", "b", "c"] and groups["a"] == (4, 5 + 3 * huge, huge)
+    assert ended == [spans[1], spans[4]] and over == [1, 2, 3, 4]
+    with asynclens.session(flush_interval=3600, lag=False, track_handles=False, scheduler=False) as session:
+        session._wake_at = -1
+        for name in ("x", "y", "x"):
+            with asynclens.span(name):
+                pass
+        live = list(session._buffer)
+        assert core.group_spans(live, float("-inf")) == _py_group_spans(live, float("-inf"))
+    with pytest.raises(AttributeError):  # not a span: the flusher's guard reports it
+        core.group_spans([object()], 0.0)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._native import core
 from ..records import Record, Span
 from . import breakdown as _bd
 from .leaks import endpoints
@@ -62,6 +63,31 @@ class _Lag:
     elu_ns: int = 0
     elu_max: float = 0.0
     loops: set[int] = field(default_factory=set)
+
+
+def _py_group_spans(spans: list[Any], floor: float) -> tuple[dict[str, tuple[int, int, int]], list[Any], list[int]]:
+    """A flushed batch of live spans: per name ``(count, total, max)`` duration, in order of
+    first appearance; the failed or cancelled spans; the indices of the spans longer than
+    ``floor`` (``asynclens._core.group_spans``, the same in C)."""
+    durations: dict[str, list[int]] = {}
+    ended: list[Any] = []
+    over: list[int] = []
+    for i, live in enumerate(spans):
+        duration = live.end_ns - live.start_ns
+        group = durations.get(live.name)
+        if group is None:
+            group = durations[live.name] = []
+        group.append(duration)
+        if live.error is not None:
+            ended.append(live)
+        if duration > floor:
+            over.append(i)
+    return {name: (len(g), sum(g), max(g)) for name, g in durations.items()}, ended, over
+
+
+_group_spans: Callable[[list[Any], float], tuple[dict[str, tuple[int, int, int]], list[Any], list[int]]] = (
+    core.group_spans if core is not None else _py_group_spans
+)
 
 
 class SpanAggregates:
@@ -177,44 +203,34 @@ class SpanAggregates:
         few this keeps: the slowest and the first errors."""
         slowest = self._slowest
         keep = self.keep_slowest
-        durations: dict[str, list[int]] = {}  # by name, in order of first appearance
-        ended: list[Any] = []  # failed or cancelled, in order
+        spans = spans if type(spans) is list else list(spans)
         frozen: dict[int, Span | None] = {}  # id(live) -> its record, for spans kept twice
         seq = self._seq
-        count = 0
         # a new span enters the heap while it is not full, or when strictly slower than
         # its minimum ((duration, -seq) of a newer span is never above an older one's)
         floor = float("inf") if keep <= 0 else slowest[0][0] if len(slowest) >= keep else float("-inf")
-        for live in spans:
+        groups, ended, over = _group_spans(spans, floor)
+        for i in over:  # those over the first floor, in order, against the floor as it rises
+            live = spans[i]
             duration = live.end_ns - live.start_ns
-            name = live.name
-            group = durations.get(name)
-            if group is None:
-                group = durations[name] = []
-            group.append(duration)
-            count += 1
-            seq += 1
-            if live.error is not None:
-                ended.append(live)
             if duration > floor:
                 record = frozen[id(live)] = freeze(live)
                 if record is not None:
                     if len(slowest) < keep:
-                        heapq.heappush(slowest, (duration, -seq, record))
+                        heapq.heappush(slowest, (duration, -(seq + i + 1), record))
                     else:
-                        heapq.heapreplace(slowest, (duration, -seq, record))
+                        heapq.heapreplace(slowest, (duration, -(seq + i + 1), record))
                     if len(slowest) >= keep:
                         floor = slowest[0][0]
-        self._seq = seq
-        self.spans += count
+        self._seq = seq + len(spans)
+        self.spans += len(spans)
         by_name = self.by_name
-        for name, group in durations.items():
+        for name, (count, total, longest) in groups.items():
             stats = by_name.get(name)
             if stats is None:
                 stats = self.other if len(by_name) >= self.max_names else by_name.setdefault(name, NameStats())
-            stats.count += len(group)
-            stats.total_ns += sum(group)
-            longest = max(group)
+            stats.count += count
+            stats.total_ns += total
             if longest > stats.max_ns:
                 stats.max_ns = longest
         first_errors = self.first_errors
