@@ -214,12 +214,16 @@ def _dump_factory(template: str, fmt: str, weight: str, full_stacks: bool) -> An
 
 def _count(text: str) -> int:
     """An argparse type: a positive whole number."""
+    return _positive_int(text, f"{text!r} is not a whole number", f"{text!r} must be at least 1")
+
+
+def _positive_int(text: str, not_int: str, not_positive: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(not_int) from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+        raise argparse.ArgumentTypeError(not_positive)
     return value
 
 
@@ -634,13 +638,7 @@ def _copy_trace(source: str, path: str, args: argparse.Namespace) -> int:
 
 
 def _pid(text: str) -> int:
-    try:
-        pid = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
-    if pid <= 0:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
-    return pid
+    return _positive_int(text, f"not a process id: {text!r}", f"not a process id: {text!r}")
 
 
 # ---------------------------------------------------------------------- demo

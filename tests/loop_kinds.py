@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -18,3 +19,12 @@ def loop_factories() -> list[Any]:
     else:
         factories.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
     return factories
+
+
+def run(factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``main()`` to completion on a new loop from ``factory``, then close the loop."""
+    loop = factory()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -9,12 +9,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loop_kinds import loop_factories
+from loop_kinds import loop_factories, run
 
 import asynclens
 from asynclens import FakeClock
@@ -31,14 +30,6 @@ REPO = Path(asynclens.__file__).resolve().parent.parent
 @pytest.fixture(params=loop_factories())
 def factory(request: pytest.FixtureRequest) -> Any:
     return request.param
-
-
-def run(factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    loop = factory()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def busy_records(records: list[Any]) -> dict[str, BusyYield]:

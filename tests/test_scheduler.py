@@ -11,11 +11,10 @@ import gc
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from loop_kinds import loop_factories
+from loop_kinds import loop_factories, run
 
 import asynclens
 from asynclens._state.clock import FakeClock
@@ -26,14 +25,6 @@ from asynclens.testing import capture
 from asynclens.tracing import spans as tracing
 
 MS = 1_000_000
-
-
-def run(factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    loop = factory()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def spans_by_name(records: list[Any]) -> dict[str, Span]:

@@ -4,11 +4,10 @@ aggregate in the summary (docs/lints.md), on a fake clock, on asyncio and uvloop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from loop_kinds import loop_factories
+from loop_kinds import loop_factories, run
 
 import asynclens
 from asynclens import FakeClock
@@ -25,14 +24,6 @@ MS = 1_000_000
 @pytest.fixture(params=loop_factories())
 def factory(request: pytest.FixtureRequest) -> Any:
     return request.param
-
-
-def run(factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    loop = factory()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def expected(*durations: int) -> tuple[int, ...]:
