@@ -172,3 +172,35 @@ def test_stall_stacks_in_the_flame_graph_keep_the_innermost_frames() -> None:
         names.append(strings[node[0]])
     assert names[:3] == ["[event loop stall]", "…", "mod18.py:18 in f18"]
     assert names[-1] == "mod29.py:29 in f29" and len(names) == 2 + html_sink.STALL_FRAMES
+
+
+def test_findings_section_lists_the_lints_and_resource_waits_longest_first() -> None:
+    from asynclens.records import BusyYield, NeverResumable, QueueBacklog, ResourceStats, SessionEnd
+
+    data = RunData()
+    data.begin(info())
+    data.add(
+        [
+            NeverResumable(task_id=1, name="orphan", found_ns=T0, coro="wait_forever", suspended_at="app.py:9 in wait",
+                           waiting_on="Future", creation_site="app.py:20 in main", span_name="GET /x"),
+            BusyYield(task_id=2, name="poller", found_ns=T0, coro="poll", line="app.py:31 in poll", steps=500,
+                      wakes=500, self_wakes=499, run_ns=3 * MS),
+            ResourceStats(resource_id=3, resource_kind="Lock", site="app.py:5 in <module>", waits=2,
+                          wait_ns=2 * MS, max_wait_ns=1 * MS, max_waiters=1),
+            ResourceStats(resource_id=4, resource_kind="Semaphore", site="app.py:6 in <module>", waits=4,
+                          wait_ns=90 * MS, max_wait_ns=40 * MS, max_waiters=3, max_hold_ns=40 * MS,
+                          holder_task="Task-7", holder_span_name="GET /y", holder_site="app.py:50 in handler"),
+            QueueBacklog(resource_id=5, resource_kind="Queue", site="app.py:7 in <module>", start_depth=10,
+                         end_depth=80, samples=5),
+            SessionEnd(end_ns=T0 + 100 * MS),
+        ]  # fmt: skip
+    )
+    rows = build_payload(data)["findings"]
+    assert [r["kind"] for r in rows] == [
+        "will never finish", "busy-yield", "resource wait", "resource wait", "queue backlog"
+    ]  # fmt: skip
+    assert rows[0]["where"] == "app.py:9 in wait" and rows[0]["span"] == "GET /x"
+    assert rows[1]["detail"] == "500 steps, 100% of 500 wake-ups by itself, 3.0 ms running"
+    assert rows[2]["what"] == "Semaphore (4 waits)" and "longest hold 40.0 ms by Task-7" in rows[2]["detail"]
+    assert rows[4]["detail"] == "depth 10 → 80 over 5 samples"
+    assert "findingsTable()" in render_html(data) and build_payload(full_run())["findings"] == []

@@ -137,7 +137,7 @@ function header() {
   if (D.notes.length) { var ul = el('ul', 'notes'); D.notes.forEach(function (n) { ul.appendChild(el('li', null, n)); }); h.appendChild(ul); }
   document.body.appendChild(h);
   var nav = el('nav');
-  [['tl', 'Timeline'], ['flame', 'Flame graph'], ['lag', 'Lag'], ['stalls', 'Stalls'], ['leaks', 'Leaks'], ['summary', 'Summary']].forEach(function (p) {
+  [['tl', 'Timeline'], ['flame', 'Flame graph'], ['lag', 'Lag'], ['stalls', 'Stalls'], ['leaks', 'Leaks'], ['findings', 'Findings'], ['summary', 'Summary']].forEach(function (p) {
     var a = el('a', null, p[1]); a.href = '#' + p[0]; nav.appendChild(a);
   });
   document.body.appendChild(nav);
@@ -527,6 +527,14 @@ function leaksTable() {
     return [td(r.kind), td(r.desc), site, td(r.span || '-'), td(r.t === null ? '-' : fmt(r.t), 'num'), td(r.by || 'never'), stackCell(r, 'stack')];
   });
 }
+function findingsTable() {
+  var s = section('findings', 'Findings', 'What tokio-console would warn about: tasks that can never be resumed (nothing holds the future they await), tasks that mostly woke themselves (busy-yield loops), asyncio locks, semaphores, events, conditions, queues and barriers tasks waited on (longest wait first), and queues whose depth kept growing.');
+  if (!(D.findings || []).length) { add(s, el('p', 'empty', 'No findings.')); return; }
+  table(s, ['finding', 'what', 'where', 'span', 'detail'], D.findings, function (r) {
+    var where = el('td'); where.appendChild(el('code', null, r.where));
+    return [td(r.kind), td(r.what), where, td(r.span || '-'), td(r.detail)];
+  });
+}
 function summary() {
   var s = section('summary', 'Summary', 'The text summary python -m asynclens run prints (for a converted file, everything its records tell): slowest spans with their breakdown, where span time went, scheduling, GC, executor, I/O.');
   s.appendChild(el('pre', 'summary', D.summary));
@@ -534,7 +542,7 @@ function summary() {
 
 try {
   tip = el('div'); tip.id = 'al-tip'; document.body.appendChild(tip);
-  header(); timeline(); flame(); lagChart(); stallsTable(); leaksTable(); summary();
+  header(); timeline(); flame(); lagChart(); stallsTable(); leaksTable(); findingsTable(); summary();
   if (!document.body.hasAttribute('data-error')) document.body.setAttribute('data-rendered', 'ok');
 } catch (e) {
   fail((e && e.message) || e);

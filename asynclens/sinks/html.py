@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from .. import __version__
+from .._durations import format_ns
 from ..report import breakdown as _bd
 from ..report.breakdown import HolderIndex
 from ..report.fileformat import _fallback
@@ -356,6 +357,37 @@ def _lint_notes(data: RunData) -> list[str]:
     return notes
 
 
+def _findings(data: RunData) -> list[dict[str, Any]]:
+    """The lints' and the resources probe's findings (docs/lints.md, docs/resources.md), a
+    row each: tasks that will never finish, busy-yield tasks, contended asyncio resources
+    (longest wait first) and growing queues."""
+    rows: list[dict[str, Any]] = []
+    for part in data.parts:
+        for r in part.of("never_resumable"):
+            rows.append({"kind": "will never finish", "what": f"task {r.name!r} ({r.coro or '?'})",
+                         "where": _short(r.suspended_at or "?"), "span": _short(r.span_name),
+                         "detail": _short(f"awaits a {r.waiting_on or 'future'} nothing holds; created at "
+                                          f"{r.creation_site or '?'}")})
+        for r in part.of("busy_yield"):
+            share = r.self_wakes / r.wakes if r.wakes else 0.0
+            rows.append({"kind": "busy-yield", "what": f"task {r.name!r} ({r.coro or '?'})",
+                         "where": _short(r.line or r.creation_site or "?"), "span": _short(r.span_name),
+                         "detail": f"{r.steps} steps, {share:.0%} of {r.wakes} wake-ups by itself,"
+                                   f" {format_ns(r.cpu_ns if r.cpu_ns is not None else r.run_ns)} running"})
+        waited = sorted(part.of("resource"), key=lambda r: -(r.max_wait_ns or 0))
+        for r in waited:
+            hold = (f"; longest hold {format_ns(r.max_hold_ns)} by {r.holder_task or '?'} at {r.holder_site or '?'}"
+                    if r.max_hold_ns else "")
+            rows.append({"kind": "resource wait", "what": f"{r.resource_kind} ({r.waits} waits)",
+                         "where": _short(r.site or "?"), "span": _short(r.holder_span_name),
+                         "detail": _short(f"waited {format_ns(r.wait_ns)} in all, longest {format_ns(r.max_wait_ns)},"
+                                          f" up to {r.max_waiters} at once{hold}")})
+        for r in part.of("queue_backlog"):
+            rows.append({"kind": "queue backlog", "what": r.resource_kind, "where": _short(r.site or "?"),
+                         "span": None, "detail": f"depth {r.start_depth} → {r.end_depth} over {r.samples} samples"})
+    return rows[:MAX_TABLE_ROWS]
+
+
 def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
     """The JSON data the report's script renders (exposed for tests); ``summary`` is the
     text the session printed, else the one the records tell."""
@@ -398,6 +430,7 @@ def build_payload(data: RunData, summary: str | None = None) -> dict[str, Any]:
         "stall_total": stall_total,
         "leaks": leaks,
         "leak_total": leak_total,
+        "findings": _findings(data),
         "summary": summary if summary is not None else summary_from_run(data, width=WIDTH),
     }
 
