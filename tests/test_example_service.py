@@ -29,6 +29,10 @@ def marker_line(marker: str) -> int:
 
 
 CPU_LINE = marker_line("CPU on the loop")
+#: The CPU loop's lines (its clock check to the marked line): the watchdog samples the loop thread
+#: where it lets the GIL go, the comprehension's loops or the outer loop's check, and on a busy
+#: machine (longer waits for the GIL at the check) the check can be the line most samples show.
+CPU_LOOP = range(CPU_LINE - 2, CPU_LINE + 1)
 BLOCKING_LINE = marker_line("a blocking call on the loop")
 LEAK_LINE = marker_line("never closed")
 
@@ -59,10 +63,12 @@ def request_span(records: list[Any], path: str) -> Span:
     return span
 
 
-def planted(records: list[Any], line: int) -> Stall:
-    """The one stall at the example's ``line``; no other stall overlaps it (not split, not merged)."""
+def planted(records: list[Any], line: int | range) -> Stall:
+    """The one stall at the example's ``line`` (or one of those lines); no other stall overlaps it
+    (not split, not merged)."""
+    lines = line if isinstance(line, range) else range(line, line + 1)
     stalls = stalls_of(records)
-    at_line = [s for s in stalls if s.line == line and s.file is not None and os.path.samefile(s.file, SERVICE)]
+    at_line = [s for s in stalls if s.line in lines and s.file is not None and os.path.samefile(s.file, SERVICE)]
     assert len(at_line) == 1, stalls
     (stall,) = at_line
     overlapping = [s for s in stalls if s is not stall and s.start_ns < stall.end_ns and stall.start_ns < s.end_ns]
@@ -92,7 +98,7 @@ def test_example_service_runs_under_asynclens(run: Any) -> None:
 
 
 def test_the_cpu_heavy_handler_is_one_cpu_stall_at_its_line_in_its_span(run: Any) -> None:
-    stall = planted(run[2], CPU_LINE)
+    stall = planted(run[2], CPU_LOOP)
     assert (stall.cause, stall.span_name, stall.episode) == ("cpu", "score_documents", False)
     assert stall.duration_ns >= 100 * MS  # 150 ms of CPU was planted: the whole of it, not a piece
 
@@ -109,7 +115,7 @@ def test_the_blocking_call_is_one_blocking_stall_at_its_line_in_its_span(run: An
 
 
 def test_the_cpu_and_blocking_stalls_ran_back_to_back_and_are_separate_records(run: Any) -> None:
-    cpu, blocking = planted(run[2], CPU_LINE), planted(run[2], BLOCKING_LINE)
+    cpu, blocking = planted(run[2], CPU_LOOP), planted(run[2], BLOCKING_LINE)
     assert cpu.task != blocking.task
     assert cpu.end_ns <= blocking.start_ns
     # the burst runs them in one loop iteration: nothing but the step's own bookkeeping between them

