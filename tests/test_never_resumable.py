@@ -120,7 +120,8 @@ def test_a_clean_program_has_no_finding(factory: Any) -> None:
 
     async def main() -> list[str]:
         loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        accepted: list[asyncio.StreamWriter] = []
+        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -170,6 +171,8 @@ def test_a_clean_program_has_no_finding(factory: Any) -> None:
         queue.put_nowait(1)
         writer.close()
         server.close()
+        for end in accepted:  # from 3.12 wait_closed() waits for the server's connections too
+            end.close()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
         return found
